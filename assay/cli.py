@@ -1,0 +1,231 @@
+"""`assay`: run the job, and look at what it found.
+
+    assay run SOURCE...         process documents (paths or configured source names)
+    assay runs                  recent runs with their counts
+    assay query "SQL"           read-only SQL over the warehouse
+    assay show FINDING_ID       one finding, its evidence in context, and its lineage
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline import warehouse
+from pipeline.errors import AssayError
+from pipeline.settings import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Context:
+    def __init__(self, config: Path | None, data_dir: Path | None) -> None:
+        self.config = config
+        self.data_dir = data_dir
+
+    def settings(self, **overrides: Any) -> Settings:
+        if self.data_dir is not None:
+            overrides["data_dir"] = self.data_dir
+        return load_settings(self.config, **overrides)
+
+
+class _Group(click.Group):
+    """Turns Assay's own errors into clean CLI errors (exit 1, one line, no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (AssayError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML settings file (default: $ASSAY_CONFIG or ./assay.toml).")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where the lake and warehouse live (default ./data, or ASSAY_DATA_DIR).")
+@click.version_option(package_name="assay")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
+    """Assay: on-prem document analysis with audited findings."""
+    ctx.obj = _Context(config, data_dir)
+
+
+def _print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    console.print(table)
+
+
+class _RichProgress:
+    """Progress listener drawing one bar over the run's documents."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task_id = progress.add_task("planning", total=None)
+
+    def documents_planned(self, total: int) -> None:
+        self.progress.update(self.task_id, total=total, description="documents")
+
+    def document_done(self, uri: str, status: str) -> None:
+        self.progress.update(self.task_id, advance=1, description=f"{status}: {uri.rsplit('/', 1)[-1][:40]}")
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--task", "tasks", multiple=True, help="Extraction task (repeatable; default: key_terms).")
+@click.option("--shard-size", type=int, help="Documents per Prefect task run.")
+@click.option("--max-chunks-per-document", type=int, help="Extract from at most N chunks per document.")
+@click.option("--threads", type=int, help="llama.cpp threads (default: the cores available).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
+@click.pass_obj
+def run(obj: _Context, sources: tuple[str, ...], tasks: tuple[str, ...], shard_size: int | None,
+        max_chunks_per_document: int | None, threads: int | None, progress: bool | None) -> None:
+    """Process SOURCES (folders, files, or configured source names) and land the findings."""
+    from flows.assay_run import assay_run
+    from pipeline import progress as progress_events
+
+    overrides: dict[str, Any] = {}
+    if obj.data_dir is not None:
+        overrides["data_dir"] = str(obj.data_dir)
+    if tasks:
+        overrides["tasks"] = list(tasks)
+    if shard_size:
+        overrides["shard_size"] = shard_size
+    if max_chunks_per_document:
+        overrides["max_chunks_per_document"] = max_chunks_per_document
+    if threads:
+        overrides["model"] = {**obj.settings().model.model_dump(mode="json"), "n_threads": threads}
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, disable=not show_progress, transient=True) as bar:
+        with progress_events.listening(_RichProgress(bar)):
+            summary = assay_run(list(sources), overrides=overrides,
+                                config_file=str(obj.config) if obj.config else None)
+    failed_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.failures_by_reason.items()))
+    console.print(f"\n[bold]Run {summary.run_id}[/bold] {summary.status} in {summary.duration_s:.1f} s")
+    console.print(f"  documents in:   {summary.documents_in}")
+    console.print(f"  processed:      {summary.processed}")
+    console.print(f"  failed:         {summary.failed}" + (f"  ({failed_reasons})" if failed_reasons else ""))
+    console.print(f"  skipped:        {summary.skipped}")
+    console.print(f"  pages:          {summary.pages}")
+    console.print(f"  chunks:         {summary.chunks}  (answers {summary.answers}, failed {summary.answers_failed})")
+    console.print(f"  findings:       {summary.findings}")
+    console.print(f"  pages/second:   {summary.pages_per_second}")
+    console.print("  seconds/stage:  " + ", ".join(f"{k} {v}" for k, v in summary.stage_seconds.items()))
+    prefix = f"assay --data-dir {obj.data_dir} " if obj.data_dir else "assay "
+    console.print("\nLook at the results:")
+    console.print(f"  {prefix}query \"select field, value, grounding_status from findings limit 20\"")
+    console.print(f"  duckdb -readonly {summary.warehouse}   (views: documents, chunks, findings, failures, runs)")
+    if summary.status != "completed":
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_obj
+def query(obj: _Context, sql: str, fmt: str) -> None:
+    """Run read-only SQL against the warehouse and print the result."""
+    settings = obj.settings()
+    with warehouse.connect_read_only(settings.warehouse_path) as con:
+        cursor = con.execute(sql)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=1))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        _print_table(columns, rows)
+
+
+@cli.command()
+@click.option("--limit", default=10, show_default=True)
+@click.pass_obj
+def runs(obj: _Context, limit: int) -> None:
+    """Recent runs with their counts."""
+    settings = obj.settings()
+    with warehouse.connect_read_only(settings.warehouse_path) as con:
+        cursor = con.execute(
+            "select run_id, status, started_at, duration_s, documents_in, documents_processed, documents_failed,"
+            " documents_skipped, chunks, findings, pages_per_second from run_summary limit ?", [limit])
+        columns = [d[0] for d in cursor.description or []]
+        _print_table(columns, cursor.fetchall(), title="Recent runs")
+
+
+CONTEXT_CHARS = 160
+
+
+@cli.command()
+@click.argument("finding_id")
+@click.pass_obj
+def show(obj: _Context, finding_id: str) -> None:
+    """A finding, its evidence within the surrounding text, the document, page, model and prompt."""
+    settings = obj.settings()
+    with warehouse.connect_read_only(settings.warehouse_path) as con:
+        cursor = con.execute(
+            "select f.*, t.text as document_text from findings f"
+            " left join (select distinct content_sha256, text_sha256, text from texts) t"
+            " on t.content_sha256 = f.content_sha256 and t.text_sha256 = f.text_sha256"
+            " where f.finding_id = ? order by f.created_at desc limit 1", [finding_id])
+        columns = [d[0] for d in cursor.description or []]
+        row = cursor.fetchone()
+    if row is None:
+        raise click.ClickException(f"no finding {finding_id!r}")
+    finding = dict(zip(columns, row, strict=True))
+    text: str = finding.pop("document_text") or ""
+    verified = finding["grounding_status"] != "ungrounded"
+    console.print(f"[bold]Finding {finding_id}[/bold]  {finding['task']}.{finding['field']}"
+                  f"[{finding['item_index']}] = [bold]{finding['value']}[/bold]")
+    console.print(f"grounding: {finding['grounding_status']} (score {finding['grounding_score']})"
+                  + ("" if verified else "  [red]NOT VERIFIED: the quote was not found in the document[/red]"))
+    if finding["confidence"] is not None:
+        console.print(f"confidence: {finding['confidence']:.3f}")
+    console.print(f"quote from the model: {finding['evidence_quote']!r}")
+    if verified and text:
+        start, end = int(finding["evidence_start"]), int(finding["evidence_end"])
+        before = text[max(0, start - CONTEXT_CHARS):start]
+        after = text[end:end + CONTEXT_CHARS]
+        console.print(f"\nevidence, characters {start}-{end} of the document text (page {finding['evidence_page']}):")
+        console.print(textwrap.indent(f"…{before}[reverse]{text[start:end]}[/reverse]{after}…", "  "),
+                      markup=True, highlight=False)
+    console.print("\nlineage:")
+    for key in ("document_uri", "document_version", "content_sha256", "text_sha256", "chunk_id", "chunk_start",
+                "chunk_end", "parser", "parser_version", "chunking", "task_version", "prompt_sha256",
+                "schema_sha256", "model_name", "model_sha256", "model_quantization", "llm_runtime", "sampling",
+                "run_id", "flow_run_id", "answer_id", "fingerprint", "created_at"):
+        console.print(f"  {key}: {finding[key]}", highlight=False, markup=False)
+
+
+@cli.command(name="warehouse")
+@click.pass_obj
+def rebuild_warehouse(obj: _Context) -> None:
+    """Re-create the warehouse views from sql/*.sql (e.g. after moving the data folder)."""
+    settings = obj.settings()
+    warehouse.build(settings.warehouse_path, settings.lake_dir)
+    console.print(f"views rebuilt in {settings.warehouse_path}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Thin Prefect wrappers around `pipeline.job` (deployments: deploy/prefect.yaml)."""

@@ -1,0 +1,77 @@
+"""Assay's exception tree and the reason codes recorded for every failure.
+
+Two kinds, as in dlt: a `TransientError` may succeed if tried again (network,
+lock, busy server) and is retried by `pipeline.retry`; every other
+`AssayError` is terminal for the thing it concerns (a document, a chunk) and is
+recorded as a failure with its `reason` while the run goes on.
+
+    AssayError
+    ├── ConfigError                  bad settings, unknown source/task/connector
+    ├── TransientError               retry me
+    ├── ModelError
+    │   └── ModelIntegrityError      model file missing or its SHA-256 differs
+    ├── DocumentError  (.reason)     one input document cannot be used
+    └── ExtractionError (.reason, .raw_output)   one model answer cannot be used
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a document, chunk or answer was not (fully) processed. Stable codes: analysts filter on them."""
+
+    EMPTY_FILE = "empty_file"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    ENCRYPTED = "encrypted"
+    CORRUPT = "corrupt"
+    NO_TEXT = "no_text"
+    READ_ERROR = "read_error"
+    PARSE_ERROR = "parse_error"
+    SCHEMA_INVALID = "schema_invalid"
+    TRUNCATED = "truncated"
+    CONTEXT_OVERFLOW = "context_overflow"
+    MODEL_ERROR = "model_error"
+    DUPLICATE_CONTENT = "duplicate_content"
+    CHUNK_BUDGET = "chunk_budget"
+    INTERNAL_ERROR = "internal_error"
+
+
+class AssayError(Exception):
+    """Base of every error Assay raises on purpose."""
+
+
+class ConfigError(AssayError):
+    """The settings, a source, a task or a connector name are wrong."""
+
+
+class TransientError(AssayError):
+    """A failure that may go away if the operation is tried again."""
+
+
+class ModelError(AssayError):
+    """The model cannot be loaded or run."""
+
+
+class ModelIntegrityError(ModelError):
+    """The model file is missing or is not the file it claims to be."""
+
+
+class DocumentError(AssayError):
+    """A document cannot be used; `reason` says why."""
+
+    def __init__(self, reason: Reason, message: str, filetype: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.filetype = filetype
+
+
+class ExtractionError(AssayError):
+    """A model answer cannot be used; the raw answer is kept for the record."""
+
+    def __init__(self, reason: Reason, message: str, raw_output: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.raw_output = raw_output

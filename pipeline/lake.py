@@ -1,0 +1,229 @@
+"""The lake: append-only Parquet files, one per table per shard per run.
+
+Layout (hive-partitioned by run date, so DuckDB prunes by date):
+
+    <data_dir>/lake/<table>/run_date=YYYY-MM-DD/<run_id>-<part>.parquet
+
+Every file is written under a hidden temporary name in the same folder and
+renamed into place, so a reader (or a crash) never sees half a file; files
+are never rewritten. The Arrow schema of each table is declared here and
+documented column by column in docs/data-dictionary.md (a test keeps the two
+in step).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_ts = pa.timestamp("us", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("flow_run_id", pa.string()),
+            ("status", pa.string()),
+            ("started_at", _ts),
+            ("finished_at", _ts),
+            ("duration_s", pa.float64()),
+            ("sources", pa.string()),
+            ("tasks", pa.string()),
+            ("config", pa.string()),
+            ("versions", pa.string()),
+            ("host", pa.string()),
+            ("model_name", pa.string()),
+            ("model_sha256", pa.string()),
+            ("model_quantization", pa.string()),
+            ("model_n_params", pa.int64()),
+            ("llm_runtime", pa.string()),
+            ("documents_in", pa.int64()),
+            ("documents_processed", pa.int64()),
+            ("documents_failed", pa.int64()),
+            ("documents_skipped", pa.int64()),
+            ("pages", pa.int64()),
+            ("chunks", pa.int64()),
+            ("answers", pa.int64()),
+            ("answers_failed", pa.int64()),
+            ("findings", pa.int64()),
+            ("pages_per_second", pa.float64()),
+            ("stage_seconds", pa.string()),
+        ]
+    ),
+    "documents": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source", pa.string()),
+            ("uri", pa.string()),
+            ("version", pa.string()),
+            ("size_bytes", pa.int64()),
+            ("modified_at", _ts),
+            ("content_sha256", pa.string()),
+            ("filetype", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("message", pa.string()),
+            ("duplicate_of", pa.string()),
+            ("text_sha256", pa.string()),
+            ("text_chars", pa.int64()),
+            ("pages", pa.int64()),
+            ("chunks", pa.int64()),
+            ("chunks_extracted", pa.int64()),
+            ("findings", pa.int64()),
+            ("parser", pa.string()),
+            ("parser_version", pa.string()),
+            ("parse_seconds", pa.float64()),
+            ("extract_seconds", pa.float64()),
+            ("processed_at", _ts),
+        ]
+    ),
+    "texts": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("content_sha256", pa.string()),
+            ("text_sha256", pa.string()),
+            ("text", pa.large_string()),
+            ("page_spans", pa.string()),
+        ]
+    ),
+    "chunks": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("chunk_id", pa.string()),
+            ("content_sha256", pa.string()),
+            ("ordinal", pa.int32()),
+            ("char_start", pa.int64()),
+            ("char_end", pa.int64()),
+            ("pages", pa.list_(pa.int32())),
+            ("text", pa.large_string()),
+            ("placement", pa.string()),
+            ("chunking", pa.string()),
+        ]
+    ),
+    "answers": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("answer_id", pa.string()),
+            ("chunk_id", pa.string()),
+            ("content_sha256", pa.string()),
+            ("task", pa.string()),
+            ("task_version", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("message", pa.string()),
+            ("raw_output", pa.large_string()),
+            ("finish_reason", pa.string()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("seconds", pa.float64()),
+            ("prompt_sha256", pa.string()),
+            ("schema_sha256", pa.string()),
+            ("model_sha256", pa.string()),
+            ("sampling", pa.string()),
+            ("fingerprint", pa.string()),
+            ("created_at", _ts),
+        ]
+    ),
+    "findings": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("flow_run_id", pa.string()),
+            ("finding_id", pa.string()),
+            ("answer_id", pa.string()),
+            ("task", pa.string()),
+            ("task_version", pa.string()),
+            ("field", pa.string()),
+            ("item_index", pa.int32()),
+            ("value", pa.string()),
+            ("value_json", pa.string()),
+            ("evidence_quote", pa.string()),
+            ("evidence_text", pa.string()),
+            ("evidence_start", pa.int64()),
+            ("evidence_end", pa.int64()),
+            ("evidence_page", pa.int32()),
+            ("grounding_status", pa.string()),
+            ("grounding_score", pa.float64()),
+            ("grounded_on", pa.string()),
+            ("confidence", pa.float64()),
+            ("chunk_id", pa.string()),
+            ("chunk_start", pa.int64()),
+            ("chunk_end", pa.int64()),
+            ("content_sha256", pa.string()),
+            ("document_uri", pa.string()),
+            ("document_version", pa.string()),
+            ("text_sha256", pa.string()),
+            ("parser", pa.string()),
+            ("parser_version", pa.string()),
+            ("chunking", pa.string()),
+            ("prompt_sha256", pa.string()),
+            ("schema_sha256", pa.string()),
+            ("model_name", pa.string()),
+            ("model_sha256", pa.string()),
+            ("model_quantization", pa.string()),
+            ("llm_runtime", pa.string()),
+            ("sampling", pa.string()),
+            ("seed", pa.int64()),
+            ("fingerprint", pa.string()),
+            ("created_at", _ts),
+        ]
+    ),
+    "failures": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("stage", pa.string()),
+            ("reason", pa.string()),
+            ("message", pa.string()),
+            ("source", pa.string()),
+            ("uri", pa.string()),
+            ("content_sha256", pa.string()),
+            ("chunk_id", pa.string()),
+            ("task", pa.string()),
+            ("raw_output", pa.large_string()),
+            ("created_at", _ts),
+        ]
+    ),
+}
+
+TABLES = tuple(SCHEMAS)
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    table: str
+    path: Path
+    rows: int
+
+
+class Lake:
+    """Writes Parquet files into the lake folder; never rewrites one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def write(self, table: str, rows: list[dict[str, Any]], run_id: str, part: str, run_date: date) -> WrittenFile:
+        schema = SCHEMAS[table]
+        arrow_table = pa.Table.from_pylist(rows, schema=schema)
+        folder = self.table_dir(table) / f"run_date={run_date.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{run_id}-{part}.parquet"
+        if final.exists():
+            raise FileExistsError(f"refusing to overwrite lake file {final}")
+        temporary = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(arrow_table, temporary, compression="zstd")
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        return WrittenFile(table=table, path=final, rows=arrow_table.num_rows)
+
+    def has_files(self, table: str) -> bool:
+        return any(self.table_dir(table).glob("run_date=*/*.parquet"))

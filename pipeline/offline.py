@@ -1,0 +1,39 @@
+"""Keep every library off the network: no telemetry, no hub downloads.
+
+`enforce()` sets the environment switches that the libraries Assay uses read
+*before* they are imported (unstructured reads DO_NOT_TRACK at import time), so
+it is called first thing by every entry point: `pipeline/__init__.py` calls it,
+which covers the CLI, the flows and the tests.
+
+The switches only ask libraries to behave; `tests/test_offline.py` proves it
+by running a whole job with outbound sockets blocked.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Each switch, and why it is here.
+OFFLINE_ENV: dict[str, str] = {
+    # unstructured: no telemetry ping on import or on each partition call.
+    "DO_NOT_TRACK": "1",
+    "SCARF_NO_ANALYTICS": "true",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    # Hugging Face hub (pulled in by unstructured-inference): never reach the hub.
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    # Prefect: no anonymous usage stats from the client or an ephemeral server.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    # Ephemeral Prefect spends 11-16 s starting a local server; the default wait is 20 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # tqdm/others that may phone home for version checks.
+    "DISABLE_VERSION_CHECK": "1",
+}
+
+
+def enforce() -> None:
+    """Set the offline switches unless the operator has set them explicitly."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,44 @@
+"""Progress events from the core, for whoever is watching (the CLI's progress bar, logs).
+
+The core calls `report(...)`; a front end installs a listener with
+`listening(listener)`. With no listener, events only go to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+logger = logging.getLogger("assay.progress")
+
+
+class ProgressListener(Protocol):
+    def documents_planned(self, total: int) -> None: ...
+
+    def document_done(self, uri: str, status: str) -> None: ...
+
+
+_listeners: list[ProgressListener] = []
+
+
+@contextmanager
+def listening(listener: ProgressListener) -> Iterator[None]:
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def documents_planned(total: int) -> None:
+    logger.info("%d documents to process", total)
+    for listener in list(_listeners):
+        listener.documents_planned(total)
+
+
+def document_done(uri: str, status: str) -> None:
+    logger.info("%s: %s", status, uri)
+    for listener in list(_listeners):
+        listener.document_done(uri, status)

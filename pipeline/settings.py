@@ -1,0 +1,152 @@
+"""One settings object for the whole job.
+
+Precedence, highest first: values passed in code or on the CLI, `ASSAY_*`
+environment variables (nested with `__`, e.g. `ASSAY_MODEL__N_THREADS=1`),
+the TOML file (`--config`, `ASSAY_CONFIG`, or `./assay.toml`), then defaults.
+Secrets are `SecretStr` and URLs have their passwords masked in
+`Settings.redacted()`, which is what run records and logs see.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+
+from pipeline.resources import available_cores
+
+
+class ChunkingSettings(BaseModel):
+    """Arguments of unstructured's `chunk_by_title` (characters, not tokens)."""
+
+    max_characters: int = 1200
+    new_after_n_chars: int = 1000
+    combine_text_under_n_chars: int = 200
+    overlap: int = 0
+
+
+class ModelSettings(BaseModel):
+    """Which GGUF to run and how. `path=None` means the embedded SmolLM2-135M."""
+
+    name: str = "smollm2-135m-instruct-q4_1"
+    path: Path | None = None
+    sha256: str | None = Field(
+        default=None,
+        description="Expected SHA-256 of the file; required for a custom path, known for the embedded model.",
+    )
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_threads: int = Field(default_factory=available_cores)
+    n_gpu_layers: int = 0
+    max_tokens: int = 320
+    temperature: float = 0.0
+    seed: int = 0
+
+
+class SourceSettings(BaseModel):
+    """A named source: which connector, and its options."""
+
+    connector: str = "local"
+    path: str
+    include: list[str] = Field(default_factory=lambda: ["**/*"])
+    exclude: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ASSAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    # Class-level: which TOML file to read (set by `load_settings`).
+    _toml_file: ClassVar[Path | None] = None
+
+    data_dir: Path = Path("data")
+    tasks: list[str] = Field(default_factory=lambda: ["key_terms"])
+    task_dirs: list[Path] = Field(
+        default_factory=list, description="Extra folders of task files (*.yaml) besides the built-in ones."
+    )
+    shard_size: int = Field(default=8, ge=1, description="Documents per Prefect task run.")
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    max_chunks_per_document: int | None = Field(
+        default=None,
+        ge=1,
+        description="Extract from at most this many chunks per document (the rest are recorded as skipped).",
+    )
+    parser_strategy: str = "fast"
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    state_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL of the state store (reserved; see docs/operations.md)."
+    )
+
+    @field_validator("parser_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in {"fast", "ocr_only", "auto"}:
+            raise ValueError("parser_strategy must be fast, ocr_only or auto (hi_res needs hub models)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON-ready data with every secret masked."""
+        data = self.model_dump(mode="json")
+        if self.state_url is not None:
+            data["state_url"] = make_url(self.state_url.get_secret_value()).render_as_string(
+                hide_password=True
+            )
+        return data
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    """The TOML file to read: the explicit one, `$ASSAY_CONFIG`, or `./assay.toml`."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise FileNotFoundError(f"config file not found: {explicit}")
+        return explicit
+    env = os.environ.get("ASSAY_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise FileNotFoundError(f"ASSAY_CONFIG points to a missing file: {path}")
+        return path
+    default = Path("assay.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the TOML file, the environment and `overrides` (CLI flags)."""
+    Settings._toml_file = find_config_file(config_file)
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,16 @@
+-- Views over the Parquet lake: one per lake table, every run's rows.
+-- ${lake} is replaced with the lake folder's absolute path when the warehouse is built.
+CREATE OR REPLACE VIEW runs AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/runs/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW document_versions AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/documents/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW texts AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/texts/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW chunks AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/chunks/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW answers AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/answers/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW findings AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/findings/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW failures AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/failures/*/*.parquet', hive_partitioning = true, union_by_name = true);
