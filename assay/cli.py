@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import duckdb
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -23,7 +24,7 @@ from pipeline import warehouse
 from pipeline.errors import AssayError
 from pipeline.settings import Settings, load_settings
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 
@@ -44,7 +45,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (AssayError, FileNotFoundError) as exc:
+        except (AssayError, FileNotFoundError, duckdb.Error) as exc:
             raise click.ClickException(str(exc)) from exc
 
 
@@ -63,7 +64,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 def _print_table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("run_id", "started", "status"))
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
     console.print(table)
@@ -114,14 +115,17 @@ def run(obj: _Context, sources: tuple[str, ...], tasks: tuple[str, ...], shard_s
         with progress_events.listening(_RichProgress(bar)):
             summary = assay_run(list(sources), overrides=overrides,
                                 config_file=str(obj.config) if obj.config else None)
-    failed_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.failures_by_reason.items()))
+    failed_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.document_failures.items()))
+    answer_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.answer_failures.items()))
     console.print(f"\n[bold]Run {summary.run_id}[/bold] {summary.status} in {summary.duration_s:.1f} s")
     console.print(f"  documents in:   {summary.documents_in}")
     console.print(f"  processed:      {summary.processed}")
     console.print(f"  failed:         {summary.failed}" + (f"  ({failed_reasons})" if failed_reasons else ""))
     console.print(f"  skipped:        {summary.skipped}")
     console.print(f"  pages:          {summary.pages}")
-    console.print(f"  chunks:         {summary.chunks}  (answers {summary.answers}, failed {summary.answers_failed})")
+    console.print(f"  chunks:         {summary.chunks}")
+    console.print(f"  model answers:  {summary.answers}, failed {summary.answers_failed}"
+                  + (f"  ({answer_reasons})" if answer_reasons else ""))
     console.print(f"  findings:       {summary.findings}")
     console.print(f"  pages/second:   {summary.pages_per_second}")
     console.print("  seconds/stage:  " + ", ".join(f"{k} {v}" for k, v in summary.stage_seconds.items()))
@@ -164,8 +168,10 @@ def runs(obj: _Context, limit: int) -> None:
     settings = obj.settings()
     with warehouse.connect_read_only(settings.warehouse_path) as con:
         cursor = con.execute(
-            "select run_id, status, started_at, duration_s, documents_in, documents_processed, documents_failed,"
-            " documents_skipped, chunks, findings, pages_per_second from run_summary limit ?", [limit])
+            "select run_id, status, strftime(started_at, '%Y-%m-%d %H:%M') as started, duration_s as secs,"
+            " documents_in as \"in\", documents_processed as processed, documents_failed as failed,"
+            " documents_skipped as skipped, chunks, findings, pages_per_second as \"pages/s\""
+            " from run_summary limit ?", [limit])
         columns = [d[0] for d in cursor.description or []]
         _print_table(columns, cursor.fetchall(), title="Recent runs")
 

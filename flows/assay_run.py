@@ -55,9 +55,11 @@ def summary_markdown(summary: job.RunSummary) -> str:
         "|---|---|",
         *[f"| {stage} | {seconds} |" for stage, seconds in summary.stage_seconds.items()],
     ]
-    if summary.failures_by_reason:
-        lines += ["", "## Failures by reason", "", "| reason | count |", "|---|---|"]
-        lines += [f"| {reason} | {count} |" for reason, count in sorted(summary.failures_by_reason.items())]
+    for title, counts in (("Documents failed, by reason", summary.document_failures),
+                          ("Model answers failed, by reason", summary.answer_failures)):
+        if counts:
+            lines += ["", f"## {title}", "", "| reason | count |", "|---|---|"]
+            lines += [f"| {reason} | {count} |" for reason, count in sorted(counts.items())]
     return "\n".join(lines)
 
 

@@ -85,7 +85,7 @@ def parse_answer(task: Task, generation: Generation) -> dict[str, Any]:
             generation.text,
         )
     try:
-        data = json.loads(generation.text)
+        data = json.loads(generation.text, strict=False)  # raw newlines inside strings are tolerated
     except json.JSONDecodeError as exc:
         raise ExtractionError(Reason.SCHEMA_INVALID, f"not JSON: {exc}", generation.text) from exc
     errors = sorted(task.validator.iter_errors(data), key=lambda e: list(e.path))

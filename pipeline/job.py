@@ -128,7 +128,8 @@ class ShardReport(BaseModel):
     answers: int = 0
     answers_failed: int = 0
     findings: int = 0
-    failures_by_reason: dict[str, int] = {}
+    document_failures: dict[str, int] = {}
+    answer_failures: dict[str, int] = {}
     stage_seconds: dict[str, float] = {}
     files: list[str] = []
 
@@ -160,7 +161,8 @@ class _ShardWork:
         self.report.stage_seconds[stage] = self.report.stage_seconds.get(stage, 0.0) + seconds
 
     def failure(self, stage: str, reason: str, message: str, ref: DocumentRef | None = None, **extra: Any) -> None:
-        self.report.failures_by_reason[reason] = self.report.failures_by_reason.get(reason, 0) + 1
+        counts = self.report.document_failures if stage == "document" else self.report.answer_failures
+        counts[reason] = counts.get(reason, 0) + 1
         self.rows["failures"].append(
             {
                 "run_id": self.context.run_id,
@@ -429,7 +431,8 @@ class RunSummary(BaseModel):
     findings: int
     duration_s: float
     pages_per_second: float
-    failures_by_reason: dict[str, int]
+    document_failures: dict[str, int]
+    answer_failures: dict[str, int]
     stage_seconds: dict[str, float]
     warehouse: str
 
@@ -441,11 +444,14 @@ def finish_run(context: RunContext, reports: list[ShardReport], documents_in: in
     duration = (finished - context.started_at).total_seconds()
     totals = {key: sum(getattr(r, key) for r in reports) for key in (
         "processed", "failed", "skipped", "pages", "chunks", "answers", "answers_failed", "findings")}
-    reasons: dict[str, int] = defaultdict(int)
+    document_failures: dict[str, int] = defaultdict(int)
+    answer_failures: dict[str, int] = defaultdict(int)
     stages: dict[str, float] = defaultdict(float, {"list": list_seconds})
     for report in reports:
-        for reason, count in report.failures_by_reason.items():
-            reasons[reason] += count
+        for reason, count in report.document_failures.items():
+            document_failures[reason] += count
+        for reason, count in report.answer_failures.items():
+            answer_failures[reason] += count
         for stage, seconds in report.stage_seconds.items():
             stages[stage] += seconds
     accounted = totals["processed"] + totals["failed"] + totals["skipped"]
@@ -504,7 +510,8 @@ def finish_run(context: RunContext, reports: list[ShardReport], documents_in: in
         findings=totals["findings"],
         duration_s=round(duration, 2),
         pages_per_second=round(pages_per_second, 3),
-        failures_by_reason=dict(reasons),
+        document_failures=dict(document_failures),
+        answer_failures=dict(answer_failures),
         stage_seconds={k: round(v, 2) for k, v in stages.items()},
         warehouse=str(context.settings.warehouse_path),
     )

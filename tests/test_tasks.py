@@ -1,0 +1,37 @@
+"""Extraction tasks are data: loaded from YAML, versioned by content, validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.hashing import sha256_bytes
+from pipeline.tasks import BUILTIN_TASK_DIR, find_task
+
+
+def test_builtin_key_terms() -> None:
+    task = find_task("key_terms")
+    assert task.version == sha256_bytes((BUILTIN_TASK_DIR / "key_terms.yaml").read_bytes())
+    assert set(task.evidence_fields) == set(task.output_schema["required"])
+    assert len(task.schema_sha256) == 64
+
+
+def test_user_task_folder_overrides_and_versions_change(tmp_path: Path) -> None:
+    text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
+    (tmp_path / "key_terms.yaml").write_text(text.replace("Read the text", "Read the contract"))
+    mine = find_task("key_terms", [tmp_path])
+    assert mine.version != find_task("key_terms").version
+    assert "Read the contract" in mine.instructions
+
+
+def test_invalid_tasks_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("name: broken\ninstructions: x\nschema: {type: 12}\n")
+    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
+        find_task("broken", [tmp_path])
+    (tmp_path / "partial.yaml").write_text("name: partial\n")
+    with pytest.raises(ConfigError, match="lacks"):
+        find_task("partial", [tmp_path])
+    with pytest.raises(ConfigError, match="unknown task"):
+        find_task("no_such_task")
