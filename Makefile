@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml uv.lock vendor/en_core_web_sm/pyproject.toml | $(UV)
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/assay --data-dir $(DEMO_DATA) run samples --max-chunks-per-document 3
+	$(VENV)/bin/assay --data-dir $(DEMO_DATA) run samples/documents --max-chunks-per-document 3
 
 test: setup
 	$(VENV)/bin/pytest

@@ -1,9 +1,9 @@
 """`assay`: run the job, and look at what it found.
 
-    assay run SOURCE...         process documents (paths or configured source names)
-    assay runs                  recent runs with their counts
-    assay query "SQL"           read-only SQL over the warehouse
-    assay show FINDING_ID       one finding, its evidence in context, and its lineage
+assay run SOURCE...         process documents (paths or configured source names)
+assay runs                  recent runs with their counts
+assay query "SQL"           read-only SQL over the warehouse
+assay show FINDING_ID       one finding, its evidence in context, and its lineage
 """
 
 from __future__ import annotations
@@ -50,10 +50,17 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--config", "config", type=click.Path(path_type=Path, dir_okay=False),
-              help="TOML settings file (default: $ASSAY_CONFIG or ./assay.toml).")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where the lake and warehouse live (default ./data, or ASSAY_DATA_DIR).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML settings file (default: $ASSAY_CONFIG or ./assay.toml).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the lake and warehouse live (default ./data, or ASSAY_DATA_DIR).",
+)
 @click.version_option(package_name="assay")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
@@ -84,16 +91,55 @@ class _RichProgress:
         self.progress.update(self.task_id, advance=1, description=f"{status}: {uri.rsplit('/', 1)[-1][:40]}")
 
 
+class _LineProgress:
+    """Progress listener for logs and pipes: one line per document."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+
+    def documents_planned(self, total: int) -> None:
+        self.total = total
+
+    def document_done(self, uri: str, status: str) -> None:
+        self.done += 1
+        err_console.print(f"[{self.done}/{self.total}] {status}: {uri.rsplit('/', 1)[-1]}", highlight=False)
+
+
+def _assay_invocation(data_dir: Path | None) -> str:
+    """How the user can call this same CLI again (for the hints printed after a run)."""
+    candidate = Path(sys.executable).parent / "assay"
+    if candidate.exists():
+        try:
+            command = str(candidate.relative_to(Path.cwd()))
+        except ValueError:
+            command = str(candidate)
+    else:
+        command = "assay"
+    return command + (f" --data-dir {data_dir}" if data_dir else "")
+
+
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--task", "tasks", multiple=True, help="Extraction task (repeatable; default: key_terms).")
 @click.option("--shard-size", type=int, help="Documents per Prefect task run.")
 @click.option("--max-chunks-per-document", type=int, help="Extract from at most N chunks per document.")
 @click.option("--threads", type=int, help="llama.cpp threads (default: the cores available).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: on a terminal; otherwise one line per document).",
+)
 @click.pass_obj
-def run(obj: _Context, sources: tuple[str, ...], tasks: tuple[str, ...], shard_size: int | None,
-        max_chunks_per_document: int | None, threads: int | None, progress: bool | None) -> None:
+def run(
+    obj: _Context,
+    sources: tuple[str, ...],
+    tasks: tuple[str, ...],
+    shard_size: int | None,
+    max_chunks_per_document: int | None,
+    threads: int | None,
+    progress: bool | None,
+) -> None:
     """Process SOURCES (folders, files, or configured source names) and land the findings."""
     from flows.assay_run import assay_run
     from pipeline import progress as progress_events
@@ -109,12 +155,19 @@ def run(obj: _Context, sources: tuple[str, ...], tasks: tuple[str, ...], shard_s
         overrides["max_chunks_per_document"] = max_chunks_per_document
     if threads:
         overrides["model"] = {**obj.settings().model.model_dump(mode="json"), "n_threads": threads}
-    show_progress = sys.stderr.isatty() if progress is None else progress
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, disable=not show_progress, transient=True) as bar:
-        with progress_events.listening(_RichProgress(bar)):
-            summary = assay_run(list(sources), overrides=overrides,
-                                config_file=str(obj.config) if obj.config else None)
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not show_bar,
+        transient=True,
+    ) as bar:
+        listener = _RichProgress(bar) if show_bar else _LineProgress()
+        with progress_events.listening(listener):
+            summary = assay_run(list(sources), overrides=overrides, config_file=str(obj.config) if obj.config else None)
     failed_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.document_failures.items()))
     answer_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.answer_failures.items()))
     console.print(f"\n[bold]Run {summary.run_id}[/bold] {summary.status} in {summary.duration_s:.1f} s")
@@ -124,17 +177,32 @@ def run(obj: _Context, sources: tuple[str, ...], tasks: tuple[str, ...], shard_s
     console.print(f"  skipped:        {summary.skipped}")
     console.print(f"  pages:          {summary.pages}")
     console.print(f"  chunks:         {summary.chunks}")
-    console.print(f"  model answers:  {summary.answers}, failed {summary.answers_failed}"
-                  + (f"  ({answer_reasons})" if answer_reasons else ""))
+    console.print(
+        f"  model answers:  {summary.answers}, failed {summary.answers_failed}"
+        + (f"  ({answer_reasons})" if answer_reasons else "")
+    )
     console.print(f"  findings:       {summary.findings}")
     console.print(f"  pages/second:   {summary.pages_per_second}")
     console.print("  seconds/stage:  " + ", ".join(f"{k} {v}" for k, v in summary.stage_seconds.items()))
-    prefix = f"assay --data-dir {obj.data_dir} " if obj.data_dir else "assay "
+    invocation = _assay_invocation(obj.data_dir)
+    example = _example_finding(Path(summary.warehouse), summary.run_id)
     console.print("\nLook at the results:")
-    console.print(f"  {prefix}query \"select field, value, grounding_status from findings limit 20\"")
-    console.print(f"  duckdb -readonly {summary.warehouse}   (views: documents, chunks, findings, failures, runs)")
+    console.print(f'  {invocation} query "select field, value, grounding_status from findings limit 20"')
+    console.print(f"  {invocation} show {example or 'FINDING_ID'}")
+    console.print(f"(or open {summary.warehouse} read-only with any DuckDB client)", highlight=False)
     if summary.status != "completed":
         sys.exit(1)
+
+
+def _example_finding(warehouse_path: Path, run_id: str) -> str | None:
+    """A finding of this run worth showing: grounded, most confident first."""
+    with warehouse.connect_read_only(warehouse_path) as con:
+        row = con.execute(
+            "select finding_id from findings where run_id = ? and grounding_status <> 'ungrounded'"
+            " order by confidence desc limit 1",
+            [run_id],
+        ).fetchone()
+    return str(row[0]) if row else None
 
 
 @cli.command()
@@ -169,9 +237,11 @@ def runs(obj: _Context, limit: int) -> None:
     with warehouse.connect_read_only(settings.warehouse_path) as con:
         cursor = con.execute(
             "select run_id, status, strftime(started_at, '%Y-%m-%d %H:%M') as started, duration_s as secs,"
-            " documents_in as \"in\", documents_processed as processed, documents_failed as failed,"
-            " documents_skipped as skipped, chunks, findings, pages_per_second as \"pages/s\""
-            " from run_summary limit ?", [limit])
+            ' documents_in as "in", documents_processed as processed, documents_failed as failed,'
+            ' documents_skipped as skipped, chunks, findings, pages_per_second as "pages/s"'
+            " from run_summary limit ?",
+            [limit],
+        )
         columns = [d[0] for d in cursor.description or []]
         _print_table(columns, cursor.fetchall(), title="Recent runs")
 
@@ -190,7 +260,9 @@ def show(obj: _Context, finding_id: str) -> None:
             "select f.*, t.text as document_text from findings f"
             " left join (select distinct content_sha256, text_sha256, text from texts) t"
             " on t.content_sha256 = f.content_sha256 and t.text_sha256 = f.text_sha256"
-            " where f.finding_id = ? order by f.created_at desc limit 1", [finding_id])
+            " where f.finding_id = ? order by f.created_at desc limit 1",
+            [finding_id],
+        )
         columns = [d[0] for d in cursor.description or []]
         row = cursor.fetchone()
     if row is None:
@@ -198,25 +270,53 @@ def show(obj: _Context, finding_id: str) -> None:
     finding = dict(zip(columns, row, strict=True))
     text: str = finding.pop("document_text") or ""
     verified = finding["grounding_status"] != "ungrounded"
-    console.print(f"[bold]Finding {finding_id}[/bold]  {finding['task']}.{finding['field']}"
-                  f"[{finding['item_index']}] = [bold]{finding['value']}[/bold]")
-    console.print(f"grounding: {finding['grounding_status']} (score {finding['grounding_score']})"
-                  + ("" if verified else "  [red]NOT VERIFIED: the quote was not found in the document[/red]"))
+    console.print(
+        f"[bold]Finding {finding_id}[/bold]  {finding['task']}.{finding['field']}"
+        f"[{finding['item_index']}] = [bold]{finding['value']}[/bold]"
+    )
+    console.print(
+        f"grounding: {finding['grounding_status']} (score {finding['grounding_score']})"
+        + ("" if verified else "  [red]NOT VERIFIED: the quote was not found in the document[/red]")
+    )
     if finding["confidence"] is not None:
         console.print(f"confidence: {finding['confidence']:.3f}")
     console.print(f"quote from the model: {finding['evidence_quote']!r}")
     if verified and text:
         start, end = int(finding["evidence_start"]), int(finding["evidence_end"])
-        before = text[max(0, start - CONTEXT_CHARS):start]
-        after = text[end:end + CONTEXT_CHARS]
+        before = text[max(0, start - CONTEXT_CHARS) : start]
+        after = text[end : end + CONTEXT_CHARS]
         console.print(f"\nevidence, characters {start}-{end} of the document text (page {finding['evidence_page']}):")
-        console.print(textwrap.indent(f"…{before}[reverse]{text[start:end]}[/reverse]{after}…", "  "),
-                      markup=True, highlight=False)
+        console.print(
+            textwrap.indent(f"…{before}[reverse]{text[start:end]}[/reverse]{after}…", "  "),
+            markup=True,
+            highlight=False,
+        )
     console.print("\nlineage:")
-    for key in ("document_uri", "document_version", "content_sha256", "text_sha256", "chunk_id", "chunk_start",
-                "chunk_end", "parser", "parser_version", "chunking", "task_version", "prompt_sha256",
-                "schema_sha256", "model_name", "model_sha256", "model_quantization", "llm_runtime", "sampling",
-                "run_id", "flow_run_id", "answer_id", "fingerprint", "created_at"):
+    for key in (
+        "document_uri",
+        "document_version",
+        "content_sha256",
+        "text_sha256",
+        "chunk_id",
+        "chunk_start",
+        "chunk_end",
+        "parser",
+        "parser_version",
+        "chunking",
+        "task_version",
+        "prompt_sha256",
+        "schema_sha256",
+        "model_name",
+        "model_sha256",
+        "model_quantization",
+        "llm_runtime",
+        "sampling",
+        "run_id",
+        "flow_run_id",
+        "answer_id",
+        "fingerprint",
+        "created_at",
+    ):
         console.print(f"  {key}: {finding[key]}", highlight=False, markup=False)
 
 

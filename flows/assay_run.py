@@ -35,7 +35,9 @@ def process_shard(context: job.RunContext, shard: job.Shard) -> job.ShardReport:
 
 
 @task(name="finish-run", cache_policy=NO_CACHE)
-def finish_run(context: job.RunContext, reports: list[job.ShardReport], total: int, list_seconds: float) -> job.RunSummary:
+def finish_run(
+    context: job.RunContext, reports: list[job.ShardReport], total: int, list_seconds: float
+) -> job.RunSummary:
     return job.finish_run(context, reports, total, list_seconds)
 
 
@@ -55,8 +57,10 @@ def summary_markdown(summary: job.RunSummary) -> str:
         "|---|---|",
         *[f"| {stage} | {seconds} |" for stage, seconds in summary.stage_seconds.items()],
     ]
-    for title, counts in (("Documents failed, by reason", summary.document_failures),
-                          ("Model answers failed, by reason", summary.answer_failures)):
+    for title, counts in (
+        ("Documents failed, by reason", summary.document_failures),
+        ("Model answers failed, by reason", summary.answer_failures),
+    ):
         if counts:
             lines += ["", f"## {title}", "", "| reason | count |", "|---|---|"]
             lines += [f"| {reason} | {count} |" for reason, count in sorted(counts.items())]
@@ -64,7 +68,9 @@ def summary_markdown(summary: job.RunSummary) -> str:
 
 
 @flow(name="assay-run", log_prints=False)
-def assay_run(sources: list[str], overrides: dict[str, Any] | None = None, config_file: str | None = None) -> job.RunSummary:
+def assay_run(
+    sources: list[str], overrides: dict[str, Any] | None = None, config_file: str | None = None
+) -> job.RunSummary:
     """Process every document of `sources` (configured names or paths) with the configured tasks."""
     from pathlib import Path
 
@@ -77,9 +83,17 @@ def assay_run(sources: list[str], overrides: dict[str, Any] | None = None, confi
     logger.info("%d documents in %d shards", total, len(shards))
     reports = [process_shard(context, shard) for shard in shards]
     summary = finish_run(context, reports, total, list_seconds)
-    create_markdown_artifact(markdown=summary_markdown(summary), key="assay-run-summary",
-                             description=f"Assay run {summary.run_id}")
-    logger.info("run %s %s: %d in, %d processed, %d failed, %d skipped, %d findings", summary.run_id,
-                summary.status, summary.documents_in, summary.processed, summary.failed, summary.skipped,
-                summary.findings)
+    create_markdown_artifact(
+        markdown=summary_markdown(summary), key="assay-run-summary", description=f"Assay run {summary.run_id}"
+    )
+    logger.info(
+        "run %s %s: %d in, %d processed, %d failed, %d skipped, %d findings",
+        summary.run_id,
+        summary.status,
+        summary.documents_in,
+        summary.processed,
+        summary.failed,
+        summary.skipped,
+        summary.findings,
+    )
     return summary

@@ -59,9 +59,7 @@ class ParsedDocument(BaseModel):
     def pages_between(self, start: int, end: int) -> list[int]:
         """Page numbers of the elements that overlap characters [start, end)."""
         pages = {
-            span.page
-            for span in self.element_spans
-            if span.page is not None and span.start < end and span.end > start
+            span.page for span in self.element_spans if span.page is not None and span.start < end and span.end > start
         }
         return sorted(pages)
 

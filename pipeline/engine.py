@@ -154,7 +154,7 @@ class SequentialEngine:
         eos = self._llm.detokenize([self._llm.token_eos()]).decode("utf-8", "replace")
         bos = self._llm.detokenize([self._llm.token_bos()]).decode("utf-8", "replace")
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        return formatter(messages=messages).prompt
+        return formatter(messages=messages).prompt  # type: ignore[arg-type]
 
     def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
         """Complete `prompt` under the grammar of `schema_json`; greedy when temperature is 0."""
@@ -200,7 +200,5 @@ class SequentialEngine:
 
 class ContextOverflow(ModelError):
     def __init__(self, prompt_tokens: int, budget: int, n_ctx: int) -> None:
-        super().__init__(
-            f"prompt of {prompt_tokens} tokens + {budget} new tokens exceeds the context of {n_ctx}"
-        )
+        super().__init__(f"prompt of {prompt_tokens} tokens + {budget} new tokens exceeds the context of {n_ctx}")
         self.prompt_tokens = prompt_tokens

@@ -25,9 +25,7 @@ CHUNK_PLACEHOLDER = "{chunk}"
 
 
 def build_messages(task: Task, chunk_text: str) -> list[dict[str, str]]:
-    system = SYSTEM_TEMPLATE.format(
-        instructions=task.instructions.strip(), answer_template=task.answer_template
-    )
+    system = SYSTEM_TEMPLATE.format(instructions=task.instructions.strip(), answer_template=task.answer_template)
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": USER_TEMPLATE.format(chunk=chunk_text)},
@@ -56,8 +54,9 @@ class ExtractedValue:
     confidence: float | None
 
 
-def ground_value(value: Any, evidence: str | None, document_text: str, chunk_start: int,
-                 chunk_end: int) -> tuple[Grounding, str | None]:
+def ground_value(
+    value: Any, evidence: str | None, document_text: str, chunk_start: int, chunk_end: int
+) -> tuple[Grounding, str | None]:
     """Ground a value through its evidence; a quote that does not contain the value does not count.
 
     If the quote is found and holds the value, the quote's location is the evidence. Otherwise the
@@ -66,9 +65,7 @@ def ground_value(value: Any, evidence: str | None, document_text: str, chunk_sta
     value_text = value if isinstance(value, str) else json.dumps(value)
     if evidence:
         found = ground(evidence, document_text, chunk_start, chunk_end)
-        if found.verified and normalise_text(value_text) in normalise_text(
-            document_text[found.start:found.end]  # type: ignore[misc]
-        ):
+        if found.verified and normalise_text(value_text) in normalise_text(document_text[found.start : found.end]):
             return found, "evidence"
     found = ground(value_text, document_text, chunk_start, chunk_end)
     if found.verified:

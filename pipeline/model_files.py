@@ -38,9 +38,23 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 
 # llama.cpp's llama_ftype values (general.file_type in GGUF metadata).
 GGUF_FILE_TYPES: dict[int, str] = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
-    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
-    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
 }
 
 
@@ -83,7 +97,5 @@ def resolve_model_file(settings: ModelSettings) -> ModelFile:
         raise ModelIntegrityError(f"model file not found: {path}")
     actual = sha256_file(path)
     if actual != expected.lower():
-        raise ModelIntegrityError(
-            f"model file {path} has SHA-256 {actual}, expected {expected}: refusing to run it"
-        )
+        raise ModelIntegrityError(f"model file {path} has SHA-256 {actual}, expected {expected}: refusing to run it")
     return ModelFile(name=settings.name, path=path, sha256=actual)

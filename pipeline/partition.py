@@ -33,9 +33,17 @@ SUPPORTED_TYPES = {"pdf", "docx", "pptx", "xlsx", "xls", "html", "xml", "eml", "
 NEEDS = {
     "doc": "LibreOffice (soffice) to convert legacy Word files",
     "ppt": "LibreOffice (soffice) to convert legacy PowerPoint files",
-    "rtf": "pandoc", "odt": "pandoc", "epub": "pandoc", "org": "pandoc", "rst": "pandoc",
-    "jpg": "OCR (tesseract)", "png": "OCR (tesseract)", "tiff": "OCR (tesseract)", "bmp": "OCR (tesseract)",
-    "heic": "OCR (tesseract)", "webp": "OCR (tesseract)",
+    "rtf": "pandoc",
+    "odt": "pandoc",
+    "epub": "pandoc",
+    "org": "pandoc",
+    "rst": "pandoc",
+    "jpg": "OCR (tesseract)",
+    "png": "OCR (tesseract)",
+    "tiff": "OCR (tesseract)",
+    "bmp": "OCR (tesseract)",
+    "heic": "OCR (tesseract)",
+    "webp": "OCR (tesseract)",
 }
 
 
@@ -79,8 +87,8 @@ def check_pdf_readable(data: bytes) -> None:
 def _require_pdf_dependencies() -> None:
     """unstructured returns zero elements, silently, when pikepdf is missing: refuse instead."""
     try:
-        import pikepdf  # noqa: F401
         import pdfminer  # noqa: F401
+        import pikepdf  # noqa: F401
     except ImportError as exc:  # pragma: no cover - an install problem, not a document problem
         raise RuntimeError(f"PDF support is incomplete ({exc}); reinstall Assay's dependencies") from exc
 

@@ -124,9 +124,7 @@ class Settings(BaseSettings):
         """The settings as JSON-ready data with every secret masked."""
         data = self.model_dump(mode="json")
         if self.state_url is not None:
-            data["state_url"] = make_url(self.state_url.get_secret_value()).render_as_string(
-                hide_password=True
-            )
+            data["state_url"] = make_url(self.state_url.get_secret_value()).render_as_string(hide_password=True)
         return data
 
 

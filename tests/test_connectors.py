@@ -23,7 +23,12 @@ def _tree(root: Path) -> None:
 def test_lists_recursively_with_identity(tmp_path: Path) -> None:
     _tree(tmp_path)
     refs = list(make_connector("docs", SourceSettings(path=str(tmp_path))).list())
-    assert [r.name for r in refs] == ["b.txt", "skip.tmp", "one.pdf", "two.txt"]  # a folder's files, then its sub-folders
+    assert [r.name for r in refs] == [
+        "b.txt",
+        "skip.tmp",
+        "one.pdf",
+        "two.txt",
+    ]  # a folder's files, then its sub-folders
     one = refs[2]
     assert one.uri == (tmp_path / "a" / "one.pdf").as_uri()
     assert one.size == len(b"%PDF-1.4 one")

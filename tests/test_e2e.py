@@ -34,8 +34,19 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("e2e")
     data_dir = tmp / "data"
     env, log = offline_env(tmp)
-    command = [*network_namespace_prefix(), *assay_command(), "--data-dir", str(data_dir), "run", str(DOCUMENTS),
-               "--max-chunks-per-document", "2", "--shard-size", "4", "--no-progress"]
+    command = [
+        *network_namespace_prefix(),
+        *assay_command(),
+        "--data-dir",
+        str(data_dir),
+        "run",
+        str(DOCUMENTS),
+        "--max-chunks-per-document",
+        "2",
+        "--shard-size",
+        "4",
+        "--no-progress",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     return {"result": result, "data_dir": data_dir, "netlog": log, "isolated": bool(network_namespace_prefix())}
 
@@ -50,8 +61,9 @@ def test_run_succeeds_and_prints_the_summary(landed: dict[str, object]) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for line in ("documents in:", "processed:", "failed:", "skipped:", "chunks:", "findings:", "pages/second:"):
         assert line in result.stdout
-    assert "assay --data-dir" in result.stdout and "query" in result.stdout
-    assert "duckdb -readonly" in result.stdout
+    assert f"--data-dir {landed['data_dir']} query" in result.stdout
+    assert f"--data-dir {landed['data_dir']} show " in result.stdout
+    assert "[10/10]" in result.stderr  # one progress line per document when not on a terminal
 
 
 def test_nothing_left_the_machine(landed: dict[str, object]) -> None:
@@ -73,8 +85,10 @@ def test_parquet_lake_and_views_exist(landed: dict[str, object]) -> None:
 def test_every_input_is_accounted_for(landed: dict[str, object]) -> None:
     inputs = sorted(p.name for p in DOCUMENTS.iterdir() if p.is_file())
     with _con(landed) as con:
-        run = con.execute("select documents_in, documents_processed, documents_failed, documents_skipped, status,"
-                          " flow_run_id from runs").fetchone()
+        run = con.execute(
+            "select documents_in, documents_processed, documents_failed, documents_skipped, status,"
+            " flow_run_id from runs"
+        ).fetchone()
         rows = con.execute("select regexp_extract(uri, '[^/]+$'), status from documents").fetchall()
     assert run is not None
     documents_in, processed, failed, skipped, status, flow_run_id = run
@@ -88,8 +102,9 @@ def test_every_input_is_accounted_for(landed: dict[str, object]) -> None:
 def test_hard_cases_are_failed_with_reasons(landed: dict[str, object]) -> None:
     with _con(landed) as con:
         rows = con.execute("select regexp_extract(uri, '[^/]+$'), status, reason, message from documents").fetchall()
-        failures = con.execute("select regexp_extract(uri, '[^/]+$'), reason from failures"
-                               " where stage = 'document'").fetchall()
+        failures = con.execute(
+            "select regexp_extract(uri, '[^/]+$'), reason from failures where stage = 'document'"
+        ).fetchall()
     by_name = {name: (status, reason, message) for name, status, reason, message in rows}
     for name, reason in EXPECTED_FAILURES.items():
         status, recorded, message = by_name[name]
@@ -100,8 +115,9 @@ def test_hard_cases_are_failed_with_reasons(landed: dict[str, object]) -> None:
 
 def test_chunk_offsets_point_into_the_canonical_text(landed: dict[str, object]) -> None:
     with _con(landed) as con:
-        rows = con.execute("select c.text, c.char_start, c.char_end, t.text from chunks c"
-                           " join texts t using (content_sha256)").fetchall()
+        rows = con.execute(
+            "select c.text, c.char_start, c.char_end, t.text from chunks c join texts t using (content_sha256)"
+        ).fetchall()
     assert rows
     for chunk_text, start, end, document_text in rows:
         assert document_text[start:end] == chunk_text
@@ -109,8 +125,9 @@ def test_chunk_offsets_point_into_the_canonical_text(landed: dict[str, object]) 
 
 def test_every_finding_carries_evidence_and_lineage(landed: dict[str, object]) -> None:
     with _con(landed) as con:
-        cursor = con.execute("select f.*, t.text as document_text from findings f join texts t"
-                             " on t.content_sha256 = f.content_sha256")
+        cursor = con.execute(
+            "select f.*, t.text as document_text from findings f join texts t on t.content_sha256 = f.content_sha256"
+        )
         columns = [d[0] for d in cursor.description]
         findings = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     assert findings, "the model produced no finding at all"
@@ -122,9 +139,23 @@ def test_every_finding_carries_evidence_and_lineage(landed: dict[str, object]) -
             assert finding["document_text"][start:end] == finding["evidence_text"]
         else:
             assert finding["evidence_start"] is None and finding["evidence_text"] is None
-        for column in ("content_sha256", "document_uri", "parser_version", "chunking", "task_version",
-                       "prompt_sha256", "schema_sha256", "model_sha256", "model_quantization", "llm_runtime",
-                       "sampling", "run_id", "flow_run_id", "chunk_id", "fingerprint"):
+        for column in (
+            "content_sha256",
+            "document_uri",
+            "parser_version",
+            "chunking",
+            "task_version",
+            "prompt_sha256",
+            "schema_sha256",
+            "model_sha256",
+            "model_quantization",
+            "llm_runtime",
+            "sampling",
+            "run_id",
+            "flow_run_id",
+            "chunk_id",
+            "fingerprint",
+        ):
             assert finding[column], column
         assert finding["model_quantization"] == "Q4_1"
         assert 0.0 < finding["confidence"] <= 1.0
@@ -152,9 +183,17 @@ def test_cli_runs_query_and_show(landed: dict[str, object]) -> None:
     assert runs.exit_code == 0, runs.output
     assert "completed" in runs.output
 
-    query = runner.invoke(cli, ["--data-dir", data_dir, "query", "--format", "json",
-                                "select finding_id, field from findings where grounding_status <> 'ungrounded'"
-                                " order by finding_id limit 1"])
+    query = runner.invoke(
+        cli,
+        [
+            "--data-dir",
+            data_dir,
+            "query",
+            "--format",
+            "json",
+            "select finding_id, field from findings where grounding_status <> 'ungrounded' order by finding_id limit 1",
+        ],
+    )
     assert query.exit_code == 0, query.output
     rows = json.loads(query.output)
     assert rows, "no grounded finding to show"

@@ -81,8 +81,9 @@ def test_greedy_decoding_is_repeatable(engine: SequentialEngine) -> None:
 
 def test_a_cut_answer_is_a_truncated_failure_with_its_raw_text(engine: SequentialEngine) -> None:
     task = find_task("key_terms")
-    generation = engine.generate(engine.render_prompt(build_messages(task, CHUNK)),
-                                 json.dumps(task.output_schema), max_tokens=8)
+    generation = engine.generate(
+        engine.render_prompt(build_messages(task, CHUNK)), json.dumps(task.output_schema), max_tokens=8
+    )
     assert generation.finish_reason == "length"
     with pytest.raises(ExtractionError) as caught:
         parse_answer(task, generation)

@@ -21,14 +21,14 @@ def nda_text() -> str:
 def _passage(text: str, length: int = 60) -> tuple[int, str]:
     """A passage of real text well inside the document, starting at a word."""
     start = text.index(" ", len(text) // 3) + 1
-    return start, text[start:start + length]
+    return start, text[start : start + length]
 
 
 def test_exact(nda_text: str) -> None:
-    start, quote = _passage(nda_text)
+    _start, quote = _passage(nda_text)
     found = ground(quote, nda_text)
     assert found.status is GroundingStatus.EXACT
-    assert nda_text[found.start:found.end] == quote  # type: ignore[misc]
+    assert nda_text[found.start : found.end] == quote  # type: ignore[misc]
 
 
 def test_normalised_case_whitespace_and_quotes(nda_text: str) -> None:
@@ -37,14 +37,14 @@ def test_normalised_case_whitespace_and_quotes(nda_text: str) -> None:
     found = ground(mangled, nda_text)
     assert found.status is GroundingStatus.NORMALISED
     assert found.start == start
-    assert nda_text[found.start:found.end].lower() == quote.lower().strip()
+    assert nda_text[found.start : found.end].lower() == quote.lower().strip()
 
 
 def test_normalised_across_line_break_hyphenation() -> None:
     text = "The Recipient shall keep the infor-\nmation strictly confidential."
     found = ground("keep the information strictly", text)
     assert found.status is GroundingStatus.NORMALISED
-    assert text[found.start:found.end] == "keep the infor-\nmation strictly"
+    assert text[found.start : found.end] == "keep the infor-\nmation strictly"
 
 
 def test_typographic_quotes_normalise() -> None:

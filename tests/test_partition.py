@@ -45,7 +45,7 @@ def test_readable_documents_give_text_and_exact_chunks(name: str, filetype: str)
     previous_end = 0
     for ordinal, chunk in enumerate(chunks):
         assert chunk.ordinal == ordinal
-        assert document.text[chunk.start:chunk.end] == chunk.text
+        assert document.text[chunk.start : chunk.end] == chunk.text
         assert chunk.start >= previous_end
         previous_end = chunk.end
     assert len({c.chunk_id for c in chunks}) == len(chunks)
