@@ -34,7 +34,7 @@ class ModelIdentity:
     quantization: str
     n_params: int
     architecture: str
-    runtime: str  # e.g. "llama-cpp-python 0.3.36"
+    runtime: str  # e.g. "llama-cpp-python 0.3.36 / llama.cpp 0.5.0-dev"
 
 
 @dataclass
@@ -94,10 +94,18 @@ class _LogprobRecorder:
         return scores
 
 
+def system_info() -> str:
+    """llama.cpp's view of the CPU features it uses (different kernels can change the logits)."""
+    import llama_cpp
+
+    return str(llama_cpp.llama_print_system_info().decode().strip(" |"))
+
+
 class SequentialEngine:
     """One model, one sequence at a time. Not thread-safe: calls are serialised by a lock."""
 
     def __init__(self, model_file: ModelFile, settings: ModelSettings) -> None:
+        import llama_cpp
         from llama_cpp import Llama, __version__
 
         self.settings = settings
@@ -123,7 +131,7 @@ class SequentialEngine:
             quantization=GGUF_FILE_TYPES.get(file_type, f"file_type={file_type}"),
             n_params=int(self._llm._model.n_params()),
             architecture=str(metadata.get("general.architecture", "unknown")),
-            runtime=f"llama-cpp-python {__version__}",
+            runtime=f"llama-cpp-python {__version__} / llama.cpp {llama_cpp.llama_version().decode()}",
         )
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,13 +29,21 @@ from connectors.registry import make_connector
 from pipeline import progress, warehouse
 from pipeline.chunks import Chunk, chunk_document, chunking_key
 from pipeline.documents import DocumentRef, ParsedDocument
-from pipeline.engine import ContextOverflow, SequentialEngine, sampling_settings
+from pipeline.engine import ContextOverflow, SequentialEngine, sampling_settings, system_info
 from pipeline.errors import DocumentError, ExtractionError, Reason
-from pipeline.extraction import build_messages, extract_values, parse_answer, prompt_template_sha256
-from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, short_id
+from pipeline.extraction import (
+    build_messages,
+    extract_values,
+    parse_answer,
+    prompt_template,
+    prompt_template_sha256,
+)
+from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, sha256_text, short_id
 from pipeline.lake import TABLES, Lake
+from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
 from pipeline.partition import partition_bytes
+from pipeline.resources import available_cores
 from pipeline.settings import ModelSettings, Settings, SourceSettings
 from pipeline.tasks import Task, find_task
 
@@ -467,6 +476,7 @@ class RunSummary(BaseModel):
     answer_failures: dict[str, int]
     stage_seconds: dict[str, float]
     warehouse: str
+    manifest_sha256: str
 
 
 def finish_run(
@@ -508,7 +518,13 @@ def finish_run(
         "config": canonical_json(context.settings.redacted()),
         "versions": canonical_json(package_versions()),
         "host": canonical_json(
-            {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()}
+            {
+                "hostname": socket.gethostname(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "cpu_features": system_info(),
+                "cores": available_cores(),
+            }
         ),
         "model_name": context.settings.model.name,
         "model_sha256": engine.identity.sha256 if engine else model_file.sha256 if model_file else None,
@@ -528,8 +544,15 @@ def finish_run(
         "stage_seconds": canonical_json({k: round(v, 3) for k, v in stages.items()}),
     }
     lake = context.lake
-    lake.write("runs", [run_row], context.run_id, "run", context.started_at.date())
-    warehouse.ensure_every_table_has_a_file(lake, context.run_id, context.started_at.date())
+    ledger = Ledger(context.settings.lake_dir)
+    head = ledger.head()
+    run_row["previous_manifest_sha256"] = head.sha256 if head else None
+    run_date = context.started_at.date()
+    written = [Path(f) for report in reports for f in report.files]
+    written.append(lake.write("runs", [run_row], context.run_id, "run", run_date).path)
+    written.append(lake.write("tasks", _task_rows(context, engine), context.run_id, "tasks", run_date).path)
+    written += [w.path for w in warehouse.ensure_every_table_has_a_file(lake, context.run_id, run_date)]
+    manifest = ledger.commit("run", written, run_id=context.run_id)
     warehouse.build(context.settings.warehouse_path, context.settings.lake_dir)
     return RunSummary(
         run_id=context.run_id,
@@ -550,4 +573,24 @@ def finish_run(
         answer_failures=dict(answer_failures),
         stage_seconds={k: round(v, 2) for k, v in stages.items()},
         warehouse=str(context.settings.warehouse_path),
+        manifest_sha256=manifest.sha256,
     )
+
+
+def _task_rows(context: RunContext, engine: SequentialEngine | None) -> list[dict[str, Any]]:
+    """Each task's definition as run, so that replay and audits never depend on today's task files."""
+    rows = []
+    for task in context.tasks():
+        template = prompt_template(task, engine.render_prompt) if engine else None
+        rows.append(
+            {
+                "run_id": context.run_id,
+                "task": task.name,
+                "task_version": task.version,
+                "definition": task.definition,
+                "schema_sha256": task.schema_sha256,
+                "prompt_template": template,
+                "prompt_sha256": sha256_text(template) if template is not None else None,
+            }
+        )
+    return rows

@@ -55,6 +55,18 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("findings", pa.int64()),
             ("pages_per_second", pa.float64()),
             ("stage_seconds", pa.string()),
+            ("previous_manifest_sha256", pa.string()),
+        ]
+    ),
+    "tasks": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("task", pa.string()),
+            ("task_version", pa.string()),
+            ("definition", pa.large_string()),
+            ("schema_sha256", pa.string()),
+            ("prompt_template", pa.large_string()),
+            ("prompt_sha256", pa.string()),
         ]
     ),
     "documents": pa.schema(
@@ -172,6 +184,34 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("seed", pa.int64()),
             ("fingerprint", pa.string()),
             ("created_at", _ts),
+        ]
+    ),
+    "review_decisions": pa.schema(
+        [
+            ("decision_id", pa.string()),
+            ("finding_id", pa.string()),
+            ("decision", pa.string()),
+            ("corrected_value", pa.string()),
+            ("reviewer", pa.string()),
+            ("comment", pa.string()),
+            ("decided_at", _ts),
+        ]
+    ),
+    "replays": pa.schema(
+        [
+            ("replay_id", pa.string()),
+            ("run_id", pa.string()),
+            ("finding_id", pa.string()),
+            ("answer_id", pa.string()),
+            ("status", pa.string()),
+            ("reproduced", pa.bool_()),
+            ("raw_identical", pa.bool_()),
+            ("original_value", pa.string()),
+            ("replayed_value", pa.string()),
+            ("message", pa.string()),
+            ("model_sha256", pa.string()),
+            ("llm_runtime", pa.string()),
+            ("replayed_at", _ts),
         ]
     ),
     "failures": pa.schema(

@@ -28,6 +28,7 @@ class Task(BaseModel):
     examples: tuple[dict[str, Any], ...] = ()
     version: str  # SHA-256 of the task file's bytes
     source_path: str
+    definition: str  # the file's text, landed with every run (table `tasks`)
 
     @cached_property
     def schema_sha256(self) -> str:
@@ -39,7 +40,12 @@ class Task(BaseModel):
 
 
 def load_task_file(path: Path) -> Task:
-    raw = path.read_bytes()
+    return parse_task(path.read_bytes(), str(path))
+
+
+def parse_task(raw: bytes, source: str) -> Task:
+    """A task from the bytes of its YAML file (`source` names where they came from)."""
+    path = source
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -63,7 +69,8 @@ def load_task_file(path: Path) -> Task:
         evidence_fields=tuple(data.get("evidence_fields", ())),
         examples=tuple(data.get("examples", ())),
         version=sha256_bytes(raw),
-        source_path=str(path),
+        source_path=source,
+        definition=raw.decode("utf-8"),
     )
 
 

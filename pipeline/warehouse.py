@@ -9,12 +9,13 @@ re-point them.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from string import Template
 
 import duckdb
 
-from pipeline.lake import SCHEMAS, TABLES, Lake
+from pipeline.lake import SCHEMAS, TABLES, Lake, WrittenFile
 
 
 def sql_dir() -> Path:
@@ -30,11 +31,13 @@ def sql_files() -> list[Path]:
     return sorted(sql_dir().glob("*.sql"))
 
 
-def ensure_every_table_has_a_file(lake: Lake, run_id: str, run_date: object) -> None:
+def ensure_every_table_has_a_file(lake: Lake, run_id: str, run_date: date) -> list[WrittenFile]:
     """A view over a glob that matches nothing fails; an empty file with the schema fixes that."""
-    for table in TABLES:
-        if not lake.has_files(table):
-            lake.write(table, [], run_id=run_id, part="schema", run_date=run_date)  # type: ignore[arg-type]
+    return [
+        lake.write(table, [], run_id=run_id, part="schema", run_date=run_date)
+        for table in TABLES
+        if not lake.has_files(table)
+    ]
 
 
 def build(warehouse_path: Path, lake_root: Path) -> None:

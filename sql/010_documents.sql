@@ -1,19 +1,24 @@
 -- documents: the latest state of every document URI ever seen (one row per URI).
 -- document_versions keeps every run's row.
 CREATE OR REPLACE VIEW documents AS
-    SELECT d.*
-    FROM document_versions AS d
-    JOIN runs AS r USING (run_id)
-    QUALIFY row_number() OVER (PARTITION BY d.uri ORDER BY d.processed_at DESC) = 1;
+    SELECT *
+    FROM document_versions
+    QUALIFY row_number() OVER (PARTITION BY uri ORDER BY processed_at DESC) = 1;
 
--- run_summary: one line per run, newest first.
+-- run_summary: one line per run, newest first, with its replay reproducibility when sampled.
 CREATE OR REPLACE VIEW run_summary AS
-    SELECT run_id, status, started_at, finished_at, round(duration_s, 1) AS duration_s,
-           documents_in, documents_processed, documents_failed, documents_skipped,
-           pages, chunks, answers, answers_failed, findings, round(pages_per_second, 3) AS pages_per_second,
-           model_name, model_sha256
-    FROM runs
-    ORDER BY started_at DESC;
+    SELECT r.run_id, r.status, r.started_at, r.finished_at, round(r.duration_s, 1) AS duration_s,
+           r.documents_in, r.documents_processed, r.documents_failed, r.documents_skipped,
+           r.pages, r.chunks, r.answers, r.answers_failed, r.findings,
+           round(r.pages_per_second, 3) AS pages_per_second,
+           rp.replayed, round(rp.reproducibility, 3) AS reproducibility,
+           r.model_name, r.model_sha256
+    FROM runs AS r
+    LEFT JOIN (
+        SELECT run_id, count(*) AS replayed, avg(CASE WHEN reproduced THEN 1.0 ELSE 0.0 END) AS reproducibility
+        FROM replays WHERE status = 'replayed' GROUP BY run_id
+    ) AS rp USING (run_id)
+    ORDER BY r.started_at DESC;
 
 -- failures_by_reason: what went wrong, how often, per run.
 CREATE OR REPLACE VIEW failures_by_reason AS

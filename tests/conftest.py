@@ -56,3 +56,26 @@ def offline_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 def assay_command() -> list[str]:
     return [sys.executable, "-m", "assay"]
+
+
+@pytest.fixture(scope="session")
+def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One real `assay run` over tests/fixtures/documents, offline, shared by the tests that read its results."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    data_dir = tmp / "data"
+    env, log = offline_env(tmp)
+    command = [
+        *network_namespace_prefix(),
+        *assay_command(),
+        "--data-dir",
+        str(data_dir),
+        "run",
+        str(DOCUMENTS),
+        "--max-chunks-per-document",
+        "2",
+        "--shard-size",
+        "4",
+        "--no-progress",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    return {"result": result, "data_dir": data_dir, "netlog": log}

@@ -13,11 +13,10 @@ import subprocess
 from pathlib import Path
 
 import duckdb
-import pytest
 from click.testing import CliRunner
 
 from assay.cli import cli
-from tests.conftest import DOCUMENTS, ROOT, assay_command, network_namespace_prefix, offline_env
+from tests.conftest import DOCUMENTS
 
 # What the hard cases among the fixtures must be recorded as.
 EXPECTED_FAILURES = {
@@ -27,28 +26,6 @@ EXPECTED_FAILURES = {
     "docling__ocr_test.pdf": "no_text",
     "docling__qr_bill_example.jpg": "unsupported_type",
 }
-
-
-@pytest.fixture(scope="module")
-def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    data_dir = tmp / "data"
-    env, log = offline_env(tmp)
-    command = [
-        *network_namespace_prefix(),
-        *assay_command(),
-        "--data-dir",
-        str(data_dir),
-        "run",
-        str(DOCUMENTS),
-        "--max-chunks-per-document",
-        "2",
-        "--shard-size",
-        "4",
-        "--no-progress",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
-    return {"result": result, "data_dir": data_dir, "netlog": log, "isolated": bool(network_namespace_prefix())}
 
 
 def _con(landed: dict[str, object]) -> duckdb.DuckDBPyConnection:

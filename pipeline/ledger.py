@@ -1,0 +1,213 @@
+"""Tamper evidence: manifests chained by hash, and their verification.
+
+Every commit to the lake (a run, a batch of review decisions, a replay
+sample) writes one manifest, `lake/_manifests/<seq>-<commit_id>.json`,
+listing each file it wrote with its SHA-256, size and row count, and the
+SHA-256 of the previous manifest's bytes. Files are never rewritten, so
+`verify` can re-hash the whole lake and report:
+
+- a file whose bytes differ from its manifest (changed),
+- a file in a manifest that is gone (removed),
+- a Parquet file that no manifest lists (added),
+- a manifest whose `previous_sha256` is not the hash of the manifest before
+  it, a gap or fork in the sequence (broken chain).
+
+What a hash chain cannot prove by itself is that the newest manifests were
+not removed together with their files: `verify` prints the head hash, and an
+operator who records it elsewhere (a ticket, WORM storage) closes that gap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline.hashing import sha256_bytes, sha256_file
+
+MANIFEST_DIR = "_manifests"
+FORMAT = "assay-manifest/1"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the lake root, with forward slashes
+    sha256: str
+    bytes: int
+    rows: int
+    table: str
+
+
+def describe_file(lake_root: Path, path: Path) -> FileEntry:
+    relative = path.relative_to(lake_root).as_posix()
+    return FileEntry(
+        path=relative,
+        sha256=sha256_file(path),
+        bytes=path.stat().st_size,
+        rows=pq.ParquetFile(path).metadata.num_rows,
+        table=relative.split("/", 1)[0],
+    )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    sequence: int
+    commit_id: str
+    kind: str  # "run", "review", "replay"
+    run_id: str | None
+    created_at: str
+    previous_sha256: str | None
+    files: tuple[FileEntry, ...]
+    path: Path
+    sha256: str  # of this manifest file's bytes
+
+
+class Ledger:
+    def __init__(self, lake_root: Path) -> None:
+        self.root = lake_root
+        self.folder = lake_root / MANIFEST_DIR
+
+    def manifests(self) -> list[Manifest]:
+        """Every manifest on disk, in sequence order (unparseable ones raise)."""
+        found = []
+        for path in sorted(self.folder.glob("*.json")):
+            raw = path.read_bytes()
+            data = json.loads(raw)
+            found.append(
+                Manifest(
+                    sequence=int(data["sequence"]),
+                    commit_id=data["commit_id"],
+                    kind=data["kind"],
+                    run_id=data.get("run_id"),
+                    created_at=data["created_at"],
+                    previous_sha256=data.get("previous_sha256"),
+                    files=tuple(FileEntry(**entry) for entry in data["files"]),
+                    path=path,
+                    sha256=sha256_bytes(raw),
+                )
+            )
+        return sorted(found, key=lambda m: (m.sequence, m.path.name))
+
+    def head(self) -> Manifest | None:
+        manifests = self.manifests()
+        return manifests[-1] if manifests else None
+
+    def commit(
+        self,
+        kind: str,
+        files: Iterable[Path],
+        run_id: str | None = None,
+        commit_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Write the manifest of `files`, chained to the current head. Returns it."""
+        head = self.head()
+        sequence = head.sequence + 1 if head else 1
+        commit_id = commit_id or run_id or uuid.uuid4().hex[:16]
+        entries = [describe_file(self.root, Path(p)) for p in files]
+        document = {
+            "format": FORMAT,
+            "sequence": sequence,
+            "commit_id": commit_id,
+            "kind": kind,
+            "run_id": run_id,
+            "created_at": datetime.now(UTC).isoformat(),
+            "previous_sha256": head.sha256 if head else None,
+            "files": [entry.__dict__ for entry in sorted(entries, key=lambda e: e.path)],
+            **(extra or {}),
+        }
+        raw = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"{sequence:08d}-{commit_id}.json"
+        if final.exists():
+            raise FileExistsError(f"refusing to overwrite manifest {final}")
+        temporary = self.folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        return Manifest(
+            sequence=sequence,
+            commit_id=commit_id,
+            kind=kind,
+            run_id=run_id,
+            created_at=str(document["created_at"]),
+            previous_sha256=head.sha256 if head else None,
+            files=tuple(entries),
+            path=final,
+            sha256=sha256_bytes(raw),
+        )
+
+
+@dataclass
+class VerifyReport:
+    manifests: int = 0
+    files_checked: int = 0
+    head_sha256: str | None = None
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    broken_links: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.removed or self.added or self.broken_links)
+
+
+def verify(lake_root: Path) -> VerifyReport:
+    """Re-hash every file of the lake and walk the manifest chain."""
+    report = VerifyReport()
+    ledger = Ledger(lake_root)
+    try:
+        manifests = ledger.manifests()
+    except (ValueError, KeyError, TypeError) as exc:
+        report.broken_links.append(f"a manifest cannot be read: {exc}")
+        return report
+    report.manifests = len(manifests)
+    report.head_sha256 = manifests[-1].sha256 if manifests else None
+
+    previous: Manifest | None = None
+    for manifest in manifests:
+        expected_sequence = previous.sequence + 1 if previous else 1
+        if manifest.sequence != expected_sequence:
+            report.broken_links.append(
+                f"{manifest.path.name}: sequence {manifest.sequence}, expected {expected_sequence} (a gap or a fork)"
+            )
+        expected_hash = previous.sha256 if previous else None
+        if manifest.previous_sha256 != expected_hash:
+            report.broken_links.append(
+                f"{manifest.path.name}: previous_sha256 {manifest.previous_sha256} does not match the manifest "
+                f"before it ({expected_hash})"
+            )
+        previous = manifest
+
+    listed: dict[str, FileEntry] = {}
+    for manifest in manifests:
+        for entry in manifest.files:
+            if entry.path in listed:
+                report.broken_links.append(f"{entry.path} is listed by more than one manifest")
+            listed[entry.path] = entry
+    on_disk = {
+        p.relative_to(lake_root).as_posix(): p
+        for p in lake_root.rglob("*")
+        if p.is_file() and MANIFEST_DIR not in p.relative_to(lake_root).parts
+    }
+    for relative, entry in sorted(listed.items()):
+        path = on_disk.get(relative)
+        if path is None:
+            report.removed.append(relative)
+            continue
+        report.files_checked += 1
+        if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+            report.changed.append(relative)
+    for relative in sorted(set(on_disk) - set(listed)):
+        report.added.append(relative)
+    return report

@@ -1,0 +1,70 @@
+"""Review decisions: a reviewer accepts, rejects or corrects a finding. Appended, never edited."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pipeline import warehouse
+from pipeline.errors import ConfigError
+from pipeline.lake import Lake
+from pipeline.ledger import Ledger
+from pipeline.settings import Settings
+
+
+class Decision(StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    CORRECT = "correct"
+
+
+@dataclass(frozen=True)
+class ReviewDecision:
+    decision_id: str
+    finding_id: str
+    decision: Decision
+    corrected_value: str | None
+    reviewer: str
+    comment: str | None
+    decided_at: datetime
+
+
+def record_decision(
+    settings: Settings,
+    finding_id: str,
+    decision: Decision,
+    reviewer: str,
+    corrected_value: str | None = None,
+    comment: str | None = None,
+) -> ReviewDecision:
+    """Check the finding exists, then append the decision to the lake and commit it to the ledger."""
+    if decision is Decision.CORRECT and not corrected_value:
+        raise ConfigError("a correction needs the corrected value")
+    if decision is not Decision.CORRECT and corrected_value:
+        raise ConfigError("only a correction takes a value")
+    if not reviewer.strip():
+        raise ConfigError("a review decision needs a reviewer")
+    with warehouse.connect_read_only(settings.warehouse_path) as con:
+        found = con.execute("SELECT 1 FROM findings WHERE finding_id = ? LIMIT 1", [finding_id]).fetchone()
+    if found is None:
+        raise ConfigError(f"no finding {finding_id!r}")
+    record = ReviewDecision(
+        decision_id=uuid.uuid4().hex[:16],
+        finding_id=finding_id,
+        decision=decision,
+        corrected_value=corrected_value,
+        reviewer=reviewer,
+        comment=comment,
+        decided_at=datetime.now(UTC),
+    )
+    commit_id = f"review-{record.decision_id}"
+    row = {**record.__dict__, "decision": record.decision.value}
+    written = Lake(settings.lake_dir).write("review_decisions", [row], commit_id, "0", record.decided_at.date())
+    Ledger(settings.lake_dir).commit("review", [written.path], commit_id=commit_id)
+    warehouse.build(settings.warehouse_path, settings.lake_dir)
+    return record
+
+
+__all__ = ["Decision", "ReviewDecision", "record_decision"]

@@ -1,0 +1,159 @@
+"""For analysts and auditors, on the results of the real end-to-end run: views, review, export,
+replay on the embedded model, the HTML report, and verification after all of it."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+from openpyxl import load_workbook
+
+from assay.cli import cli
+from pipeline.model_files import resolve_model_file
+from pipeline.settings import ModelSettings
+from tests.conftest import DOCUMENTS
+
+
+def _invoke(landed: dict[str, object], *args: str) -> Any:
+    result = CliRunner().invoke(cli, ["--data-dir", str(landed["data_dir"]), *args])
+    return result
+
+
+def _rows(landed: dict[str, object], sql: str) -> list[dict[str, Any]]:
+    result = _invoke(landed, "query", "--format", "json", sql)
+    assert result.exit_code == 0, result.output
+    return list(json.loads(result.output))
+
+
+def test_findings_evidence_view_carries_evidence_and_lineage(landed: dict[str, object]) -> None:
+    rows = _rows(landed, "select * from findings_evidence")
+    assert rows
+    for row in rows:
+        assert row["verified"] == (row["grounding_status"] != "ungrounded")
+        assert row["model_sha256"] and row["prompt_sha256"] and row["document_uri"]
+
+
+def test_coverage_lists_every_input(landed: dict[str, object]) -> None:
+    rows = _rows(landed, "select uri, status, reason from coverage")
+    assert sorted(r["uri"].rsplit("/", 1)[-1] for r in rows) == sorted(p.name for p in DOCUMENTS.iterdir())
+    assert all(r["reason"] for r in rows if r["status"] != "processed")
+
+
+def test_findings_to_review_are_unverified_or_unsure(landed: dict[str, object]) -> None:
+    for row in _rows(landed, "select verified, confidence from findings_to_review"):
+        assert not row["verified"] or row["confidence"] < 0.5
+    strict = _rows(landed, "select count(*) as n from findings_below(1.01)")[0]["n"]
+    total = _rows(landed, "select count(*) as n from findings")[0]["n"]
+    assert strict == total
+
+
+def test_compare_a_run_with_itself_changes_nothing(landed: dict[str, object]) -> None:
+    run_id = _rows(landed, "select run_id from runs")[0]["run_id"]
+    rows = _rows(landed, f"select change from compare_runs('{run_id}', '{run_id}')")
+    assert rows and {r["change"] for r in rows} == {"same"}
+    added = _rows(landed, f"select distinct change from compare_runs('no-such-run', '{run_id}')")
+    assert {r["change"] for r in added} == {"added"}
+
+
+def test_review_decisions_are_appended_and_visible(landed: dict[str, object]) -> None:
+    ids = [r["finding_id"] for r in _rows(landed, "select finding_id from findings order by finding_id limit 3")]
+    assert len(ids) == 3
+    assert _invoke(landed, "review", ids[0], "--accept", "--reviewer", "ana").exit_code == 0
+    assert _invoke(landed, "review", ids[1], "--reject", "--reviewer", "ana", "--comment", "not a party").exit_code == 0
+    corrected = _invoke(landed, "review", ids[2], "--correct", "Compuware Corporation", "--reviewer", "bo")
+    assert corrected.exit_code == 0, corrected.output
+    # a later decision on the same finding wins; the earlier one stays in the table
+    assert _invoke(landed, "review", ids[0], "--reject", "--reviewer", "bo").exit_code == 0
+
+    rows = {
+        r["finding_id"]: r for r in _rows(landed, "select * from findings_evidence where review_decision is not null")
+    }
+    assert rows[ids[0]]["review_decision"] == "reject" and rows[ids[0]]["reviewer"] == "bo"
+    assert rows[ids[1]]["reviewed_value"] is None
+    assert rows[ids[2]]["reviewed_value"] == "Compuware Corporation"
+    assert _rows(landed, "select count(*) as n from review_decisions")[0]["n"] == 4
+
+    bad = _invoke(landed, "review", "no-such-finding", "--accept", "--reviewer", "ana")
+    assert bad.exit_code != 0 and "no finding" in bad.output
+    both = _invoke(landed, "review", ids[0], "--accept", "--correct", "x")
+    assert both.exit_code != 0
+
+
+def test_export_writes_csv_and_xlsx(landed: dict[str, object], tmp_path: Path) -> None:
+    csv_path, xlsx_path = tmp_path / "review.csv", tmp_path / "review.xlsx"
+    result = _invoke(landed, "export", "--view", "findings_evidence", "--out", str(csv_path), "--out", str(xlsx_path))
+    assert result.exit_code == 0, result.output
+    count = _rows(landed, "select count(*) as n from findings_evidence")[0]["n"]
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle))
+    assert len(records) == count and "evidence_quote" in records[0]
+    sheet = load_workbook(xlsx_path).active
+    assert sheet is not None
+    assert sheet.max_row == count + 1
+    assert [c.value for c in sheet[1]][:3] == ["finding_id", "run_id", "document_uri"]
+    assert _invoke(landed, "export", "select 1", "--out", str(tmp_path / "x.pdf")).exit_code != 0
+
+
+def test_replay_reproduces_on_the_embedded_model(landed: dict[str, object]) -> None:
+    finding = _rows(landed, "select finding_id from findings order by confidence desc limit 1")[0]["finding_id"]
+    result = _invoke(landed, "replay", finding)
+    assert result.exit_code == 0, result.output
+    assert "reproduced" in result.output and "NOT" not in result.output
+
+
+def test_replay_sample_records_the_rate_with_the_run(landed: dict[str, object]) -> None:
+    run_id = _rows(landed, "select run_id from runs")[0]["run_id"]
+    result = _invoke(landed, "replay", "--sample", "3", "--run", run_id)
+    assert "reproducibility:" in result.output, result.output
+    summary = _rows(landed, f"select replayed, reproducibility from run_summary where run_id = '{run_id}'")[0]
+    assert summary["replayed"] >= 3
+    assert 0.0 <= summary["reproducibility"] <= 1.0
+    replays = _rows(landed, "select status, reproduced, raw_identical from replays")
+    assert all(r["status"] == "replayed" for r in replays)
+
+
+def test_replay_refuses_a_different_model_file(
+    landed: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = resolve_model_file(ModelSettings()).path
+    other = tmp_path / "other.gguf"
+    shutil.copyfile(original, other)
+    with other.open("ab") as handle:
+        handle.write(b"\0")
+    digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    monkeypatch.setenv("ASSAY_MODEL__PATH", str(other))
+    monkeypatch.setenv("ASSAY_MODEL__SHA256", digest)
+    finding = _rows(landed, "select finding_id from findings limit 1")[0]["finding_id"]
+    result = _invoke(landed, "replay", finding)
+    assert result.exit_code == 1
+    assert "refused" in result.output and "SHA-256" in result.output
+
+
+def test_html_report_has_its_charts(landed: dict[str, object], tmp_path: Path) -> None:
+    run_id = _rows(landed, "select run_id from runs")[0]["run_id"]
+    out = tmp_path / "report.html"
+    result = _invoke(landed, "report", run_id, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    for title in ("Findings per field", "Grounding status", "Confidence", "Coverage", "Failures by reason"):
+        assert title in page
+    assert page.count("<svg") == 5
+    assert re.search(r"(src|href)=\"https?://", page) is None and "<script" not in page  # self-contained
+    assert _invoke(landed, "report", "no-such-run").exit_code != 0
+
+
+def test_lake_still_verifies_after_reviews_and_replays(landed: dict[str, object]) -> None:
+    result = _invoke(landed, "verify")
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(Path(str(landed["data_dir"])) / "warehouse.duckdb"), read_only=True)
+    kinds = {row[0] for row in con.execute("select distinct kind from manifests").fetchall()}
+    con.close()
+    assert {"run", "review", "replay"} <= kinds
