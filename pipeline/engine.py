@@ -42,7 +42,7 @@ class Generation:
     """One answer: its text, why it stopped, and per-token log-probabilities."""
 
     text: str
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" (budget spent) | "dead_end" (grammar) | "overflow" (context)
     prompt_tokens: int
     completion_tokens: int
     token_offsets: list[int] = field(default_factory=list)  # start char of each scored token in text
@@ -92,6 +92,14 @@ class _LogprobRecorder:
         shifted = scores.astype(np.float64) - float(np.max(scores))
         self.previous = shifted - math.log(float(np.exp(shifted).sum()))
         return scores
+
+
+def render_chat(template: str, bos: str, eos: str, messages: list[dict[str, str]]) -> str:
+    """Apply a model's Jinja2 chat template (from its GGUF) to messages, with the generation prompt."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    return str(formatter(messages=messages).prompt)  # type: ignore[arg-type]
 
 
 def system_info() -> str:
@@ -154,15 +162,22 @@ class SequentialEngine:
 
     def render_prompt(self, messages: list[dict[str, str]]) -> str:
         """The exact prompt text the model sees (its own chat template applied)."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelError("the model file has no chat template")
         eos = self._llm.detokenize([self._llm.token_eos()]).decode("utf-8", "replace")
         bos = self._llm.detokenize([self._llm.token_bos()]).decode("utf-8", "replace")
-        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        return formatter(messages=messages).prompt  # type: ignore[arg-type]
+        return render_chat(template, bos, eos, messages)
+
+    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
+        """One prompt after the other (the batched engine decodes them together)."""
+        results = []
+        for prompt in prompts:
+            try:
+                results.append(self.generate(prompt, schema_json, max_tokens))
+            except ContextOverflow as exc:
+                results.append(Generation("", "overflow", exc.prompt_tokens, 0))
+        return results
 
     def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
         """Complete `prompt` under the grammar of `schema_json`; greedy when temperature is 0."""

@@ -75,6 +75,13 @@ def ground_value(
 
 def parse_answer(task: Task, generation: Generation) -> dict[str, Any]:
     """The answer as data, or ExtractionError (truncated / invalid)."""
+    if generation.finish_reason == "overflow":
+        raise ExtractionError(
+            Reason.CONTEXT_OVERFLOW,
+            f"the prompt of {generation.prompt_tokens} tokens and the answer budget exceed the context",
+        )
+    if generation.finish_reason == "dead_end":
+        raise ExtractionError(Reason.SCHEMA_INVALID, "the grammar allowed no next token", generation.text)
     if generation.finish_reason == "length":
         raise ExtractionError(
             Reason.TRUNCATED,

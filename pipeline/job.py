@@ -27,10 +27,11 @@ from pydantic import BaseModel
 
 from connectors.registry import make_connector
 from pipeline import progress, warehouse
+from pipeline.batched_engine import BatchedEngine
 from pipeline.chunks import Chunk, chunk_document, chunking_key
 from pipeline.documents import DocumentRef, ParsedDocument
-from pipeline.engine import ContextOverflow, SequentialEngine, sampling_settings, system_info
-from pipeline.errors import DocumentError, ExtractionError, Reason
+from pipeline.engine import Generation, SequentialEngine, sampling_settings, system_info
+from pipeline.errors import ConfigError, DocumentError, ExtractionError, Reason
 from pipeline.extraction import (
     build_messages,
     extract_values,
@@ -157,14 +158,22 @@ class ShardReport(BaseModel):
         return self.processed + self.failed + self.skipped
 
 
+Engine = BatchedEngine | SequentialEngine
+
 # One engine per model configuration per process: loading costs seconds, shards reuse it.
-_ENGINES: dict[str, SequentialEngine] = {}
+_ENGINES: dict[str, Engine] = {}
 
 
-def get_engine(settings: ModelSettings) -> SequentialEngine:
+def get_engine(settings: ModelSettings) -> Engine:
     key = settings.model_dump_json()
     if key not in _ENGINES:
-        _ENGINES[key] = SequentialEngine(resolve_model_file(settings), settings)
+        model_file = resolve_model_file(settings)
+        if settings.engine == "batched":
+            _ENGINES[key] = BatchedEngine(model_file, settings)
+        elif settings.engine == "sequential":
+            _ENGINES[key] = SequentialEngine(model_file, settings)
+        else:
+            raise ConfigError(f"unknown engine {settings.engine!r} (batched or sequential)")
     return _ENGINES[key]
 
 
@@ -175,6 +184,7 @@ class _ShardWork:
     context: RunContext
     report: ShardReport
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    pending: list[_Pending] = field(default_factory=list)
 
     def time(self, stage: str, seconds: float) -> None:
         self.report.stage_seconds[stage] = self.report.stage_seconds.get(stage, 0.0) + seconds
@@ -201,6 +211,7 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     work = _ShardWork(context=context, report=ShardReport(shard_index=shard.index))
     connectors: dict[str, Any] = {}
     tasks = context.tasks()
+    rows: list[dict[str, Any]] = []
     for planned in shard.documents:
         ref = planned.ref
         row = _document_row(context, ref)
@@ -216,7 +227,7 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
             else:
                 if ref.source not in connectors:
                     connectors[ref.source] = make_connector(ref.source, context.sources[ref.source])
-                _process_document(work, connectors[ref.source], ref, row, tasks)
+                _parse_document(work, connectors[ref.source], ref, row, tasks)
                 work.report.processed += 1
                 row["status"] = "processed"
         except DocumentError as exc:
@@ -232,9 +243,14 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
                 "document", Reason.INTERNAL_ERROR.value, message[:4000], ref, content_sha256=row["content_sha256"]
             )
             work.report.failed += 1
+        rows.append(row)
+
+    # Parsing is done for the whole shard before the model starts: the two never share the cores.
+    _extract_pending(work, tasks)
+    for row in rows:
         row["processed_at"] = datetime.now(UTC)
         work.rows["documents"].append(row)
-        progress.document_done(ref.uri, row["status"])
+        progress.document_done(row["uri"], row["status"])
 
     started = time.perf_counter()
     run_date = context.started_at.date()
@@ -262,9 +278,8 @@ def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
     }
 
 
-def _process_document(
-    work: _ShardWork, connector: Any, ref: DocumentRef, row: dict[str, Any], tasks: list[Task]
-) -> None:
+def _parse_document(work: _ShardWork, connector: Any, ref: DocumentRef, row: dict[str, Any], tasks: list[Task]) -> None:
+    """Read, partition and chunk one document; land its text and chunks; queue its model work."""
     settings = work.context.settings
     if ref.size > settings.max_file_bytes:
         raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
@@ -287,6 +302,7 @@ def _process_document(
         text_chars=len(document.text),
         pages=document.page_count,
         chunks=len(chunks),
+        model_tokens=0,
     )
     work.report.pages += document.page_count or 1
     work.report.chunks += len(chunks)
@@ -295,11 +311,39 @@ def _process_document(
     budget = settings.max_chunks_per_document or len(chunks)
     selected = chunks[:budget]
     row["chunks_extracted"] = len(selected)
-    started = time.perf_counter()
     for task in tasks:
-        for chunk in selected:
-            row["findings"] += _extract_chunk(work, ref, document, chunk, task)
-    row["extract_seconds"] = time.perf_counter() - started
+        work.pending.extend(_Pending(ref, document, chunk, task, row) for chunk in selected)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One chunk waiting for one task's model call."""
+
+    ref: DocumentRef
+    document: ParsedDocument
+    chunk: Chunk
+    task: Task
+    row: dict[str, Any]
+
+
+def _extract_pending(work: _ShardWork, tasks: list[Task]) -> None:
+    """Run the model over every queued chunk of the shard, task by task, all prompts of a task together."""
+    if not work.pending:
+        return
+    engine = get_engine(work.context.settings.model)
+    for task in tasks:
+        items = [p for p in work.pending if p.task.name == task.name]
+        if not items:
+            continue
+        started = time.perf_counter()
+        prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
+        generations = engine.generate_many(prompts, json.dumps(task.output_schema))
+        seconds = time.perf_counter() - started
+        work.time("extract", seconds)
+        for item, generation in zip(items, generations, strict=True):
+            item.row["findings"] += _land_answer(work, engine, item, generation, seconds / len(items))
+            item.row["model_tokens"] += generation.prompt_tokens + generation.completion_tokens
+    work.pending.clear()
 
 
 def _land_text_and_chunks(work: _ShardWork, document: ParsedDocument, chunks: list[Chunk]) -> None:
@@ -331,11 +375,11 @@ def _land_text_and_chunks(work: _ShardWork, document: ParsedDocument, chunks: li
         )
 
 
-def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument, chunk: Chunk, task: Task) -> int:
-    """Run one task over one chunk; land the answer and its findings. Returns the number of findings."""
+def _land_answer(work: _ShardWork, engine: Engine, item: _Pending, generation: Generation, seconds: float) -> int:
+    """Record one model answer and its findings (or its failure). Returns the number of findings."""
     context = work.context
     settings = context.settings
-    engine = get_engine(settings.model)
+    ref, document, chunk, task = item.ref, item.document, item.chunk, item.task
     identity = engine.identity
     sampling = sampling_settings(settings.model)
     sampling_json = canonical_json(sampling)
@@ -363,6 +407,11 @@ def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument,
         "task": task.name,
         "task_version": task.version,
         "status": "ok",
+        "raw_output": generation.text,
+        "finish_reason": generation.finish_reason,
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "seconds": seconds,
         "prompt_sha256": prompt_sha256,
         "schema_sha256": task.schema_sha256,
         "model_sha256": identity.sha256,
@@ -370,20 +419,9 @@ def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument,
         "fingerprint": answer_fingerprint,
         "created_at": datetime.now(UTC),
     }
+    work.rows["answers"].append(answer_row)
     work.report.answers += 1
-    started = time.perf_counter()
     try:
-        prompt = engine.render_prompt(build_messages(task, chunk.text))
-        try:
-            generation = engine.generate(prompt, json.dumps(task.output_schema))
-        except ContextOverflow as exc:
-            raise ExtractionError(Reason.CONTEXT_OVERFLOW, str(exc)) from exc
-        answer_row.update(
-            raw_output=generation.text,
-            finish_reason=generation.finish_reason,
-            prompt_tokens=generation.prompt_tokens,
-            completion_tokens=generation.completion_tokens,
-        )
         answer = parse_answer(task, generation)
     except ExtractionError as exc:
         answer_row.update(status="failed", reason=exc.reason.value, message=str(exc))
@@ -399,10 +437,6 @@ def _extract_chunk(work: _ShardWork, ref: DocumentRef, document: ParsedDocument,
             raw_output=exc.raw_output,
         )
         return 0
-    finally:
-        answer_row["seconds"] = time.perf_counter() - started
-        work.time("extract", answer_row["seconds"])
-        work.rows["answers"].append(answer_row)
 
     started = time.perf_counter()
     values = extract_values(task, answer, generation, document.text, chunk.start, chunk.end)
@@ -577,7 +611,7 @@ def finish_run(
     )
 
 
-def _task_rows(context: RunContext, engine: SequentialEngine | None) -> list[dict[str, Any]]:
+def _task_rows(context: RunContext, engine: Engine | None) -> list[dict[str, Any]]:
     """Each task's definition as run, so that replay and audits never depend on today's task files."""
     rows = []
     for task in context.tasks():

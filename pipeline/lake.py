@@ -92,7 +92,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("parser", pa.string()),
             ("parser_version", pa.string()),
             ("parse_seconds", pa.float64()),
-            ("extract_seconds", pa.float64()),
+            ("model_tokens", pa.int64()),
             ("processed_at", _ts),
         ]
     ),

@@ -43,7 +43,9 @@ class ModelSettings(BaseModel):
         default=None,
         description="Expected SHA-256 of the file; required for a custom path, known for the embedded model.",
     )
-    n_ctx: int = 4096
+    engine: str = Field(default="batched", description="batched (N sequences together) or sequential")
+    n_parallel: int = Field(default=4, ge=1, description="Sequences decoded together by the batched engine.")
+    n_ctx: int = Field(default=2048, description="Context (tokens) of each sequence: prompt + answer.")
     n_batch: int = 512
     n_threads: int = Field(default_factory=available_cores)
     n_gpu_layers: int = 0

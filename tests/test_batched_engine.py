@@ -1,0 +1,145 @@
+"""The batched engine on the real embedded model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.batched_engine import BatchedEngine, plan_kv
+from pipeline.engine import SequentialEngine
+from pipeline.errors import ExtractionError, ModelError, Reason
+from pipeline.extraction import build_messages, parse_answer
+from pipeline.model_files import resolve_model_file
+from pipeline.settings import ModelSettings
+from pipeline.tasks import find_task
+
+CHUNKS = [
+    "MUTUAL NONDISCLOSURE AGREEMENT. This Agreement is entered into as of March 3, 2011 by and between "
+    "JDA Software Group, Inc. and Compuware Corporation.",
+    "This Agreement shall be governed by and construed in accordance with the laws of the State of Arizona.",
+    "The Receiving Party shall hold the Confidential Information in strict confidence for a period of two years.",
+    "Citi Trends, Inc. agrees to pay a fee of $5,000 to Ivy Council within thirty days.",
+    "Notices shall be sent to 104 Coleman Boulevard, Savannah, Georgia 31408.",
+]
+
+
+@pytest.fixture(scope="module")
+def settings() -> ModelSettings:
+    return ModelSettings(n_threads=1, n_parallel=3, n_ctx=1024, max_tokens=320)
+
+
+@pytest.fixture(scope="module")
+def engine(settings: ModelSettings) -> BatchedEngine:
+    return BatchedEngine(resolve_model_file(settings), settings)
+
+
+@pytest.fixture(scope="module")
+def task_and_prompts(engine: BatchedEngine) -> tuple[object, list[str]]:
+    task = find_task("key_terms")
+    return task, [engine.render_prompt(build_messages(task, chunk)) for chunk in CHUNKS]
+
+
+def test_answers_are_schema_valid_or_explicit_failures(engine: BatchedEngine, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+    task, prompts = task_and_prompts
+    generations = engine.generate_many(prompts, json.dumps(task.output_schema))
+    assert len(generations) == len(prompts)  # more prompts than slots: slots were reused
+    valid = 0
+    for generation in generations:
+        assert generation.finish_reason in {"stop", "length"}
+        try:
+            parse_answer(task, generation)
+            valid += 1
+        except ExtractionError as exc:
+            assert exc.reason is Reason.TRUNCATED
+        assert generation.token_logprobs and all(lp <= 0 for lp in generation.token_logprobs)
+        assert len(generation.token_offsets) == len(generation.token_logprobs) == generation.completion_tokens
+    assert valid >= 2
+    assert engine.grammar_checks > engine.grammar_full_passes > 0  # the cheap path did most of the work
+
+
+def test_batched_matches_sequential_shape(engine: BatchedEngine, settings: ModelSettings, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+    """Both engines give schema-valid JSON on the same prompts. Byte-identity is measured, not promised:
+    llama.cpp's logits differ slightly with batch composition (docs/performance.md has the share)."""
+    task, prompts = task_and_prompts
+    sequential = SequentialEngine(resolve_model_file(settings), settings)
+    schema = json.dumps(task.output_schema)
+    batched = engine.generate_many(prompts[:3], schema)
+    for one, other in zip(batched, [sequential.generate(p, schema) for p in prompts[:3]], strict=True):
+        for generation in (one, other):
+            if generation.finish_reason == "stop":
+                assert isinstance(parse_answer(task, generation), dict)
+
+
+def test_single_sequence_is_repeatable(engine: BatchedEngine, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+    task, prompts = task_and_prompts
+    schema = json.dumps(task.output_schema)
+    assert engine.generate(prompts[0], schema, 40).text == engine.generate(prompts[0], schema, 40).text
+
+
+def test_failures_end_one_sequence_and_the_others_go_on(engine: BatchedEngine, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+    task, prompts = task_and_prompts
+    too_long = engine.render_prompt(build_messages(task, CHUNKS[0] * 60))
+    mixed = [prompts[0], too_long, prompts[1]]
+    generations = engine.generate_many(mixed, json.dumps(task.output_schema), 12)
+    assert [g.finish_reason for g in generations] == ["length", "overflow", "length"]
+    with pytest.raises(ExtractionError) as caught:
+        parse_answer(task, generations[1])
+    assert caught.value.reason is Reason.CONTEXT_OVERFLOW
+    # and the engine recovers: the next call decodes normally
+    again = engine.generate_many(prompts[:2], json.dumps(task.output_schema))
+    assert all(g.finish_reason in {"stop", "length"} and g.completion_tokens > 0 for g in again)
+
+
+def test_a_grammar_dead_end_fails_that_sequence_only(
+    engine: BatchedEngine,
+    task_and_prompts,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fault injection: the grammar rejects every token of the second sequence after a few steps."""
+    task, prompts = task_and_prompts
+    real_allowed, real_best = engine._allowed, engine._best_allowed
+    poisoned: set[int] = set()
+
+    def allowed(sampler, token):  # type: ignore[no-untyped-def]
+        return False if id(sampler) in poisoned else real_allowed(sampler, token)
+
+    def best(sampler, logits):  # type: ignore[no-untyped-def]
+        return None if id(sampler) in poisoned else real_best(sampler, logits)
+
+    real_admit = engine._admit
+
+    def admit(request, slot, tokens, schema, budget):  # type: ignore[no-untyped-def]
+        sequence = real_admit(request, slot, tokens, schema, budget)
+        if request == 1:
+            poisoned.add(id(sequence.sampler))
+        return sequence
+
+    monkeypatch.setattr(engine, "_allowed", allowed)
+    monkeypatch.setattr(engine, "_best_allowed", best)
+    monkeypatch.setattr(engine, "_admit", admit)
+    generations = engine.generate_many(prompts[:3], json.dumps(task.output_schema), 30)
+    assert [g.finish_reason for g in generations] == ["length", "dead_end", "length"]
+    with pytest.raises(ExtractionError) as caught:
+        parse_answer(task, generations[1])
+    assert caught.value.reason is Reason.SCHEMA_INVALID
+
+
+def test_kv_arithmetic_and_refusal() -> None:
+    settings = ModelSettings(n_parallel=8, n_ctx=2048)
+    plan = plan_kv(
+        n_layer=30, n_embd=576, n_head=9, n_head_kv=3, model_bytes=90 << 20, settings=settings, available_bytes=64 << 30
+    )
+    assert plan.n_ctx_total == 2048 * 9
+    assert plan.kv_bytes == 2 * 30 * 2048 * 9 * 64 * 3 * 2
+    assert plan.fits
+    assert not plan_kv(30, 576, 9, 3, 90 << 20, settings, available_bytes=256 << 20).fits
+    huge = ModelSettings(n_parallel=4096, n_ctx=32768)
+    with pytest.raises(ModelError, match="does not fit in memory"):
+        BatchedEngine(resolve_model_file(huge), huge)
+
+
+def test_the_batched_engine_is_greedy_only() -> None:
+    hot = ModelSettings(temperature=0.7)
+    with pytest.raises(ModelError, match="greedily"):
+        BatchedEngine(resolve_model_file(hot), hot)
