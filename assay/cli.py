@@ -175,7 +175,11 @@ def run(
     console.print(f"  documents in:   {summary.documents_in}")
     console.print(f"  processed:      {summary.processed}")
     console.print(f"  failed:         {summary.failed}" + (f"  ({failed_reasons})" if failed_reasons else ""))
-    console.print(f"  skipped:        {summary.skipped}")
+    console.print(
+        f"  skipped:        {summary.skipped}" + (f"  (unchanged {summary.unchanged})" if summary.unchanged else "")
+    )
+    if summary.deleted:
+        console.print(f"  deleted:        {summary.deleted}  (gone from the source; past findings kept)")
     console.print(f"  pages:          {summary.pages}")
     console.print(f"  chunks:         {summary.chunks}")
     console.print(

@@ -78,11 +78,15 @@ def assay_run(
     settings = load_settings(Path(config_file) if config_file else None, **(overrides or {}))
     context = job.new_run(settings, resolve_sources(sources, settings), flow_run_id=flow_run.id)
     logger.info("run %s over %s", context.run_id, ", ".join(context.sources))
-    shards, total, list_seconds = plan_shards(context)
-    progress.documents_planned(total)
-    logger.info("%d documents in %d shards", total, len(shards))
-    reports = [process_shard(context, shard) for shard in shards]
-    summary = finish_run(context, reports, total, list_seconds)
+    try:
+        shards, total, list_seconds = plan_shards(context)
+        progress.documents_planned(total)
+        logger.info("%d documents in %d shards", total, len(shards))
+        reports = [process_shard(context, shard) for shard in shards]
+        summary = finish_run(context, reports, total, list_seconds)
+    except BaseException:
+        job.abort_run(context)
+        raise
     create_markdown_artifact(
         markdown=summary_markdown(summary), key="assay-run-summary", description=f"Assay run {summary.run_id}"
     )

@@ -13,8 +13,9 @@ How a call of `generate_many(prompts, schema)` runs:
   finished sequence frees its slot at once for the next prompt.
 - Cheap grammar. Each sequence has its own grammar sampler (cloned from one
   compiled per schema). Greedy decoding takes the arg-max token and asks the
-  grammar about that one token only; only when it is rejected does the grammar
-  filter the whole vocabulary. The guarantees are the same as a full pass.
+  grammar about that one token only; when it is rejected, the next best
+  candidates are asked one by one, and only if none is allowed does the grammar
+  filter the whole vocabulary. The result is the token a full pass would pick.
 - Per-sequence failures (`finish_reason`): `length` (token budget spent),
   `dead_end` (the grammar allows no token), `overflow` (prompt + budget do not
   fit the sequence's context, refused before any work). The others go on.
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 KV_BYTES_PER_VALUE = 2  # f16 cache
 MEMORY_HEADROOM = 0.8  # never plan to use more than this share of the free memory
+CHEAP_CANDIDATES = 8  # top tokens checked one by one before the grammar filters the whole vocabulary
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,9 @@ class BatchedEngine:
         self._templates: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.grammar_full_passes = 0
+        self.grammar_rejections = 0
         self.grammar_checks = 0
+        self._ignore_eos = False
 
         file_type = int(self._meta("general.file_type") or -1)
         self.identity = ModelIdentity(
@@ -248,6 +252,18 @@ class BatchedEngine:
         self._ll.llama_sampler_apply(sampler, ctypes.byref(array))
         return bool(np.isfinite(self._one[0].logit))
 
+    def _next_allowed(self, sampler: Any, logits: np.ndarray) -> int | None:
+        """The highest-logit token the grammar allows: the next few candidates one by one, then a full pass.
+
+        Checking candidates in descending logit order gives the same token as the full pass (every
+        higher one was rejected), at a fraction of the cost when one of the first few is allowed.
+        """
+        candidates = np.argpartition(logits, -CHEAP_CANDIDATES)[-CHEAP_CANDIDATES:]
+        for token in candidates[np.argsort(logits[candidates])[::-1]][1:]:
+            if self._allowed(sampler, int(token)):
+                return int(token)
+        return self._best_allowed(sampler, logits)
+
     def _best_allowed(self, sampler: Any, logits: np.ndarray) -> int | None:
         """The arg-max token among those the grammar allows (full pass)."""
         self.grammar_full_passes += 1
@@ -268,15 +284,29 @@ class BatchedEngine:
     def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
         return self.generate_many([prompt], schema_json, max_tokens)[0]
 
-    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
-        """Complete every prompt under the grammar of `schema_json`; results in the order of `prompts`."""
-        with self._lock:
-            return self._run(prompts, schema_json, max_tokens or self.settings.max_tokens)
+    def generate_many(
+        self, prompts: list[str], schema_json: str | None, max_tokens: int | None = None, ignore_eos: bool = False
+    ) -> list[Generation]:
+        """Complete every prompt under the grammar of `schema_json`; results in the order of `prompts`.
 
-    def _run(self, prompts: list[str], schema_json: str, budget: int) -> list[Generation]:
+        `schema_json=None` decodes without a grammar and `ignore_eos` always spends the whole budget: both
+        exist for benchmarks at a fixed shape (bench/engine.py), not for extraction.
+        """
+        with self._lock:
+            self._ignore_eos = ignore_eos
+            return self._run([self.tokenize(p) for p in prompts], schema_json, max_tokens or self.settings.max_tokens)
+
+    def generate_tokens(
+        self, token_lists: list[list[int]], max_tokens: int, ignore_eos: bool = True
+    ) -> list[Generation]:
+        """Decode prompts given as tokens, without a grammar (benchmarks at llama-batched-bench's shape)."""
+        with self._lock:
+            self._ignore_eos = ignore_eos
+            return self._run(token_lists, None, max_tokens)
+
+    def _run(self, token_lists: list[list[int]], schema_json: str | None, budget: int) -> list[Generation]:
         ll = self._ll
-        token_lists = [self.tokenize(p) for p in prompts]
-        results: list[Generation | None] = [None] * len(prompts)
+        results: list[Generation | None] = [None] * len(token_lists)
         runnable = []
         for index, tokens in enumerate(token_lists):
             if len(tokens) + budget > self.settings.n_ctx:
@@ -302,7 +332,8 @@ class BatchedEngine:
                     finished = self._sample(slot)
                     if finished is not None:
                         results[slot.request] = finished
-                        ll.llama_sampler_free(slot.sampler)
+                        if slot.sampler is not None:
+                            ll.llama_sampler_free(slot.sampler)
                         ll.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                         slots[slot_index] = None
         return [r for r in results if r is not None]
@@ -323,7 +354,9 @@ class BatchedEngine:
             position += len(piece)
         self._prefix = list(prefix)
 
-    def _admit(self, request: int, slot_index: int, tokens: list[int], schema_json: str, budget: int) -> _Sequence:
+    def _admit(
+        self, request: int, slot_index: int, tokens: list[int], schema_json: str | None, budget: int
+    ) -> _Sequence:
         ll = self._ll
         seq_id = slot_index
         ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
@@ -335,7 +368,7 @@ class BatchedEngine:
             seq_id=seq_id,
             tokens=tokens,
             budget=budget,
-            sampler=self._grammar_sampler(schema_json),
+            sampler=self._grammar_sampler(schema_json) if schema_json is not None else None,
             n_past=shared,
             prompt_left=tokens[shared:],
         )
@@ -373,17 +406,20 @@ class BatchedEngine:
         pointer = ll.llama_get_logits_ith(self._ctx, sequence.logits_index)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
         token = int(np.argmax(logits))
-        self.grammar_checks += 1
-        if not self._allowed(sequence.sampler, token):
-            best = self._best_allowed(sequence.sampler, logits)
-            if best is None:
-                return self._finish(sequence, "dead_end")
-            token = best
+        if sequence.sampler is not None:
+            self.grammar_checks += 1
+            if not self._allowed(sequence.sampler, token):
+                self.grammar_rejections += 1
+                chosen = self._next_allowed(sequence.sampler, logits)
+                if chosen is None:
+                    return self._finish(sequence, "dead_end")
+                token = chosen
         top = float(np.max(logits))
-        log_z = top + math.log(float(np.exp(logits.astype(np.float64) - top).sum()))
-        if ll.llama_vocab_is_eog(self._vocab, token):
+        log_z = top + math.log(float(np.exp(logits - np.float32(top)).sum(dtype=np.float64)))
+        if ll.llama_vocab_is_eog(self._vocab, token) and not self._ignore_eos:
             return self._finish(sequence, "stop")
-        ll.llama_sampler_accept(sequence.sampler, token)
+        if sequence.sampler is not None:
+            ll.llama_sampler_accept(sequence.sampler, token)
         sequence.generated.append(token)
         sequence.logprobs.append(float(logits[token]) - log_z)
         if len(sequence.generated) >= sequence.budget:

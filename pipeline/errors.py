@@ -35,6 +35,7 @@ class Reason(StrEnum):
     CONTEXT_OVERFLOW = "context_overflow"
     MODEL_ERROR = "model_error"
     DUPLICATE_CONTENT = "duplicate_content"
+    UNCHANGED = "unchanged"
     CHUNK_BUDGET = "chunk_budget"
     INTERNAL_ERROR = "internal_error"
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import signal
 import socket
 import time
 import traceback
@@ -40,12 +42,16 @@ from pipeline.extraction import (
     prompt_template_sha256,
 )
 from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, sha256_text, short_id
+from pipeline.incremental import extract_fingerprint, load_parsed, parse_fingerprint
 from pipeline.lake import TABLES, Lake
 from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
 from pipeline.partition import partition_bytes
+from pipeline.recovery import recover
 from pipeline.resources import available_cores
 from pipeline.settings import ModelSettings, Settings, SourceSettings
+from pipeline.state.store import StateStore
+from pipeline.state.store import default_url as default_state_url
 from pipeline.tasks import Task, find_task
 
 logger = logging.getLogger(__name__)
@@ -86,22 +92,60 @@ class RunContext:
     settings: Settings
     sources: dict[str, SourceSettings]
     started_at: datetime
+    model_sha256: str
+    state_url: str
 
     @property
     def lake(self) -> Lake:
         return Lake(self.settings.lake_dir)
 
+    @property
+    def state(self) -> StateStore:
+        return get_state(self.state_url)
+
     def tasks(self) -> list[Task]:
         return [find_task(name, self.settings.task_dirs) for name in self.settings.tasks]
 
 
+_STATES: dict[str, StateStore] = {}
+
+
+def get_state(url: str) -> StateStore:
+    """One state store (connection pool) per URL per process."""
+    if url not in _STATES:
+        _STATES[url] = StateStore(url)
+    return _STATES[url]
+
+
+def state_url(settings: Settings) -> str:
+    if settings.state_url is not None:
+        return settings.state_url.get_secret_value()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return default_state_url(settings.data_dir)
+
+
 def new_run(settings: Settings, sources: dict[str, SourceSettings], flow_run_id: str | None = None) -> RunContext:
+    """Check the configuration, take the lake lock, repair what a crashed run left, and start the run."""
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     # Fail early on an unknown task or a bad model file, before any document is touched.
     for name in settings.tasks:
         find_task(name, settings.task_dirs)
-    resolve_model_file(settings.model)
-    return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC))
+    model_sha256 = resolve_model_file(settings.model).sha256
+    url = state_url(settings)
+    state = get_state(url)
+    state.acquire_lock(run_id)  # raises RunInProgress when another run holds it
+    try:
+        recover(state, settings.lake_dir, settings.data_dir / "quarantine")
+        state.run_started(run_id)
+    except BaseException:
+        state.release_lock(run_id)
+        raise
+    return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC), model_sha256, url)
+
+
+def abort_run(context: RunContext) -> None:
+    """Give up the lock after a failure; the next run's recovery rolls back what this one left."""
+    context.state.release_lock(context.run_id)
 
 
 def list_documents(sources: dict[str, SourceSettings]) -> Iterator[DocumentRef]:
@@ -148,10 +192,12 @@ class ShardReport(BaseModel):
     answers: int = 0
     answers_failed: int = 0
     findings: int = 0
+    unchanged: int = 0
     document_failures: dict[str, int] = {}
     answer_failures: dict[str, int] = {}
     stage_seconds: dict[str, float] = {}
     files: list[str] = []
+    done: list[tuple[str, str, str, str | None]] = []  # (fingerprint, kind, content_sha256, task) landed
 
     @property
     def documents(self) -> int:
@@ -207,14 +253,16 @@ class _ShardWork:
 
 
 def process_shard(context: RunContext, shard: Shard) -> ShardReport:
-    """Parse, chunk, extract, ground and land one shard of documents."""
+    """Parse, chunk, extract, ground and land one shard of documents, skipping work already landed."""
     work = _ShardWork(context=context, report=ShardReport(shard_index=shard.index))
     connectors: dict[str, Any] = {}
     tasks = context.tasks()
+    plans = _plan_work(context, shard, tasks)
     rows: list[dict[str, Any]] = []
     for planned in shard.documents:
         ref = planned.ref
         row = _document_row(context, ref)
+        plan = plans.get(ref.uri)
         try:
             if planned.duplicate_of is not None:
                 row.update(
@@ -224,10 +272,18 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
                     message=f"same bytes as {planned.duplicate_of}; its results apply",
                 )
                 work.report.skipped += 1
+            elif plan is not None and plan.unchanged:
+                row.update(
+                    status="skipped",
+                    reason=Reason.UNCHANGED.value,
+                    message="unchanged since its last run: nothing to parse or extract",
+                )
+                work.report.skipped += 1
+                work.report.unchanged += 1
             else:
                 if ref.source not in connectors:
                     connectors[ref.source] = make_connector(ref.source, context.sources[ref.source])
-                _parse_document(work, connectors[ref.source], ref, row, tasks)
+                _parse_document(work, connectors[ref.source], ref, row, plan, tasks)
                 work.report.processed += 1
                 row["status"] = "processed"
         except DocumentError as exc:
@@ -258,8 +314,58 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
         if work.rows.get(table):
             written = context.lake.write(table, work.rows[table], context.run_id, f"{shard.index:05d}", run_date)
             work.report.files.append(str(written.path))
+            crash_point("land")
+    context.state.record_seen(
+        context.run_id,
+        [
+            (
+                r["source"],
+                r["uri"],
+                r["version"],
+                r["content_sha256"],
+                r["size_bytes"],
+                r["message"] if r["status"] == "failed" else None,
+            )
+            for r in rows
+        ],
+    )
     work.time("land", time.perf_counter() - started)
     return work.report
+
+
+@dataclass(frozen=True)
+class _DocumentPlan:
+    """What a document needs, from its fingerprints and the state store."""
+
+    parse_fp: str
+    parse_done: bool
+    extract_fps: dict[str, str]  # task name -> fingerprint of the work still to do
+
+    @property
+    def unchanged(self) -> bool:
+        return self.parse_done and not self.extract_fps
+
+
+def _plan_work(context: RunContext, shard: Shard, tasks: list[Task]) -> dict[str, _DocumentPlan]:
+    """Fingerprint every listed document of the shard and ask the state store, once, what is done."""
+    settings = context.settings
+    wanted: dict[str, tuple[str, dict[str, str]]] = {}
+    for planned in shard.documents:
+        ref = planned.ref
+        if planned.duplicate_of is not None or not ref.sha256:
+            continue
+        parse_fp = parse_fingerprint(ref.sha256, settings)
+        extract = {t.name: extract_fingerprint(parse_fp, t, context.model_sha256, settings) for t in tasks}
+        wanted[ref.uri] = (parse_fp, extract)
+    done = context.state.done({fp for parse_fp, ex in wanted.values() for fp in (parse_fp, *ex.values())})
+    return {
+        uri: _DocumentPlan(
+            parse_fp=parse_fp,
+            parse_done=parse_fp in done,
+            extract_fps={name: fp for name, fp in extract.items() if fp not in done},
+        )
+        for uri, (parse_fp, extract) in wanted.items()
+    }
 
 
 def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
@@ -278,25 +384,49 @@ def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
     }
 
 
-def _parse_document(work: _ShardWork, connector: Any, ref: DocumentRef, row: dict[str, Any], tasks: list[Task]) -> None:
-    """Read, partition and chunk one document; land its text and chunks; queue its model work."""
-    settings = work.context.settings
+def _parse_document(
+    work: _ShardWork,
+    connector: Any,
+    ref: DocumentRef,
+    row: dict[str, Any],
+    plan: _DocumentPlan | None,
+    tasks: list[Task],
+) -> None:
+    """Read, partition and chunk one document (or reuse an earlier parse); queue the model work still to do."""
+    context = work.context
+    settings = context.settings
     if ref.size > settings.max_file_bytes:
         raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
-    data = connector.read(ref)
-    content_sha256 = sha256_bytes(data)
-    row["content_sha256"] = content_sha256
-
-    started = time.perf_counter()
-    try:
-        partitioned = partition_bytes(data, ref.name, content_sha256, settings.parser_strategy)
-        document = partitioned.document
-        row.update(filetype=document.filetype, parser=document.parser, parser_version=document.parser_version)
-        chunks = chunk_document(document, partitioned.elements, settings.chunking)
-    finally:
-        parse_seconds = time.perf_counter() - started
-        row["parse_seconds"] = parse_seconds
-        work.time("parse", parse_seconds)
+    reused = load_parsed(settings.lake_dir, ref.sha256, settings) if plan and plan.parse_done and ref.sha256 else None
+    if reused is not None and plan is not None:
+        document, chunks = reused
+        row.update(
+            content_sha256=document.content_sha256,
+            filetype=document.filetype,
+            parser=document.parser,
+            parser_version=document.parser_version,
+            parse_seconds=0.0,
+        )
+        extract_fps = plan.extract_fps
+    else:
+        data = connector.read(ref)
+        content_sha256 = sha256_bytes(data)
+        row["content_sha256"] = content_sha256
+        started = time.perf_counter()
+        try:
+            partitioned = partition_bytes(data, ref.name, content_sha256, settings.parser_strategy)
+            document = partitioned.document
+            row.update(filetype=document.filetype, parser=document.parser, parser_version=document.parser_version)
+            chunks = chunk_document(document, partitioned.elements, settings.chunking)
+        finally:
+            parse_seconds = time.perf_counter() - started
+            row["parse_seconds"] = parse_seconds
+            work.time("parse", parse_seconds)
+        crash_point("parse")
+        parse_fp = parse_fingerprint(content_sha256, settings)
+        extract_fps = {t.name: extract_fingerprint(parse_fp, t, context.model_sha256, settings) for t in tasks}
+        _land_text_and_chunks(work, document, chunks)
+        work.report.done.append((parse_fp, "parse", content_sha256, None))
     row.update(
         text_sha256=document.text_sha256,
         text_chars=len(document.text),
@@ -306,13 +436,14 @@ def _parse_document(work: _ShardWork, connector: Any, ref: DocumentRef, row: dic
     )
     work.report.pages += document.page_count or 1
     work.report.chunks += len(chunks)
-    _land_text_and_chunks(work, document, chunks)
 
     budget = settings.max_chunks_per_document or len(chunks)
     selected = chunks[:budget]
     row["chunks_extracted"] = len(selected)
     for task in tasks:
-        work.pending.extend(_Pending(ref, document, chunk, task, row) for chunk in selected)
+        if task.name in extract_fps:
+            work.pending.extend(_Pending(ref, document, chunk, task, row) for chunk in selected)
+            work.report.done.append((extract_fps[task.name], "extract", document.content_sha256, task.name))
 
 
 @dataclass(frozen=True)
@@ -338,6 +469,7 @@ def _extract_pending(work: _ShardWork, tasks: list[Task]) -> None:
         started = time.perf_counter()
         prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
         generations = engine.generate_many(prompts, json.dumps(task.output_schema))
+        crash_point("extract")
         seconds = time.perf_counter() - started
         work.time("extract", seconds)
         for item, generation in zip(items, generations, strict=True):
@@ -499,6 +631,8 @@ class RunSummary(BaseModel):
     processed: int
     failed: int
     skipped: int
+    unchanged: int
+    deleted: int
     pages: int
     chunks: int
     answers: int
@@ -521,7 +655,17 @@ def finish_run(
     duration = (finished - context.started_at).total_seconds()
     totals = {
         key: sum(getattr(r, key) for r in reports)
-        for key in ("processed", "failed", "skipped", "pages", "chunks", "answers", "answers_failed", "findings")
+        for key in (
+            "processed",
+            "failed",
+            "skipped",
+            "unchanged",
+            "pages",
+            "chunks",
+            "answers",
+            "answers_failed",
+            "findings",
+        )
     }
     document_failures: dict[str, int] = defaultdict(int)
     answer_failures: dict[str, int] = defaultdict(int)
@@ -570,6 +714,8 @@ def finish_run(
         "documents_failed": totals["failed"],
         "documents_skipped": totals["skipped"],
         "pages": totals["pages"],
+        "documents_unchanged": totals["unchanged"],
+        "documents_deleted": 0,
         "chunks": totals["chunks"],
         "answers": totals["answers"],
         "answers_failed": totals["answers_failed"],
@@ -583,10 +729,25 @@ def finish_run(
     run_row["previous_manifest_sha256"] = head.sha256 if head else None
     run_date = context.started_at.date()
     written = [Path(f) for report in reports for f in report.files]
+    state = context.state
+    deletions = [
+        {"run_id": context.run_id, "source": source, "uri": uri, "content_sha256": sha, "deleted_at": finished}
+        for source in context.sources
+        for uri, sha in state.mark_deleted(context.run_id, source)
+    ]
+    if deletions:
+        written.append(lake.write("deletions", deletions, context.run_id, "deletions", run_date).path)
+    run_row["documents_deleted"] = len(deletions)
     written.append(lake.write("runs", [run_row], context.run_id, "run", run_date).path)
     written.append(lake.write("tasks", _task_rows(context, engine), context.run_id, "tasks", run_date).path)
     written += [w.path for w in warehouse.ensure_every_table_has_a_file(lake, context.run_id, run_date)]
+    # The landing order recovery relies on (pipeline/recovery.py): marks, then manifest, then completed.
+    state.mark_done(context.run_id, [item for report in reports for item in report.done])
+    crash_point("before-manifest")
     manifest = ledger.commit("run", written, run_id=context.run_id)
+    crash_point("after-manifest")
+    state.run_finished(context.run_id, "completed")
+    state.release_lock(context.run_id)
     warehouse.build(context.settings.warehouse_path, context.settings.lake_dir)
     return RunSummary(
         run_id=context.run_id,
@@ -596,6 +757,8 @@ def finish_run(
         processed=totals["processed"],
         failed=totals["failed"],
         skipped=totals["skipped"],
+        unchanged=totals["unchanged"],
+        deleted=len(deletions),
         pages=totals["pages"],
         chunks=totals["chunks"],
         answers=totals["answers"],
@@ -609,6 +772,12 @@ def finish_run(
         warehouse=str(context.settings.warehouse_path),
         manifest_sha256=manifest.sha256,
     )
+
+
+def crash_point(name: str) -> None:
+    """Test hook: `ASSAY_CRASH_AT=<name>` kills the process here with SIGKILL (tests/test_incremental.py)."""
+    if os.environ.get("ASSAY_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _task_rows(context: RunContext, engine: Engine | None) -> list[dict[str, Any]]:

@@ -48,6 +48,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("documents_processed", pa.int64()),
             ("documents_failed", pa.int64()),
             ("documents_skipped", pa.int64()),
+            ("documents_unchanged", pa.int64()),
+            ("documents_deleted", pa.int64()),
             ("pages", pa.int64()),
             ("chunks", pa.int64()),
             ("answers", pa.int64()),
@@ -214,6 +216,15 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("replayed_at", _ts),
         ]
     ),
+    "deletions": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("source", pa.string()),
+            ("uri", pa.string()),
+            ("content_sha256", pa.string()),
+            ("deleted_at", _ts),
+        ]
+    ),
     "failures": pa.schema(
         [
             ("run_id", pa.string()),
@@ -262,6 +273,8 @@ class Lake:
         pq.write_table(arrow_table, temporary, compression="zstd")
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
+        if os.environ.get("ASSAY_CRASH_AT") == "mid-write":  # test hook: die with a temporary file on disk
+            os.kill(os.getpid(), 9)
         os.replace(temporary, final)
         return WrittenFile(table=table, path=final, rows=arrow_table.num_rows)
 

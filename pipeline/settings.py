@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,7 +44,11 @@ class ModelSettings(BaseModel):
         description="Expected SHA-256 of the file; required for a custom path, known for the embedded model.",
     )
     engine: str = Field(default="batched", description="batched (N sequences together) or sequential")
-    n_parallel: int = Field(default=4, ge=1, description="Sequences decoded together by the batched engine.")
+    n_parallel: int = Field(
+        default=0,
+        ge=0,
+        description="Sequences decoded together by the batched engine; 0 = choose: 4 on CPU, 16 with GPU offload.",
+    )
     n_ctx: int = Field(default=2048, description="Context (tokens) of each sequence: prompt + answer.")
     n_batch: int = 512
     n_threads: int = Field(default_factory=available_cores)
@@ -52,6 +56,14 @@ class ModelSettings(BaseModel):
     max_tokens: int = 320
     temperature: float = 0.0
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _choose_parallelism(self) -> ModelSettings:
+        # On CPU, prompt processing is already batched and generation gains ~2x from batching: 4 sequences
+        # take most of it (docs/performance.md). On a GPU, batching is what fills the device.
+        if self.n_parallel == 0:
+            self.n_parallel = 16 if self.n_gpu_layers != 0 else 4
+        return self
 
 
 class SourceSettings(BaseModel):

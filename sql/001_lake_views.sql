@@ -20,6 +20,8 @@ CREATE OR REPLACE VIEW review_decisions AS
     SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/review_decisions/*/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE OR REPLACE VIEW replays AS
     SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/replays/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW deletions AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/deletions/*/*.parquet', hive_partitioning = true, union_by_name = true);
 -- The ledger: one row per manifest (files are listed inside each manifest).
 CREATE OR REPLACE VIEW manifests AS
     SELECT sequence, commit_id, kind, run_id, created_at::TIMESTAMPTZ AS created_at, previous_sha256,

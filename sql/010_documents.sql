@@ -1,9 +1,14 @@
 -- documents: the latest state of every document URI ever seen (one row per URI).
 -- document_versions keeps every run's row.
+-- `deleted` is true when the source no longer lists the document (its past findings stay, flagged).
 CREATE OR REPLACE VIEW documents AS
-    SELECT *
-    FROM document_versions
-    QUALIFY row_number() OVER (PARTITION BY uri ORDER BY processed_at DESC) = 1;
+    SELECT d.*, coalesce(x.deleted_at > d.processed_at, false) AS deleted,
+           CASE WHEN x.deleted_at > d.processed_at THEN x.deleted_at END AS deleted_at
+    FROM (
+        SELECT * FROM document_versions
+        QUALIFY row_number() OVER (PARTITION BY uri ORDER BY processed_at DESC) = 1
+    ) AS d
+    LEFT JOIN (SELECT uri, max(deleted_at) AS deleted_at FROM deletions GROUP BY uri) AS x USING (uri);
 
 -- run_summary: one line per run, newest first, with its replay reproducibility when sampled.
 CREATE OR REPLACE VIEW run_summary AS

@@ -12,6 +12,7 @@ CREATE OR REPLACE VIEW findings_evidence AS
            f.evidence_quote, f.evidence_text, f.evidence_start, f.evidence_end, f.evidence_page,
            f.grounding_status, f.grounding_score, f.grounded_on,
            f.grounding_status <> 'ungrounded' AS verified,
+           coalesce(dd.deleted, false) AS document_deleted,
            round(f.confidence, 3) AS confidence,
            rd.decision AS review_decision, rd.corrected_value, rd.reviewer, rd.decided_at AS reviewed_at,
            coalesce(CASE WHEN rd.decision = 'correct' THEN rd.corrected_value END,
@@ -22,7 +23,8 @@ CREATE OR REPLACE VIEW findings_evidence AS
            f.answer_id, f.fingerprint, f.flow_run_id, f.created_at
     FROM findings AS f
     LEFT JOIN latest_review_decisions AS rd USING (finding_id)
-    LEFT JOIN document_versions AS d ON d.run_id = f.run_id AND d.uri = f.document_uri;
+    LEFT JOIN document_versions AS d ON d.run_id = f.run_id AND d.uri = f.document_uri
+    LEFT JOIN documents AS dd ON dd.uri = f.document_uri;
 
 -- Findings that need a human: not found in the source, or the model was unsure, and not yet reviewed.
 CREATE OR REPLACE MACRO findings_below(min_confidence) AS TABLE

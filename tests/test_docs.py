@@ -26,6 +26,18 @@ def test_every_lake_column_is_documented_and_nothing_else() -> None:
         assert documented[table] == set(schema.names), table
 
 
+def test_every_state_store_column_is_documented() -> None:
+    from pipeline.state.schema import metadata
+
+    text = (ROOT / "docs" / "data-dictionary.md").read_text(encoding="utf-8")
+    sections = re.split(r"^#### state\.", text, flags=re.MULTILINE)[1:]
+    documented = {
+        section.split()[0]: set(re.findall(r"^\| `([a-z0-9_]+)` \|", section.split("\n## ")[0], flags=re.MULTILINE))
+        for section in sections
+    }
+    assert documented == {name: set(table.columns.keys()) for name, table in metadata.tables.items()}
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     head = readme[:1500]

@@ -1,0 +1,62 @@
+"""Tables of the state store. Created and upgraded only by the Alembic migrations next to this file."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+metadata = MetaData()
+
+# Every document URI ever listed, with the content it had when last seen.
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(512), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("version", String(256)),
+    Column("content_sha256", String(64)),
+    Column("size_bytes", BigInteger),
+    Column("status", String(32), nullable=False),  # active | deleted
+    Column("last_error", Text),
+    Column("first_seen_run", String(64)),
+    Column("last_seen_run", String(64)),
+    Column("deleted_in_run", String(64)),
+    Column("updated_at", DateTime(timezone=True)),
+    UniqueConstraint("source", "uri", name="uq_documents_source_uri"),
+)
+
+# A piece of work whose results have landed (and are listed in a manifest), keyed by its fingerprint.
+work_done = Table(
+    "work_done",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # parse | extract
+    Column("content_sha256", String(64), nullable=False),
+    Column("task", String(128)),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("landed_at", DateTime(timezone=True)),
+)
+
+# Runs as the state store saw them: a run still `running` after its process died has crashed.
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # running | completed | crashed
+    Column("host", String(256)),
+    Column("pid", Integer),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+# One row per lock name; holding it means owning the data directory's lake for a run.
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("host", String(256)),
+    Column("pid", Integer),
+    Column("acquired_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+)

@@ -1,0 +1,267 @@
+"""The state store: documents seen, work done, runs, and the run lock, through SQLAlchemy 2.
+
+SQLite by default (`<data_dir>/state.sqlite`), PostgreSQL in production
+(`state_url = "postgresql+psycopg://..."`). The schema is created and upgraded
+by Alembic migrations (`migrations/`), never by hand.
+
+The lake's manifests are the truth about what has landed; `work_done` is an
+index of it for fast skipping. `reconcile()` (run at the start of every run)
+makes the two agree after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.errors import AssayError
+from pipeline.state import schema
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+LAKE_LOCK = "lake"
+
+
+class RunInProgress(AssayError):
+    """Another run holds the lock on this data directory."""
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'state.sqlite').resolve()}"
+
+
+def make_engine(url: str) -> Engine:
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class StateStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        migrate(self.engine)
+
+    # -- the run lock ------------------------------------------------------------------------
+
+    def acquire_lock(self, run_id: str, stale_after: timedelta = timedelta(hours=6)) -> None:
+        """Take the lake lock, or raise RunInProgress naming the holder.
+
+        A lock whose holder is a dead process on this host, or whose heartbeat is older than
+        `stale_after`, is taken over (the holder crashed).
+        """
+        now = datetime.now(UTC)
+        host, pid = socket.gethostname(), os.getpid()
+        with self.engine.begin() as connection:
+            try:
+                connection.execute(
+                    insert(schema.locks).values(
+                        name=LAKE_LOCK, run_id=run_id, host=host, pid=pid, acquired_at=now, heartbeat_at=now
+                    )
+                )
+                return
+            except IntegrityError:
+                pass
+        with self.engine.begin() as connection:
+            holder = connection.execute(select(schema.locks).where(schema.locks.c.name == LAKE_LOCK)).one_or_none()
+            if holder is not None and not _lock_is_stale(holder, host, now, stale_after):
+                raise RunInProgress(
+                    f"run {holder.run_id} (pid {holder.pid} on {holder.host}, since {holder.acquired_at}) is "
+                    "processing this data directory; wait for it to finish, or stop it"
+                )
+            taken = connection.execute(
+                update(schema.locks)
+                .where(schema.locks.c.name == LAKE_LOCK)
+                .where(schema.locks.c.run_id == (holder.run_id if holder else None))
+                .values(run_id=run_id, host=host, pid=pid, acquired_at=now, heartbeat_at=now)
+            )
+            if taken.rowcount != 1:
+                raise RunInProgress("another run took the lock at the same moment; try again")
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(schema.locks).where(schema.locks.c.run_id == run_id).values(heartbeat_at=datetime.now(UTC))
+            )
+
+    def release_lock(self, run_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                delete(schema.locks).where(schema.locks.c.name == LAKE_LOCK).where(schema.locks.c.run_id == run_id)
+            )
+
+    @contextmanager
+    def locked(self, run_id: str) -> Iterator[None]:
+        self.acquire_lock(run_id)
+        try:
+            yield
+        finally:
+            self.release_lock(run_id)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def run_started(self, run_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(schema.runs).values(
+                    run_id=run_id,
+                    status="running",
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=datetime.now(UTC),
+                )
+            )
+
+    def run_finished(self, run_id: str, status: str = "completed") -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(schema.runs)
+                .where(schema.runs.c.run_id == run_id)
+                .values(status=status, finished_at=datetime.now(UTC))
+            )
+
+    def unfinished_runs(self) -> list[str]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(schema.runs.c.run_id).where(schema.runs.c.status == "running"))
+            return [r.run_id for r in rows]
+
+    # -- work done ---------------------------------------------------------------------------
+
+    def done(self, fingerprints: Iterable[str]) -> set[str]:
+        """Which of these fingerprints have landed."""
+        wanted = list(set(fingerprints))
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), 500):
+                batch = wanted[start : start + 500]
+                rows = connection.execute(
+                    select(schema.work_done.c.fingerprint).where(schema.work_done.c.fingerprint.in_(batch))
+                )
+                found.update(r.fingerprint for r in rows)
+        return found
+
+    def mark_done(self, run_id: str, items: Iterable[tuple[str, str, str, str | None]]) -> None:
+        """Record (fingerprint, kind, content_sha256, task) as landed by `run_id`."""
+        now = datetime.now(UTC)
+        rows = [
+            {"fingerprint": f, "kind": k, "content_sha256": c, "task": t, "run_id": run_id, "landed_at": now}
+            for f, k, c, t in items
+        ]
+        if not rows:
+            return
+        with self.engine.begin() as connection:
+            existing: set[str] = set()
+            for start in range(0, len(rows), 500):
+                batch = [r["fingerprint"] for r in rows[start : start + 500]]
+                existing.update(
+                    r.fingerprint
+                    for r in connection.execute(
+                        select(schema.work_done.c.fingerprint).where(schema.work_done.c.fingerprint.in_(batch))
+                    )
+                )
+            fresh = [r for r in rows if r["fingerprint"] not in existing]
+            if fresh:
+                connection.execute(insert(schema.work_done), fresh)
+
+    def forget_run(self, run_id: str) -> int:
+        """Drop the work marks of a run that never committed its manifest."""
+        with self.engine.begin() as connection:
+            result = connection.execute(delete(schema.work_done).where(schema.work_done.c.run_id == run_id))
+            return int(result.rowcount or 0)
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def record_seen(self, run_id: str, seen: Iterable[tuple[str, str, str, str | None, int, str | None]]) -> None:
+        """Record (source, uri, version, content_sha256, size, last_error) as listed by `run_id`."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            for source, uri, version, content_sha256, size, error in seen:
+                updated = connection.execute(
+                    update(schema.documents)
+                    .where(schema.documents.c.source == source, schema.documents.c.uri == uri)
+                    .values(
+                        version=version,
+                        content_sha256=content_sha256,
+                        size_bytes=size,
+                        status="active",
+                        last_seen_run=run_id,
+                        deleted_in_run=None,
+                        last_error=error,
+                        updated_at=now,
+                    )
+                )
+                if updated.rowcount == 0:
+                    connection.execute(
+                        insert(schema.documents).values(
+                            source=source,
+                            uri=uri,
+                            version=version,
+                            content_sha256=content_sha256,
+                            size_bytes=size,
+                            status="active",
+                            last_error=error,
+                            first_seen_run=run_id,
+                            last_seen_run=run_id,
+                            updated_at=now,
+                        )
+                    )
+
+    def mark_deleted(self, run_id: str, source: str) -> list[tuple[str, str | None]]:
+        """Active documents of `source` not listed by `run_id`: mark them deleted; return (uri, sha) of each."""
+        now = datetime.now(UTC)
+        gone_filter = (
+            (schema.documents.c.source == source)
+            & (schema.documents.c.status == "active")
+            & (schema.documents.c.last_seen_run != run_id)
+        )
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                select(schema.documents.c.uri, schema.documents.c.content_sha256).where(gone_filter)
+            ).all()
+            connection.execute(
+                update(schema.documents)
+                .where(gone_filter)
+                .values(status="deleted", deleted_in_run=run_id, updated_at=now)
+            )
+        return [(r.uri, r.content_sha256) for r in rows]
+
+
+def _lock_is_stale(holder: object, host: str, now: datetime, stale_after: timedelta) -> bool:
+    heartbeat = getattr(holder, "heartbeat_at", None)
+    if heartbeat is not None and heartbeat.tzinfo is None:
+        heartbeat = heartbeat.replace(tzinfo=UTC)
+    if getattr(holder, "host", None) == host:
+        try:
+            os.kill(int(getattr(holder, "pid", 0) or 0), 0)
+        except ProcessLookupError:
+            return True  # the holder died on this machine
+        except PermissionError:
+            return False
+        return False
+    return heartbeat is None or now - heartbeat > stale_after

@@ -1,0 +1,109 @@
+"""The state store on SQLite and on a real PostgreSQL server (started by .ci/run on loopback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, insert, text
+
+from pipeline.state import schema
+from pipeline.state.store import RunInProgress, StateStore
+from tests.conftest import skip_or_fail
+
+
+def _postgres_url() -> str:
+    url = os.environ.get("ASSAY_TEST_POSTGRES_URL")
+    if not url:
+        skip_or_fail("PostgreSQL is not running here (set ASSAY_TEST_POSTGRES_URL; .ci/run starts one)")
+    assert url is not None
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        yield StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
+        return
+    base = _postgres_url()
+    name = f"assay_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + "/" + name
+    store = StateStore(url)
+    try:
+        yield store
+    finally:
+        store.engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migrations_build_exactly_the_declared_schema(store: StateStore) -> None:
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), schema.metadata)
+        version = connection.execute(text("select version_num from alembic_version")).scalar()
+    assert differences == []
+    assert version == "0001"
+    StateStore(store.url)  # migrating again is a no-op
+
+
+def test_only_one_run_holds_the_lock(store: StateStore) -> None:
+    store.acquire_lock("run-a")
+    with pytest.raises(RunInProgress, match="run-a"):
+        StateStore(store.url).acquire_lock("run-b")
+    store.release_lock("run-a")
+    store.acquire_lock("run-b")
+    store.release_lock("run-b")
+
+
+def test_a_dead_holders_lock_is_taken_over(store: StateStore) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # that process has exited
+    now = datetime.now(UTC)
+    with store.engine.begin() as connection:
+        connection.execute(
+            insert(schema.locks).values(
+                name="lake", run_id="crashed", host=os.uname().nodename, pid=pid, acquired_at=now, heartbeat_at=now
+            )
+        )
+    store.acquire_lock("next")
+    store.release_lock("next")
+
+
+def test_work_marks_and_rollback(store: StateStore) -> None:
+    store.mark_done("r1", [("fp-a", "parse", "sha-a", None), ("fp-b", "extract", "sha-a", "key_terms")])
+    store.mark_done("r1", [("fp-a", "parse", "sha-a", None)])  # idempotent
+    assert store.done(["fp-a", "fp-b", "fp-c"]) == {"fp-a", "fp-b"}
+    assert store.forget_run("r1") == 2
+    assert store.done(["fp-a", "fp-b"]) == set()
+
+
+def test_documents_seen_and_deleted(store: StateStore) -> None:
+    store.record_seen(
+        "r1", [("src", "file:///a", "v1", "sha-a", 10, None), ("src", "file:///b", "v1", "sha-b", 5, None)]
+    )
+    store.record_seen("r2", [("src", "file:///a", "v2", "sha-a2", 11, None)])
+    assert store.mark_deleted("r2", "src") == [("file:///b", "sha-b")]
+    assert store.mark_deleted("r2", "src") == []  # already marked
+    store.record_seen("r3", [("src", "file:///b", "v1", "sha-b", 5, None)])  # it came back
+    with store.engine.connect() as connection:
+        status = connection.execute(text("select status from documents where uri = 'file:///b'")).scalar()
+    assert status == "active"
+
+
+def test_runs_left_running_are_found(store: StateStore) -> None:
+    store.run_started("r1")
+    store.run_started("r2")
+    store.run_finished("r2")
+    assert store.unfinished_runs() == ["r1"]
