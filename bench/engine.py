@@ -120,7 +120,6 @@ def cpp_shape(binary: Path, model: Path, settings: ModelSettings, pp: int, tg: i
         str(settings.n_threads),
         "-tb",
         str(settings.n_threads),
-        "-kvu",
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rows = [r for r in output.splitlines() if re.match(r"^\|\s+\d+", r)]

@@ -150,7 +150,9 @@ class BatchedEngine:
         cparams.n_seq_max = settings.n_parallel + 1
         cparams.n_threads = settings.n_threads
         cparams.n_threads_batch = settings.n_threads
-        cparams.kv_unified = True  # sequences share one cache, so the prefix can be copied between them
+        # One KV stream per sequence: attention then spans only its own cells (a unified cache was ~9%
+        # slower here, and more so as sequences are added). The prefix is copied whole (see _admit).
+        cparams.kv_unified = False
         cparams.no_perf = True
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
@@ -362,7 +364,10 @@ class BatchedEngine:
         ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
         shared = min(len(_common_prefix([self._prefix, tokens])), len(tokens) - 1)
         if shared > 0:
-            ll.llama_memory_seq_cp(self._memory, self._prefix_seq, seq_id, 0, shared)
+            # Whole-sequence copies work with per-sequence KV streams too (partial ones need a unified cache).
+            ll.llama_memory_seq_cp(self._memory, self._prefix_seq, seq_id, -1, -1)
+            if shared < len(self._prefix):
+                ll.llama_memory_seq_rm(self._memory, seq_id, shared, -1)
         return _Sequence(
             request=request,
             seq_id=seq_id,
