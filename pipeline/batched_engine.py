@@ -17,8 +17,10 @@ How a call of `generate_many(prompts, schema)` runs:
   candidates are asked one by one, and only if none is allowed does the grammar
   filter the whole vocabulary. The result is the token a full pass would pick.
 - Per-sequence failures (`finish_reason`): `length` (token budget spent),
-  `dead_end` (the grammar allows no token), `overflow` (prompt + budget do not
-  fit the sequence's context, refused before any work). The others go on.
+  `repetition` (the answer ends in the same tokens repeated back to back: a
+  loop that would only run to the budget), `dead_end` (the grammar allows no
+  token), `overflow` (prompt + budget do not fit the sequence's context,
+  refused before any work). The others go on.
 - Log-probabilities of the chosen tokens come from the raw logits, as in the
   sequential engine, so values carry the same kind of confidence.
 
@@ -173,6 +175,7 @@ class BatchedEngine:
         )
         self._templates: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.stop_loops = True  # end a sequence that repeats itself (finish_reason "repetition")
         self.grammar_full_passes = 0
         self.grammar_rejections = 0
         self.grammar_checks = 0
@@ -429,6 +432,8 @@ class BatchedEngine:
         sequence.logprobs.append(float(logits[token]) - log_z)
         if len(sequence.generated) >= sequence.budget:
             return self._finish(sequence, "length")
+        if self.stop_loops and _looping(sequence.generated):
+            return self._finish(sequence, "repetition")
         sequence.next_token = token
         return None
 
@@ -477,6 +482,27 @@ class BatchedEngine:
         if getattr(self, "_model", None):
             ll.llama_model_free(self._model)
             self._model = None
+
+
+LOOP_MIN_TOKENS = 24  # a loop must span at least this many tokens...
+LOOP_MIN_REPEATS = 3  # ...and repeat its period at least this often, back to back
+LOOP_MAX_PERIOD = 32
+
+
+def _looping(tokens: list[int]) -> bool:
+    """Does the answer end in the same run of tokens repeated back to back (a small model's loop)?
+
+    Checked after every token, so only periods ending at the last token need looking at.
+    """
+    for period in range(1, LOOP_MAX_PERIOD + 1):
+        repeats = max(LOOP_MIN_REPEATS, -(-LOOP_MIN_TOKENS // period))
+        span = period * repeats
+        if len(tokens) < span:
+            break
+        tail = tokens[-span:]
+        if all(tail[i] == tail[i % period] for i in range(period, span)):
+            return True
+    return False
 
 
 def _common_prefix(token_lists: list[list[int]]) -> list[int]:

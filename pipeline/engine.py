@@ -42,7 +42,7 @@ class Generation:
     """One answer: its text, why it stopped, and per-token log-probabilities."""
 
     text: str
-    finish_reason: str  # "stop" | "length" (budget spent) | "dead_end" (grammar) | "overflow" (context)
+    finish_reason: str  # "stop" | "length" (budget) | "repetition" (loop) | "dead_end" (grammar) | "overflow"
     prompt_tokens: int
     completion_tokens: int
     token_offsets: list[int] = field(default_factory=list)  # start char of each scored token in text

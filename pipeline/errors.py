@@ -32,6 +32,7 @@ class Reason(StrEnum):
     PARSE_ERROR = "parse_error"
     SCHEMA_INVALID = "schema_invalid"
     TRUNCATED = "truncated"
+    REPETITION = "repetition"
     CONTEXT_OVERFLOW = "context_overflow"
     MODEL_ERROR = "model_error"
     DUPLICATE_CONTENT = "duplicate_content"

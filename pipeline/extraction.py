@@ -80,6 +80,12 @@ def parse_answer(task: Task, generation: Generation) -> dict[str, Any]:
             Reason.CONTEXT_OVERFLOW,
             f"the prompt of {generation.prompt_tokens} tokens and the answer budget exceed the context",
         )
+    if generation.finish_reason == "repetition":
+        raise ExtractionError(
+            Reason.REPETITION,
+            f"the answer was repeating itself after {generation.completion_tokens} tokens and was stopped",
+            generation.text,
+        )
     if generation.finish_reason == "dead_end":
         raise ExtractionError(Reason.SCHEMA_INVALID, "the grammar allowed no next token", generation.text)
     if generation.finish_reason == "length":

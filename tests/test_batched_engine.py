@@ -47,12 +47,12 @@ def test_answers_are_schema_valid_or_explicit_failures(engine: BatchedEngine, ta
     assert len(generations) == len(prompts)  # more prompts than slots: slots were reused
     valid = 0
     for generation in generations:
-        assert generation.finish_reason in {"stop", "length"}
+        assert generation.finish_reason in {"stop", "length", "repetition"}
         try:
             parse_answer(task, generation)
             valid += 1
         except ExtractionError as exc:
-            assert exc.reason is Reason.TRUNCATED
+            assert exc.reason in {Reason.TRUNCATED, Reason.REPETITION}
         assert generation.token_logprobs and all(lp <= 0 for lp in generation.token_logprobs)
         assert len(generation.token_offsets) == len(generation.token_logprobs) == generation.completion_tokens
     assert valid >= 2
@@ -155,3 +155,27 @@ def test_the_batched_engine_is_greedy_only() -> None:
     hot = ModelSettings(temperature=0.7)
     with pytest.raises(ModelError, match="greedily"):
         BatchedEngine(resolve_model_file(hot), hot)
+
+
+def test_loop_detection_on_token_sequences() -> None:
+    from pipeline.batched_engine import _looping
+
+    assert _looping([5, 6, 7, 8] * 6)  # "non-profit, " over and over
+    assert _looping([1] * 24)
+    assert not _looping([1] * 23)  # too short to call it a loop
+    assert not _looping(list(range(100)))
+    assert not _looping([9, 9, 1, 2, 3, 4, 1, 2, 3, 4, 7])  # a repeat that ended
+
+
+def test_a_looping_answer_is_stopped_and_recorded(engine: BatchedEngine) -> None:
+    """A prompt that makes the small model loop: stopped early with its own reason, not run to the budget."""
+    task = find_task("key_terms")
+    chunk = "non-profit, " * 40
+    prompt = engine.render_prompt(build_messages(task, "The Standing Trust is a " + chunk))
+    generation = engine.generate(prompt, json.dumps(task.output_schema), 300)
+    if generation.finish_reason != "repetition":
+        pytest.skip(f"the model did not loop on this prompt (finished: {generation.finish_reason})")
+    assert generation.completion_tokens < 300
+    with pytest.raises(ExtractionError) as caught:
+        parse_answer(task, generation)
+    assert caught.value.reason is Reason.REPETITION

@@ -148,7 +148,7 @@ def test_failed_model_answers_keep_their_raw_output(landed: dict[str, object]) -
     failed = [a for a in answers if a[0] == "failed"]
     assert len(failed) == failed_extracts[0]
     for _, reason, raw in failed:
-        assert reason in {"schema_invalid", "truncated", "context_overflow"}
+        assert reason in {"schema_invalid", "truncated", "repetition", "context_overflow"}
         if reason != "context_overflow":
             assert raw
 
