@@ -168,14 +168,13 @@ def test_loop_detection_on_token_sequences() -> None:
 
 
 def test_a_looping_answer_is_stopped_and_recorded(engine: BatchedEngine) -> None:
-    """A prompt that makes the small model loop: stopped early with its own reason, not run to the budget."""
+    """A prompt that is itself a loop makes the model continue it: stopped early, with its own reason."""
+    prompt = engine.tokenize("non-profit, " * 40)
+    generation = engine.generate_tokens([prompt], max_tokens=200, ignore_eos=False)[0]
+    assert generation.finish_reason == "repetition"
+    assert 24 <= generation.completion_tokens < 200
     task = find_task("key_terms")
-    chunk = "non-profit, " * 40
-    prompt = engine.render_prompt(build_messages(task, "The Standing Trust is a " + chunk))
-    generation = engine.generate(prompt, json.dumps(task.output_schema), 300)
-    if generation.finish_reason != "repetition":
-        pytest.skip(f"the model did not loop on this prompt (finished: {generation.finish_reason})")
-    assert generation.completion_tokens < 300
     with pytest.raises(ExtractionError) as caught:
         parse_answer(task, generation)
     assert caught.value.reason is Reason.REPETITION
+    assert caught.value.raw_output == generation.text
