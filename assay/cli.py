@@ -25,7 +25,7 @@ from pipeline import warehouse
 from pipeline.errors import AssayError
 from pipeline.settings import Settings, load_settings
 
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pipes get whole tables
 err_console = Console(stderr=True)
 
 
