@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import signal
 import socket
 import time
 import traceback
@@ -41,6 +39,7 @@ from pipeline.extraction import (
     prompt_template,
     prompt_template_sha256,
 )
+from pipeline.faults import crash_point
 from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, sha256_text, short_id
 from pipeline.incremental import extract_fingerprint, load_parsed, parse_fingerprint
 from pipeline.lake import TABLES, Lake
@@ -467,13 +466,14 @@ def _extract_pending(work: _ShardWork, tasks: list[Task]) -> None:
         if not items:
             continue
         started = time.perf_counter()
+        lineage = _TaskLineage.of(task, engine, work.context.settings)
         prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
         generations = engine.generate_many(prompts, json.dumps(task.output_schema))
         crash_point("extract")
         seconds = time.perf_counter() - started
         work.time("extract", seconds)
         for item, generation in zip(items, generations, strict=True):
-            item.row["findings"] += _land_answer(work, engine, item, generation, seconds / len(items))
+            item.row["findings"] += _land_answer(work, engine, lineage, item, generation, seconds / len(items))
             item.row["model_tokens"] += generation.prompt_tokens + generation.completion_tokens
     work.pending.clear()
 
@@ -507,16 +507,36 @@ def _land_text_and_chunks(work: _ShardWork, document: ParsedDocument, chunks: li
         )
 
 
-def _land_answer(work: _ShardWork, engine: Engine, item: _Pending, generation: Generation, seconds: float) -> int:
+@dataclass(frozen=True)
+class _TaskLineage:
+    """What every answer of one task in one run shares: computed once per task, not per answer."""
+
+    prompt_sha256: str
+    sampling: dict[str, Any]
+    sampling_json: str
+    chunking: str
+
+    @classmethod
+    def of(cls, task: Task, engine: Engine, settings: Settings) -> _TaskLineage:
+        sampling = sampling_settings(settings.model)
+        return cls(
+            prompt_sha256=prompt_template_sha256(task, engine.render_prompt),
+            sampling=sampling,
+            sampling_json=canonical_json(sampling),
+            chunking=chunking_key(settings.chunking),
+        )
+
+
+def _land_answer(
+    work: _ShardWork, engine: Engine, lineage: _TaskLineage, item: _Pending, generation: Generation, seconds: float
+) -> int:
     """Record one model answer and its findings (or its failure). Returns the number of findings."""
     context = work.context
     settings = context.settings
     ref, document, chunk, task = item.ref, item.document, item.chunk, item.task
     identity = engine.identity
-    sampling = sampling_settings(settings.model)
-    sampling_json = canonical_json(sampling)
-    prompt_sha256 = prompt_template_sha256(task, engine.render_prompt)
-    chunking = chunking_key(settings.chunking)
+    sampling, sampling_json = lineage.sampling, lineage.sampling_json
+    prompt_sha256, chunking = lineage.prompt_sha256, lineage.chunking
     answer_fingerprint = fingerprint(
         document.content_sha256,
         document.parser,
@@ -682,7 +702,6 @@ def finish_run(
     if status == "incomplete":
         logger.error("run %s accounts for %d of %d documents", context.run_id, accounted, documents_in)
     engine = _ENGINES.get(context.settings.model.model_dump_json())
-    model_file = resolve_model_file(context.settings.model) if engine is None else None
     pages_per_second = totals["pages"] / duration if duration > 0 else 0.0
     run_row = {
         "run_id": context.run_id,
@@ -705,7 +724,7 @@ def finish_run(
             }
         ),
         "model_name": context.settings.model.name,
-        "model_sha256": engine.identity.sha256 if engine else model_file.sha256 if model_file else None,
+        "model_sha256": context.model_sha256,
         "model_quantization": engine.identity.quantization if engine else None,
         "model_n_params": engine.identity.n_params if engine else None,
         "llm_runtime": engine.identity.runtime if engine else None,
@@ -772,12 +791,6 @@ def finish_run(
         warehouse=str(context.settings.warehouse_path),
         manifest_sha256=manifest.sha256,
     )
-
-
-def crash_point(name: str) -> None:
-    """Test hook: `ASSAY_CRASH_AT=<name>` kills the process here with SIGKILL (tests/test_incremental.py)."""
-    if os.environ.get("ASSAY_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _task_rows(context: RunContext, engine: Engine | None) -> list[dict[str, Any]]:

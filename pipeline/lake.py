@@ -23,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.faults import crash_point
+
 _ts = pa.timestamp("us", tz="UTC")
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -273,8 +275,7 @@ class Lake:
         pq.write_table(arrow_table, temporary, compression="zstd")
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
-        if os.environ.get("ASSAY_CRASH_AT") == "mid-write":  # test hook: die with a temporary file on disk
-            os.kill(os.getpid(), 9)
+        crash_point("mid-write")  # test hook: die with a temporary file on disk
         os.replace(temporary, final)
         return WrittenFile(table=table, path=final, rows=arrow_table.num_rows)
 

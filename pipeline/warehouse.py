@@ -15,7 +15,7 @@ from string import Template
 
 import duckdb
 
-from pipeline.lake import SCHEMAS, TABLES, Lake, WrittenFile
+from pipeline.lake import TABLES, Lake, WrittenFile
 
 
 def sql_dir() -> Path:
@@ -54,6 +54,3 @@ def connect_read_only(warehouse_path: Path) -> duckdb.DuckDBPyConnection:
     if not warehouse_path.exists():
         raise FileNotFoundError(f"no warehouse at {warehouse_path}: run `assay run` first")
     return duckdb.connect(str(warehouse_path), read_only=True)
-
-
-__all__ = ["SCHEMAS", "build", "connect_read_only", "ensure_every_table_has_a_file", "sql_files"]
