@@ -4,6 +4,7 @@ assay run SOURCE...         process documents (paths or configured source names)
 assay runs                  recent runs with their counts
 assay query "SQL"           read-only SQL over the warehouse
 assay show FINDING_ID       one finding, its evidence in context, and its lineage
+assay eval --task --gold    how right a task is on labelled documents (and --compare A B)
 """
 
 from __future__ import annotations
@@ -143,7 +144,6 @@ def run(
 ) -> None:
     """Process SOURCES (folders, files, or configured source names) and land the findings."""
     from flows.assay_run import assay_run
-    from pipeline import progress as progress_events
 
     overrides: dict[str, Any] = {}
     if obj.data_dir is not None:
@@ -157,18 +157,8 @@ def run(
     if threads:
         overrides["model"] = {**obj.settings().model.model_dump(mode="json"), "n_threads": threads}
     show_bar = sys.stderr.isatty() if progress is None else progress
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=not show_bar,
-        transient=True,
-    ) as bar:
-        listener = _RichProgress(bar) if show_bar else _LineProgress()
-        with progress_events.listening(listener):
-            summary = assay_run(list(sources), overrides=overrides, config_file=str(obj.config) if obj.config else None)
+    with progress_listener(show_bar):
+        summary = assay_run(list(sources), overrides=overrides, config_file=str(obj.config) if obj.config else None)
     failed_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.document_failures.items()))
     answer_reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(summary.answer_failures.items()))
     console.print(f"\n[bold]Run {summary.run_id}[/bold] {summary.status} in {summary.duration_s:.1f} s")
@@ -186,7 +176,13 @@ def run(
         f"  model answers:  {summary.answers}, failed {summary.answers_failed}"
         + (f"  ({answer_reasons})" if answer_reasons else "")
     )
+    console.print(
+        f"  chunks routed:  {summary.chunks_routed} to the model, {summary.chunks_not_routed} not (no signal)"
+    )
     console.print(f"  findings:       {summary.findings}")
+    console.print(
+        f"  values:         {summary.values} per-document values, {summary.disagreements} disagreements to review"
+    )
     console.print(f"  pages/second:   {summary.pages_per_second}")
     console.print("  seconds/stage:  " + ", ".join(f"{k} {v}" for k, v in summary.stage_seconds.items()))
     invocation = _assay_invocation(obj.data_dir)
@@ -197,6 +193,30 @@ def run(
     console.print(f"(or open {summary.warehouse} read-only with any DuckDB client)", highlight=False)
     if summary.status != "completed":
         sys.exit(1)
+
+
+def progress_listener(show_bar: bool) -> Any:
+    """Progress events for a run: a bar on a terminal, one line per document otherwise."""
+    from contextlib import contextmanager
+
+    from pipeline import progress as progress_events
+
+    @contextmanager
+    def listening() -> Any:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not show_bar,
+            transient=True,
+        ) as bar:
+            listener = _RichProgress(bar) if show_bar else _LineProgress()
+            with progress_events.listening(listener):
+                yield
+
+    return listening()
 
 
 def _example_finding(warehouse_path: Path, run_id: str) -> str | None:
@@ -466,6 +486,84 @@ def report(obj: _Context, run_id: str, out: Path | None) -> None:
         except LookupError as exc:
             raise click.ClickException(str(exc)) from exc
     console.print(f"report written to {target}", highlight=False)
+
+
+@cli.command(name="eval")
+@click.option("--task", "task_name", help="The task to evaluate (its field names must match the gold keys).")
+@click.option(
+    "--gold",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Gold labels, JSON lines (Kleister style); documents are found relative to this file.",
+)
+@click.option("--limit", type=int, help="Evaluate the first N labelled documents only.")
+@click.option("--name", help="Name of this evaluation (default: task, model and routing).")
+@click.option("--routing/--no-routing", default=True, show_default=True, help="Route chunks by the task's signals.")
+@click.option("--threads", type=int, help="llama.cpp threads (default: the cores available).")
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Compare two evaluation folders instead of running one.",
+)
+@click.pass_obj
+def evaluate(
+    obj: _Context,
+    task_name: str | None,
+    gold: Path | None,
+    limit: int | None,
+    name: str | None,
+    routing: bool,
+    threads: int | None,
+    compare: tuple[Path, Path] | None,
+) -> None:
+    """Run a task over labelled documents and report precision, recall, F1, grounding and calibration.
+
+    Each evaluation has its own data folder, DATA_DIR/evals/NAME (lake, warehouse, and the report:
+    report.md, summary.json, fields/documents/calibration.parquet). Re-running an evaluation with the
+    same settings reuses the landed results.
+    """
+    from flows.assay_run import assay_run
+    from pipeline import evaluation
+
+    if compare:
+        click.echo(evaluation.compare_reports(*compare))
+        return
+    if not task_name or gold is None:
+        raise click.UsageError("--task and --gold are required (or --compare A B)")
+    settings = obj.settings()
+    documents = evaluation.load_gold(gold, limit)
+    name = name or f"{task_name}-{settings.model.name}-{'routed' if routing else 'all-chunks'}"
+    eval_dir = settings.data_dir / "evals" / name
+    model = settings.model.model_dump(mode="json")
+    if threads:
+        model["n_threads"] = threads
+    overrides: dict[str, Any] = {
+        "data_dir": str(eval_dir),
+        "tasks": [task_name],
+        "routing": routing,
+        "model": model,
+        "sources": {"gold": {"path": str(gold.parent.resolve()), "include": [d.file for d in documents]}},
+    }
+    with progress_listener(False):
+        summary = assay_run(["gold"], overrides=overrides, config_file=str(obj.config) if obj.config else None)
+    with warehouse.connect_read_only(eval_dir / "warehouse.duckdb") as con:
+        report = evaluation.evaluate(con, task_name, documents)
+        task_version = con.execute(
+            "SELECT any_value(task_version) FROM tasks WHERE run_id = ? AND task = ?", [summary.run_id, task_name]
+        ).fetchone()
+    report.extra.update(
+        name=name,
+        model=settings.model.name,
+        model_sha256=summary.model_sha256,
+        routing=routing,
+        task_version=task_version[0] if task_version else None,
+        run_id=summary.run_id,
+        run_seconds=summary.duration_s,
+        stage_seconds=summary.stage_seconds,
+    )
+    markdown = evaluation.write_report(report, eval_dir / "report")
+    click.echo(markdown.read_text(encoding="utf-8"))
+    click.echo(f"Report: {markdown} (and summary.json, fields/documents/calibration.parquet beside it)")
 
 
 @cli.command(name="warehouse")

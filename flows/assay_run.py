@@ -51,6 +51,9 @@ def summary_markdown(summary: job.RunSummary) -> str:
         f"| {summary.chunks} | {summary.answers} ({summary.answers_failed}) | {summary.findings} "
         f"| {summary.pages_per_second} |",
         "",
+        f"Chunks sent to the model: {summary.chunks_routed} (not routed: {summary.chunks_not_routed}); "
+        f"per-document values: {summary.values}, disagreements to review: {summary.disagreements}.",
+        "",
         "## Seconds per stage",
         "",
         "| stage | seconds |",

@@ -6,7 +6,8 @@ manifest (see pipeline/recovery.py). Two kinds of work:
 
 - parse: content SHA-256 + parser name and version + parser strategy + chunking settings;
 - extract (per document and task): the parse fingerprint + task name, version and schema hash +
-  the prompt code + model file SHA-256 + sampling settings + the chunk budget.
+  the prompt, routing and rule code + model file SHA-256 + sampling settings + the chunk budget +
+  whether routing is on.
 
 Changing a task's file re-extracts that task only; the chunks it needs are read
 back from the lake instead of parsing again.
@@ -23,12 +24,17 @@ from pipeline.chunks import Chunk, chunking_key
 from pipeline.documents import PageSpan, ParsedDocument
 from pipeline.engine import sampling_settings
 from pipeline.extraction import SYSTEM_TEMPLATE, USER_TEMPLATE
-from pipeline.hashing import fingerprint, sha256_text
+from pipeline.hashing import fingerprint, sha256_bytes, sha256_text
 from pipeline.partition import PARSER_NAME, PARSER_VERSION
 from pipeline.settings import Settings
 from pipeline.tasks import Task
 
 PROMPT_CODE_SHA256 = sha256_text(SYSTEM_TEMPLATE + "\x00" + USER_TEMPLATE)
+# The code that decides which chunks the model sees and what rules find. (Normalising and reducing
+# are not in it: they only recompute `document_values` from landed findings, never model work.)
+EXTRACT_CODE_SHA256 = sha256_bytes(
+    b"".join((Path(__file__).parent / name).read_bytes() for name in ("routing.py", "rules.py"))
+)
 
 
 def parse_fingerprint(content_sha256: str, settings: Settings) -> str:
@@ -45,9 +51,11 @@ def extract_fingerprint(parse_fp: str, task: Task, model_sha256: str, settings: 
         task.version,
         task.schema_sha256,
         PROMPT_CODE_SHA256,
+        EXTRACT_CODE_SHA256,
         model_sha256,
         sampling_settings(settings.model),
         settings.max_chunks_per_document,
+        settings.routing,
     )
 
 

@@ -40,14 +40,18 @@ from pipeline.extraction import (
     prompt_template_sha256,
 )
 from pipeline.faults import crash_point
+from pipeline.grounding import GroundingStatus
 from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, sha256_text, short_id
-from pipeline.incremental import extract_fingerprint, load_parsed, parse_fingerprint
+from pipeline.incremental import EXTRACT_CODE_SHA256, extract_fingerprint, load_parsed, parse_fingerprint
 from pipeline.lake import TABLES, Lake
 from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
 from pipeline.partition import partition_bytes
 from pipeline.recovery import recover
+from pipeline.reduce import reduce_document
 from pipeline.resources import available_cores
+from pipeline.routing import route
+from pipeline.rules import apply_rules
 from pipeline.settings import ModelSettings, Settings, SourceSettings
 from pipeline.state.store import StateStore
 from pipeline.state.store import default_url as default_state_url
@@ -191,6 +195,10 @@ class ShardReport(BaseModel):
     answers: int = 0
     answers_failed: int = 0
     findings: int = 0
+    values: int = 0
+    disagreements: int = 0
+    chunks_routed: int = 0
+    chunks_not_routed: int = 0
     unchanged: int = 0
     document_failures: dict[str, int] = {}
     answer_failures: dict[str, int] = {}
@@ -230,6 +238,7 @@ class _ShardWork:
     report: ShardReport
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     pending: list[_Pending] = field(default_factory=list)
+    extractions: list[_Extraction] = field(default_factory=list)
 
     def time(self, stage: str, seconds: float) -> None:
         self.report.stage_seconds[stage] = self.report.stage_seconds.get(stage, 0.0) + seconds
@@ -436,13 +445,43 @@ def _parse_document(
     work.report.pages += document.page_count or 1
     work.report.chunks += len(chunks)
 
-    budget = settings.max_chunks_per_document or len(chunks)
-    selected = chunks[:budget]
-    row["chunks_extracted"] = len(selected)
+    started = time.perf_counter()
     for task in tasks:
-        if task.name in extract_fps:
-            work.pending.extend(_Pending(ref, document, chunk, task, row) for chunk in selected)
-            work.report.done.append((extract_fps[task.name], "extract", document.content_sha256, task.name))
+        if task.name not in extract_fps:
+            continue
+        decisions = route(task, chunks, settings.routing, settings.max_chunks_per_document)
+        routed = [d.chunk for d in decisions if d.routed]
+        for decision in decisions:
+            work.rows["routing"].append(
+                {
+                    "run_id": context.run_id,
+                    "content_sha256": document.content_sha256,
+                    "task": task.name,
+                    "task_version": task.version,
+                    "chunk_id": decision.chunk.chunk_id,
+                    "ordinal": decision.chunk.ordinal,
+                    "routed": decision.routed,
+                    "reason": decision.reason,
+                }
+            )
+        row["chunks_extracted"] += len(routed)
+        work.report.chunks_routed += len(routed)
+        work.report.chunks_not_routed += len(chunks) - len(routed)
+        work.extractions.append(_Extraction(ref, document, chunks, task, row))
+        work.pending.extend(_Pending(ref, document, chunk, task, row) for chunk in routed)
+        work.report.done.append((extract_fps[task.name], "extract", document.content_sha256, task.name))
+    work.time("route", time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """One document waiting for one task: its routed chunks' answers, its rules, then its reduce."""
+
+    ref: DocumentRef
+    document: ParsedDocument
+    chunks: list[Chunk]
+    task: Task
+    row: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -457,25 +496,109 @@ class _Pending:
 
 
 def _extract_pending(work: _ShardWork, tasks: list[Task]) -> None:
-    """Run the model over every queued chunk of the shard, task by task, all prompts of a task together."""
-    if not work.pending:
+    """Run the model over every routed chunk of the shard, task by task, then rules and reduce per document."""
+    if not work.extractions:
         return
-    engine = get_engine(work.context.settings.model)
+    engine = get_engine(work.context.settings.model) if work.pending else None
     for task in tasks:
         items = [p for p in work.pending if p.task.name == task.name]
-        if not items:
+        extractions = [e for e in work.extractions if e.task.name == task.name]
+        if not extractions:
             continue
-        started = time.perf_counter()
         lineage = _TaskLineage.of(task, engine, work.context.settings)
-        prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
-        generations = engine.generate_many(prompts, json.dumps(task.output_schema))
-        crash_point("extract")
-        seconds = time.perf_counter() - started
-        work.time("extract", seconds)
-        for item, generation in zip(items, generations, strict=True):
-            item.row["findings"] += _land_answer(work, engine, lineage, item, generation, seconds / len(items))
-            item.row["model_tokens"] += generation.prompt_tokens + generation.completion_tokens
+        if items and engine is not None:
+            started = time.perf_counter()
+            prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
+            generations = engine.generate_many(prompts, json.dumps(task.output_schema), task.max_tokens)
+            crash_point("extract")
+            seconds = time.perf_counter() - started
+            work.time("extract", seconds)
+            for item, generation in zip(items, generations, strict=True):
+                item.row["findings"] += _land_answer(work, engine, lineage, item, generation, seconds / len(items))
+                item.row["model_tokens"] += generation.prompt_tokens + generation.completion_tokens
+        for extraction in extractions:
+            extraction.row["findings"] += _land_rule_findings(work, lineage, extraction)
+            _reduce(work, extraction)
     work.pending.clear()
+    work.extractions.clear()
+
+
+def _land_rule_findings(work: _ShardWork, lineage: _TaskLineage, extraction: _Extraction) -> int:
+    """Values the task's rules find in the whole document text: grounded by construction."""
+    if not extraction.task.rules:
+        return 0
+    started = time.perf_counter()
+    context, document, task, ref = work.context, extraction.document, extraction.task, extraction.ref
+    now = datetime.now(UTC)
+    matches = apply_rules(task, document.text)
+    for match in matches:
+        chunk = next((c for c in extraction.chunks if c.start <= match.start < c.end), None)
+        rule_fingerprint = fingerprint(
+            document.content_sha256, task.name, task.version, EXTRACT_CODE_SHA256, match.rule, match.start, match.end
+        )
+        work.rows["findings"].append(
+            {
+                "run_id": context.run_id,
+                "flow_run_id": context.flow_run_id,
+                "finding_id": short_id(rule_fingerprint, match.field),
+                "answer_id": None,
+                "task": task.name,
+                "task_version": task.version,
+                "field": match.field,
+                "item_index": 0,
+                "value": match.value,
+                "value_json": json.dumps(match.value, ensure_ascii=False),
+                "evidence_quote": document.text[match.start : match.end],
+                "evidence_text": document.text[match.start : match.end],
+                "evidence_start": match.start,
+                "evidence_end": match.end,
+                "evidence_page": document.page_at(match.start),
+                "grounding_status": GroundingStatus.EXACT.value,
+                "grounding_score": 100.0,
+                "grounded_on": "rule",
+                "confidence": None,
+                "method": "rule",
+                "rule": match.rule,
+                "chunk_id": chunk.chunk_id if chunk else None,
+                "chunk_start": chunk.start if chunk else None,
+                "chunk_end": chunk.end if chunk else None,
+                "content_sha256": document.content_sha256,
+                "document_uri": ref.uri,
+                "document_version": ref.version,
+                "text_sha256": document.text_sha256,
+                "parser": document.parser,
+                "parser_version": document.parser_version,
+                "chunking": lineage.chunking,
+                "schema_sha256": task.schema_sha256,
+                "fingerprint": rule_fingerprint,
+                "created_at": now,
+            }
+        )
+    work.report.findings += len(matches)
+    work.time("rules", time.perf_counter() - started)
+    return len(matches)
+
+
+def _reduce(work: _ShardWork, extraction: _Extraction) -> None:
+    """Merge the document's findings for the task into its values (lake table `document_values`)."""
+    started = time.perf_counter()
+    document, task = extraction.document, extraction.task
+    findings = [
+        f for f in work.rows["findings"] if f["content_sha256"] == document.content_sha256 and f["task"] == task.name
+    ]
+    base = {
+        "run_id": work.context.run_id,
+        "content_sha256": document.content_sha256,
+        "document_uri": extraction.ref.uri,
+        "task": task.name,
+        "task_version": task.version,
+        "created_at": datetime.now(UTC),
+    }
+    values = reduce_document(task, findings, base)
+    work.rows["document_values"].extend(values)
+    work.report.values += sum(1 for v in values if v["value"] is not None)
+    work.report.disagreements += sum(1 for v in values if v["status"] == "disagreement")
+    work.time("reduce", time.perf_counter() - started)
 
 
 def _land_text_and_chunks(work: _ShardWork, document: ParsedDocument, chunks: list[Chunk]) -> None:
@@ -511,16 +634,18 @@ def _land_text_and_chunks(work: _ShardWork, document: ParsedDocument, chunks: li
 class _TaskLineage:
     """What every answer of one task in one run shares: computed once per task, not per answer."""
 
-    prompt_sha256: str
+    prompt_sha256: str | None  # None when no chunk of the task went to the model
     sampling: dict[str, Any]
     sampling_json: str
     chunking: str
 
     @classmethod
-    def of(cls, task: Task, engine: Engine, settings: Settings) -> _TaskLineage:
+    def of(cls, task: Task, engine: Engine | None, settings: Settings) -> _TaskLineage:
         sampling = sampling_settings(settings.model)
+        if task.max_tokens is not None:
+            sampling["max_tokens"] = task.max_tokens
         return cls(
-            prompt_sha256=prompt_template_sha256(task, engine.render_prompt),
+            prompt_sha256=prompt_template_sha256(task, engine.render_prompt) if engine is not None else None,
             sampling=sampling,
             sampling_json=canonical_json(sampling),
             chunking=chunking_key(settings.chunking),
@@ -616,6 +741,8 @@ def _land_answer(
                 "grounding_score": grounding.score,
                 "grounded_on": value.grounded_on,
                 "confidence": value.confidence,
+                "method": "model",
+                "rule": None,
                 "chunk_id": chunk.chunk_id,
                 "chunk_start": chunk.start,
                 "chunk_end": chunk.end,
@@ -658,6 +785,10 @@ class RunSummary(BaseModel):
     answers: int
     answers_failed: int
     findings: int
+    values: int
+    disagreements: int
+    chunks_routed: int
+    chunks_not_routed: int
     duration_s: float
     pages_per_second: float
     document_failures: dict[str, int]
@@ -665,6 +796,7 @@ class RunSummary(BaseModel):
     stage_seconds: dict[str, float]
     warehouse: str
     manifest_sha256: str
+    model_sha256: str
 
 
 def finish_run(
@@ -685,6 +817,10 @@ def finish_run(
             "answers",
             "answers_failed",
             "findings",
+            "values",
+            "disagreements",
+            "chunks_routed",
+            "chunks_not_routed",
         )
     }
     document_failures: dict[str, int] = defaultdict(int)
@@ -783,6 +919,10 @@ def finish_run(
         answers=totals["answers"],
         answers_failed=totals["answers_failed"],
         findings=totals["findings"],
+        values=totals["values"],
+        disagreements=totals["disagreements"],
+        chunks_routed=totals["chunks_routed"],
+        chunks_not_routed=totals["chunks_not_routed"],
         duration_s=round(duration, 2),
         pages_per_second=round(pages_per_second, 3),
         document_failures=dict(document_failures),
@@ -790,6 +930,7 @@ def finish_run(
         stage_seconds={k: round(v, 2) for k, v in stages.items()},
         warehouse=str(context.settings.warehouse_path),
         manifest_sha256=manifest.sha256,
+        model_sha256=context.model_sha256,
     )
 
 

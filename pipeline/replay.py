@@ -26,20 +26,22 @@ from pipeline.extraction import build_messages, extract_values, parse_answer, pr
 from pipeline.lake import Lake
 from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
+from pipeline.rules import apply_rules
 from pipeline.settings import Settings
-from pipeline.tasks import parse_task
+from pipeline.tasks import Task, parse_task
 
 _QUERY = """
     SELECT f.finding_id, f.run_id, f.answer_id, f.field, f.item_index, f.value, f.model_sha256, f.prompt_sha256,
            f.task, f.task_version, f.chunk_start, f.chunk_end, f.content_sha256,
+           f.method, f.rule, f.evidence_start, f.evidence_end,
            a.raw_output, a.sampling,
            c.text AS chunk_text,
            (SELECT any_value(definition) FROM tasks t WHERE t.task_version = f.task_version) AS definition,
            (SELECT any_value(text) FROM texts x WHERE x.content_sha256 = f.content_sha256
                 AND x.text_sha256 = f.text_sha256) AS document_text
     FROM findings f
-    JOIN answers a ON a.answer_id = f.answer_id AND a.run_id = f.run_id
-    JOIN chunks c ON c.chunk_id = f.chunk_id AND c.run_id = f.run_id
+    LEFT JOIN answers a ON a.answer_id = f.answer_id AND a.run_id = f.run_id
+    LEFT JOIN chunks c ON c.chunk_id = f.chunk_id AND c.run_id = f.run_id
     WHERE f.finding_id = ?
     ORDER BY f.created_at DESC
     LIMIT 1
@@ -85,6 +87,14 @@ def replay_finding(con: duckdb.DuckDBPyConnection, finding_id: str, settings: Se
         raise LookupError(f"no finding {finding_id!r}")
     finding = dict(zip(columns, row, strict=True))
 
+    if not finding["definition"]:
+        return _refused(finding, f"the definition of task version {finding['task_version']} is not in the lake")
+    task = parse_task(finding["definition"].encode("utf-8"), f"lake:tasks/{finding['task_version']}")
+    if task.version != finding["task_version"]:
+        return _refused(finding, "the recorded task definition does not hash to the recorded task version")
+    if finding["method"] == "rule":
+        return _replay_rule(finding, task)
+
     model_file = resolve_model_file(settings.model)
     if model_file.sha256 != finding["model_sha256"]:
         return _refused(
@@ -92,11 +102,6 @@ def replay_finding(con: duckdb.DuckDBPyConnection, finding_id: str, settings: Se
             f"the configured model file {model_file.path} has SHA-256 {model_file.sha256}; "
             f"the finding was produced by {finding['model_sha256']}",
         )
-    if not finding["definition"]:
-        return _refused(finding, f"the definition of task version {finding['task_version']} is not in the lake")
-    task = parse_task(finding["definition"].encode("utf-8"), f"lake:tasks/{finding['task_version']}")
-    if task.version != finding["task_version"]:
-        return _refused(finding, "the recorded task definition does not hash to the recorded task version")
 
     sampling = json.loads(finding["sampling"])
     model_settings = settings.model.model_copy(
@@ -155,6 +160,34 @@ def replay_finding(con: duckdb.DuckDBPyConnection, finding_id: str, settings: Se
         message,
         model_file.sha256,
         engine.identity.runtime,
+    )
+
+
+def _replay_rule(finding: dict[str, Any], task: Task) -> ReplayResult:
+    """A rule finding is reproduced when the recorded task's rules find the same value at the same place."""
+    if not finding["document_text"]:
+        return _refused(finding, "the document text is not in the lake")
+    matches = apply_rules(task, finding["document_text"])
+    same = next(
+        (
+            m
+            for m in matches
+            if m.rule == finding["rule"]
+            and m.field == finding["field"]
+            and (m.start, m.end) == (finding["evidence_start"], finding["evidence_end"])
+        ),
+        None,
+    )
+    return ReplayResult(
+        finding["finding_id"],
+        finding["run_id"],
+        None,
+        "replayed",
+        same is not None and same.value == finding["value"],
+        None,
+        finding["value"],
+        same.value if same else None,
+        f"rule {finding['rule']} " + ("found the value again" if same else "no longer finds the value at its place"),
     )
 
 

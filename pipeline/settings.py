@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Extract from at most this many chunks per document (the rest are recorded as skipped).",
     )
+    routing: bool = Field(
+        default=True,
+        description="Send to the model only the chunks where a task's signals match (tasks without signals: all).",
+    )
     parser_strategy: str = "fast"
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)

@@ -16,6 +16,10 @@ CREATE OR REPLACE VIEW failures AS
     SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/failures/*/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE OR REPLACE VIEW tasks AS
     SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/tasks/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW routing AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/routing/*/*.parquet', hive_partitioning = true, union_by_name = true);
+CREATE OR REPLACE VIEW document_values AS
+    SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/document_values/*/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE OR REPLACE VIEW review_decisions AS
     SELECT * EXCLUDE (run_date) FROM read_parquet('${lake}/review_decisions/*/*.parquet', hive_partitioning = true, union_by_name = true);
 CREATE OR REPLACE VIEW replays AS

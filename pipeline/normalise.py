@@ -1,0 +1,230 @@
+"""Values to canonical forms, by field kind, so that candidates can be compared and merged.
+
+Each normaliser returns the canonical string, or None when the value cannot be
+read as its kind (it then stays a raw candidate). Dates become ISO 8601 (only when
+day, month and year are all written), durations `<number> <unit>`, amounts
+`<number> <currency>`, jurisdictions the bare place name, party names lose quotes,
+defined-term brackets and role words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+from dateutil import parser as date_parser
+
+_SPACES = re.compile(r"\s+")
+_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+
+
+def clean_text(value: str) -> str:
+    return _SPACES.sub(" ", value.translate(_QUOTES)).strip(" \t\n\"'“”.,;:()")
+
+
+def text(value: str) -> str | None:
+    """Whitespace collapsed and surrounding quotes dropped; the words themselves are kept as written."""
+    cleaned = _SPACES.sub(" ", value.translate(_QUOTES)).strip(" \"'")
+    return cleaned or None
+
+
+def date(value: str) -> str | None:
+    """ISO date, only if day, month and year are all in the value (two parses with different defaults agree)."""
+    cleaned = clean_text(value)
+    if not re.search(r"\d", cleaned):
+        return None
+    try:
+        first = date_parser.parse(cleaned, fuzzy=True, default=datetime(1904, 1, 1))
+        second = date_parser.parse(cleaned, fuzzy=True, default=datetime(1908, 2, 2))
+    except (ValueError, OverflowError):
+        return None
+    if first != second or not 1900 <= first.year <= 2100:
+        return None
+    return first.date().isoformat()
+
+
+_JURISDICTION_NOISE = re.compile(
+    r"^(?:.*?\blaws? of\s+)?(?:the\s+)?(?:state|commonwealth|province|republic|kingdom)\s+of\s+|"
+    r"^(?:.*?\blaws? of\s+)?(?:the\s+)?|"
+    r"\s*(?:law|laws|courts?)$|,?\s*(?:u\.?s\.?a?\.?|united states(?: of america)?)$",
+    re.IGNORECASE,
+)
+
+
+def jurisdiction(value: str) -> str | None:
+    cleaned = clean_text(value)
+    for _ in range(3):
+        stripped = clean_text(_JURISDICTION_NOISE.sub("", cleaned))
+        if stripped == cleaned:
+            break
+        cleaned = stripped
+    if not cleaned or not cleaned[0].isalpha() or len(cleaned) > 40:
+        return None
+    return " ".join(word if word.isupper() else word.capitalize() for word in cleaned.split())
+
+
+# Words that name a role in the contract, not a party (the model often answers with them).
+ROLE_WORDS = frozenset(
+    "company recipient discloser disclosing receiving party parties employee employer consultant buyer seller "
+    "purchaser licensor licensee contractor client customer supplier vendor executive investor you we us".split()
+)
+_DEFINED_TERM = re.compile(r"\s*\((?:the\s+)?[\"'“]?[^()]{0,40}[\"'”]?\)\s*$")
+_LEGAL_FORM = re.compile(
+    r"[,\s]+(inc|incorporated|llc|l\.l\.c|ltd|limited|corp|corporation|co|company|lp|l\.p|plc|n\.v|s\.a|ag|gmbh)\.?$",
+    re.IGNORECASE,
+)
+
+
+def party(value: str) -> str | None:
+    cleaned = clean_text(_DEFINED_TERM.sub("", value.translate(_QUOTES)))
+    cleaned = re.sub(r"^(?:the|by|and|between)\s+", "", cleaned, flags=re.IGNORECASE)
+    cleaned = re.sub(r",\s*an?\s+[A-Z][a-z]+\s+(?:corporation|company|limited liability company).*$", "", cleaned)
+    words = [w.lower().strip(".,") for w in cleaned.split()]
+    if not words or all(w in ROLE_WORDS or w in {"the", "a", "an", "and", "each", "other"} for w in words):
+        return None
+    if len(cleaned) > 80:
+        return None
+    if re.search(r"\b(?:Inc|Ltd|Corp|Co|L\.P|N\.V|S\.A|L\.L\.C)$", cleaned):
+        cleaned += "."  # the abbreviation's full stop, which clean_text took away
+    return cleaned
+
+
+def person(value: str) -> str | None:
+    """A person's name: two to five words of letters, no digits, a label like "Name:" dropped."""
+    cleaned = clean_text(re.sub(r"^[A-Za-z ]{1,20}:\s*", "", value))
+    words = cleaned.split()
+    if not 2 <= len(words) <= 5 or re.search(r"\d", cleaned):
+        return None
+    if not all(w[0].isupper() for w in words if w.lower() not in {"de", "van", "von", "der", "da", "la"}):
+        return None
+    if any(w.lower().strip(".,") in ROLE_WORDS for w in words):
+        return None
+    return cleaned
+
+
+def address(value: str) -> str | None:
+    """A postal address: letters and at least one number (house number or postcode)."""
+    cleaned = clean_text(value)
+    if len(cleaned) < 10 or not re.search(r"\d", cleaned) or not re.search(r"[A-Za-z]{3}", cleaned):
+        return None
+    return cleaned
+
+
+def party_key(value: str) -> str:
+    """The de-duplication key of a party name: upper-case letters and digits, legal form dropped."""
+    base = _LEGAL_FORM.sub("", value.strip())
+    return re.sub(r"[^A-Z0-9]", "", base.upper())
+
+
+_NUMBER_WORDS = {
+    word: number
+    for number, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORDS.update({"thirty": 30, "thirty-six": 36, "forty-eight": 48, "sixty": 60, "ninety": 90, "eighteen": 18})
+_DURATION = re.compile(
+    r"(?:(?P<digits>\d+)|(?P<word>[a-z]+(?:-[a-z]+)?))\s*(?:\(\s*(?P<paren>\d+)\s*\))?\s*"
+    r"(?:full\s+|calendar\s+)?(?P<unit>year|month|week|day)s?\b",
+    re.IGNORECASE,
+)
+
+
+def duration(value: str) -> str | None:
+    match = _DURATION.search(clean_text(value))
+    if not match:
+        return None
+    number: int | None
+    if match.group("paren"):
+        number = int(match.group("paren"))
+    elif match.group("digits"):
+        number = int(match.group("digits"))
+    else:
+        number = _NUMBER_WORDS.get((match.group("word") or "").lower())
+    if number is None:
+        return None
+    unit = match.group("unit").lower()
+    return f"{number} {unit}{'' if number == 1 else 's'}"
+
+
+_CURRENCIES = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "CHF": "CHF", "USD": "USD", "EUR": "EUR"}
+_AMOUNT = re.compile(
+    r"(?P<pre>US\$|\$|€|£|¥|USD|EUR|GBP|CHF)?\s*(?P<number>\d[\d,]*(?:\.\d+)?)\s*(?P<scale>million|billion|thousand)?"
+    r"\s*(?P<post>USD|EUR|GBP|CHF|dollars|euros)?",
+    re.IGNORECASE,
+)
+_SCALES = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+
+
+def amount(value: str) -> str | None:
+    match = _AMOUNT.search(value)
+    if not match or not (match.group("pre") or match.group("post")):
+        return None
+    number = float(match.group("number").replace(",", "")) * _SCALES.get((match.group("scale") or "").lower(), 1)
+    code = (match.group("pre") or match.group("post") or "").upper()
+    currency = {"DOLLARS": "USD", "EUROS": "EUR"}.get(code, _CURRENCIES.get(code, code))
+    shown = f"{number:.2f}".rstrip("0").rstrip(".")
+    return f"{shown} {currency}"
+
+
+def email(value: str) -> str | None:
+    cleaned = clean_text(value).lower()
+    return cleaned if re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", cleaned) else None
+
+
+def phone(value: str) -> str | None:
+    digits = re.sub(r"\D", "", value)
+    if not 7 <= len(digits) <= 15:
+        return None
+    return ("+" if value.strip().startswith("+") else "") + digits
+
+
+def iban(value: str) -> str | None:
+    return re.sub(r"\s", "", value).upper() or None
+
+
+def payment_card(value: str) -> str | None:
+    digits = re.sub(r"\D", "", value)
+    return digits if 13 <= len(digits) <= 19 else None
+
+
+_LANGUAGES = {"english": "en", "french": "fr", "german": "de", "spanish": "es", "italian": "it", "dutch": "nl"}
+
+
+def language(value: str) -> str | None:
+    cleaned = clean_text(value).lower()
+    if re.fullmatch(r"[a-z]{2}", cleaned):
+        return cleaned
+    return _LANGUAGES.get(cleaned)
+
+
+NORMALISERS: dict[str, Callable[[str], str | None]] = {
+    "text": text,
+    "date": date,
+    "jurisdiction": jurisdiction,
+    "party": party,
+    "person": person,
+    "address": address,
+    "duration": duration,
+    "amount": amount,
+    "email": email,
+    "phone": phone,
+    "iban": iban,
+    "payment_card": payment_card,
+    "language": language,
+}
+
+
+def normalise(kind: str, value: str) -> str | None:
+    return NORMALISERS[kind](value)
+
+
+def dedupe_key(kind: str, normalised: str) -> str:
+    """Two values with the same key are the same value (party names ignore case, punctuation, legal form)."""
+    if kind == "party":
+        return party_key(normalised)
+    if kind in {"text", "jurisdiction", "person", "address"}:
+        return normalised.upper()
+    return normalised

@@ -1,0 +1,159 @@
+"""Per document and task: merge the candidates of each field into the document's values.
+
+Chunks are extracted independently, so one field gets several candidates (from
+several chunks, and from rules). They are normalised by the field's kind and
+grouped by value. A group's score adds, per supporting finding, 1 for a rule match
+or the model's confidence for a model answer, times 1 when its evidence was found
+in the text and 0.2 when not. Only groups with grounded support can be chosen:
+- a single-valued field takes the best group; when two or more groups have grounded
+  support the value is marked `disagreement` (the others are kept as alternatives)
+  and waits for review (view `values_to_review`) rather than being silently resolved;
+- a many-valued field (parties) keeps every grounded group, best first (at most `max_values`).
+A candidate that its kind cannot read (a "date" without day, month and year, a "party"
+that is a role word like "Company") is never chosen, only kept as an alternative.
+A field whose candidates are all ungrounded lands as `unsupported`, without a value
+(unless the task does not ask evidence for it: a summary is not a quote).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.normalise import dedupe_key, normalise
+from pipeline.tasks import Task
+
+UNGROUNDED_WEIGHT = 0.2
+DEFAULT_MODEL_CONFIDENCE = 0.5  # when a model value's log-probabilities were not available
+
+
+@dataclass
+class _Group:
+    key: str
+    normalised: str | None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def grounded(self) -> list[dict[str, Any]]:
+        return [f for f in self.findings if f["grounding_status"] != "ungrounded"]
+
+    @property
+    def score(self) -> float:
+        total = 0.0
+        for finding in self.findings:
+            weight = 1.0 if finding["method"] == "rule" else (finding["confidence"] or DEFAULT_MODEL_CONFIDENCE)
+            total += weight * (1.0 if finding["grounding_status"] != "ungrounded" else UNGROUNDED_WEIGHT)
+        return round(total, 6)
+
+    def best(self) -> dict[str, Any]:
+        """The supporting finding shown as the value's evidence: grounded, rule or most confident, earliest."""
+        return min(
+            self.findings,
+            key=lambda f: (
+                f["grounding_status"] == "ungrounded",
+                f["method"] != "rule",
+                -(f["confidence"] or 0.0),
+                f["evidence_start"] if f["evidence_start"] is not None else 1 << 62,
+            ),
+        )
+
+    def display(self) -> str:
+        if self.normalised is not None:
+            # Parties: show the longest spelling seen (keeps "Inc." where one candidate had it).
+            return self.normalised
+        return str(self.best()["value"])
+
+    def summary(self) -> dict[str, Any]:
+        methods = {f["method"] for f in self.findings}
+        return {
+            "value": self.display(),
+            "support": len(self.findings),
+            "grounded": len(self.grounded),
+            "score": self.score,
+            "methods": sorted(methods),
+        }
+
+
+def _groups(kind: str, findings: Iterable[dict[str, Any]]) -> list[_Group]:
+    groups: dict[str, _Group] = {}
+    for finding in findings:
+        raw = str(finding["value"])
+        normalised = normalise(kind, raw)
+        key = dedupe_key(kind, normalised) if normalised is not None else "raw:" + " ".join(raw.lower().split())
+        if not key or key == "raw:":
+            continue
+        group = groups.setdefault(key, _Group(key, normalised))
+        if normalised is not None and (group.normalised is None or len(normalised) > len(group.normalised)):
+            group.normalised = normalised
+        group.findings.append(finding)
+    # Best first: score, then the earliest evidence (ties broken the same way every run).
+    return sorted(
+        groups.values(),
+        key=lambda g: (not g.grounded, -g.score, g.best()["evidence_start"] or 0, g.key),
+    )
+
+
+def reduce_document(task: Task, findings: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `document_values` rows of one document and task; `base` holds the columns they share."""
+    rows: list[dict[str, Any]] = []
+    for name, spec in task.fields.items():
+        groups = _groups(spec.kind, (f for f in findings if f["field"] == name))
+        if not groups:
+            continue
+        # Choosable: grounded (or a field that need not carry evidence, like a summary), and read as
+        # its kind (a "date" the date parser cannot read, or a "party" that is a role word, is not).
+        supported = [
+            g
+            for g in groups
+            if (g.grounded or name not in task.evidence_fields) and (g.normalised is not None or spec.kind == "text")
+        ]
+        supported.sort(key=lambda g: (-g.score, g.best()["evidence_start"] or 0, g.key))
+        if not supported:
+            rows.append(_row(base, name, spec.kind, 0, None, "unsupported", groups))
+            continue
+        if spec.many:
+            kept = supported[: spec.max_values] if spec.max_values else supported
+            for index, group in enumerate(kept):
+                rows.append(_row(base, name, spec.kind, index, group, "chosen", [g for g in groups if g not in kept]))
+        else:
+            status = "disagreement" if len(supported) > 1 else "chosen"
+            chosen = supported[0]
+            rows.append(_row(base, name, spec.kind, 0, chosen, status, [g for g in groups if g is not chosen]))
+    return rows
+
+
+def _row(
+    base: dict[str, Any],
+    name: str,
+    kind: str,
+    index: int,
+    group: _Group | None,
+    status: str,
+    others: list[_Group],
+) -> dict[str, Any]:
+    best = group.best() if group is not None else None
+    model_confidences = (
+        [f["confidence"] for f in group.findings if f["method"] == "model" and f["confidence"]] if group else []
+    )
+    return {
+        **base,
+        "field": name,
+        "kind": kind,
+        "item_index": index,
+        "value": group.display() if group else None,
+        "normalised": group.normalised if group else None,
+        "status": status,
+        "support": len(group.findings) if group else 0,
+        "score": group.score if group else 0.0,
+        "methods": ",".join(sorted({f["method"] for f in group.findings})) if group else None,
+        "confidence": max(model_confidences) if model_confidences else None,
+        "finding_id": best["finding_id"] if best else None,
+        "finding_ids": [f["finding_id"] for f in group.findings] if group else [],
+        "evidence_text": best["evidence_text"] if best else None,
+        "evidence_start": best["evidence_start"] if best else None,
+        "evidence_end": best["evidence_end"] if best else None,
+        "evidence_page": best["evidence_page"] if best else None,
+        "alternatives": json.dumps([g.summary() for g in others], ensure_ascii=False),
+    }

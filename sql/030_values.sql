@@ -1,0 +1,27 @@
+-- Per-document values (one row per field value, reduced from every chunk's findings and the rules).
+
+-- current_values: each document's values from the newest run that extracted them, with the
+-- document's current URI(s) and deleted flag.
+CREATE OR REPLACE VIEW current_values AS
+    SELECT d.uri, d.deleted, v.* EXCLUDE (document_uri)
+    FROM (
+        SELECT * FROM document_values
+        QUALIFY dense_rank() OVER (PARTITION BY content_sha256, task ORDER BY created_at DESC, run_id DESC) = 1
+    ) AS v
+    JOIN documents AS d USING (content_sha256);
+
+-- values_to_review: fields whose candidates disagree, or whose only candidates were not found in the text.
+CREATE OR REPLACE VIEW values_to_review AS
+    SELECT uri, task, field, status, value, alternatives, evidence_text, evidence_page, run_id
+    FROM current_values
+    WHERE status IN ('disagreement', 'unsupported')
+    ORDER BY uri, task, field;
+
+-- routing_summary: per run and task, how many chunks went to the model and why the others did not.
+CREATE OR REPLACE VIEW routing_summary AS
+    SELECT run_id, task, count(*) AS chunks, count(*) FILTER (WHERE routed) AS routed,
+           count(*) FILTER (WHERE NOT routed) AS not_routed,
+           round(count(*) FILTER (WHERE routed) / count(*), 3) AS routed_share
+    FROM routing
+    GROUP BY ALL
+    ORDER BY run_id, task;

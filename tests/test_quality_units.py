@@ -1,0 +1,246 @@
+"""The parts of extraction quality that need no model: tasks, rules, routing, normalising, reducing, scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import normalise
+from pipeline.chunks import Chunk
+from pipeline.errors import ConfigError
+from pipeline.evaluation import comparison_key, load_gold, to_dataset_format
+from pipeline.reduce import reduce_document
+from pipeline.routing import route
+from pipeline.rules import apply_rules, iban_ok, luhn_ok
+from pipeline.tasks import BUILTIN_TASK_DIR, find_task
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LIBRARY = ("nda_key_terms", "contract_clauses", "pii_inventory", "document_profile")
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_library_tasks_load_and_every_rule_and_signal_names_a_field(name: str) -> None:
+    task = find_task(name)
+    assert task.fields, name
+    assert set(task.output_schema["properties"]) <= set(task.fields)
+    assert set(task.evidence_fields) <= set(task.fields)
+    for rule in task.rules:
+        assert rule.field in task.fields
+    if task.routing is not None:
+        assert set(task.routing.signals) <= set(task.fields)
+
+
+def test_a_task_file_with_a_broken_rule_is_refused(tmp_path: Path) -> None:
+    text = (BUILTIN_TASK_DIR / "nda_key_terms.yaml").read_text(encoding="utf-8")
+    (tmp_path / "nda_key_terms.yaml").write_text(text.replace("field: jurisdiction", "field: nowhere", 1))
+    with pytest.raises(ConfigError, match="unknown field 'nowhere'"):
+        find_task("nda_key_terms", [tmp_path])
+    (tmp_path / "nda_key_terms.yaml").write_text(
+        text.replace("    field: party\n", "    field: party\n    check: crc\n")
+    )
+    with pytest.raises(ConfigError, match="check"):
+        find_task("nda_key_terms", [tmp_path])
+
+
+def test_checksums() -> None:
+    assert luhn_ok("4111 1111 1111 1111") and not luhn_ok("4111 1111 1111 1112")
+    assert luhn_ok("5500-0000-0000-0004") and not luhn_ok("1234")
+    assert iban_ok("GB82 WEST 1234 5698 7654 32") and iban_ok("DE89370400440532013000")
+    assert not iban_ok("GB82 WEST 1234 5698 7654 33")
+
+
+def test_pii_rules_find_what_patterns_find_reliably_with_offsets() -> None:
+    text = (
+        "Mail j.doe@example.com or call +44 20 7946 0958. IBAN GB82 WEST 1234 5698 7654 32; "
+        "card 4111 1111 1111 1111, not 4111 1111 1111 1112. SSN 123-45-6789. Date of birth: 12/03/1980."
+    )
+    matches = apply_rules(find_task("pii_inventory"), text)
+    by_field: dict[str, list[str]] = {}
+    for match in matches:
+        assert text[match.start : match.end] == match.value
+        by_field.setdefault(match.field, []).append(match.value)
+    assert by_field["email_addresses"] == ["j.doe@example.com"]
+    assert by_field["phone_numbers"] == ["+44 20 7946 0958"]  # not the digits inside the IBAN or the cards
+    assert by_field["ibans"] == ["GB82 WEST 1234 5698 7654 32"]
+    assert by_field["payment_cards"] == ["4111 1111 1111 1111"]  # the Luhn-failing number is dropped
+    assert by_field["national_ids"] == ["123-45-6789"]
+    assert by_field["dates_of_birth"] == ["12/03/1980"]
+
+
+def test_language_detector_rule() -> None:
+    task = find_task("document_profile")
+    english = apply_rules(task, "This agreement is made between the parties named below. " * 5)
+    french = apply_rules(task, "Le présent accord est conclu entre les parties nommées ci-dessous. " * 5)
+    assert [m.value for m in english] == ["en"] and [m.value for m in french] == ["fr"]
+
+
+def test_nda_rules_on_real_wording() -> None:
+    text = (
+        "This Agreement is entered into as of the 20th day of May, 2014 by and between Liquidmetal Technologies, "
+        'Inc. ("Company") and Visser Precision Cast, LLC. It remains in force for a period of three (3) years. '
+        "This Agreement shall be governed by and construed in accordance with the laws of the State of New York."
+    )
+    found = {
+        (m.field, normalise.normalise(find_task("nda_key_terms").fields[m.field].kind, m.value))
+        for m in apply_rules(find_task("nda_key_terms"), text)
+    }
+    assert ("effective_date", "2014-05-20") in found
+    assert ("jurisdiction", "New York") in found
+    assert ("term", "3 years") in found
+    assert ("party", "Liquidmetal Technologies, Inc.") in found
+    assert ("party", "Visser Precision Cast, LLC") in found
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "expected"),
+    [
+        ("date", "this 4th day of September, 2012", "2012-09-04"),
+        ("date", "May 20, 2014", "2014-05-20"),
+        ("date", "May 2014", None),  # no day: not a date this field can hold
+        ("date", "clicking", None),
+        ("duration", "thirty-six (36) months", "36 months"),
+        ("duration", "a period of two years", "2 years"),
+        ("duration", "one year", "1 year"),
+        ("jurisdiction", "the laws of the State of New York", "New York"),
+        ("jurisdiction", "the Commonwealth of Massachusetts", "Massachusetts"),
+        ("party", 'Liquidmetal Technologies, Inc. ("Company")', "Liquidmetal Technologies, Inc."),
+        ("party", "the Company", None),
+        ("party", "Recipient", None),
+        ("person", "Name: Jack Qian", "Jack Qian"),
+        ("person", "4", None),
+        ("amount", "$1,000,000", "1000000 USD"),
+        ("amount", "EUR 5 million", "5000000 EUR"),
+        ("phone", "(212) 555-0187", "2125550187"),
+        ("language", "English", "en"),
+    ],
+)
+def test_normalisers(kind: str, raw: str, expected: str | None) -> None:
+    assert normalise.normalise(kind, raw) == expected
+
+
+def _chunks(*texts: str) -> list[Chunk]:
+    chunks, start = [], 0
+    for ordinal, text in enumerate(texts):
+        chunks.append(
+            Chunk(
+                chunk_id=f"c{ordinal}",
+                content_sha256="x",
+                ordinal=ordinal,
+                start=start,
+                end=start + len(text),
+                pages=(1,),
+                text=text,
+                placement="exact",
+            )
+        )
+        start += len(text) + 2
+    return chunks
+
+
+def test_routing_sends_only_chunks_with_a_signal_and_says_why() -> None:
+    task = find_task("nda_key_terms")
+    chunks = _chunks(
+        "MUTUAL NON-DISCLOSURE AGREEMENT between A and B",
+        "Definitions of words.",
+        "This Agreement shall be governed by the laws of Delaware.",
+        "Notices go to the addresses.",
+    )
+    decisions = route(task, chunks)
+    assert [d.routed for d in decisions] == [True, False, True, False]
+    assert "first 1 chunk" in decisions[0].reason
+    assert decisions[1].reason == "no signal of any field matched"
+    assert "jurisdiction" in decisions[2].reason and "governed by" in decisions[2].reason
+    assert all(d.routed for d in route(task, chunks, enabled=False))
+    budgeted = route(task, chunks, budget=1)
+    assert [d.routed for d in budgeted] == [True, False, False, False]
+    assert "max_chunks_per_document" in budgeted[2].reason
+    assert all(d.routed for d in route(find_task("key_terms"), chunks))  # no routing declared: every chunk
+
+
+def _finding(
+    field: str,
+    value: str,
+    method: str = "model",
+    grounded: bool = True,
+    confidence: float | None = 0.8,
+    start: int = 0,
+    finding_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "finding_id": finding_id or f"{field}-{value}-{method}-{start}",
+        "field": field,
+        "value": value,
+        "method": method,
+        "grounding_status": "exact" if grounded else "ungrounded",
+        "confidence": confidence if method == "model" else None,
+        "evidence_text": value if grounded else None,
+        "evidence_start": start if grounded else None,
+        "evidence_end": start + len(value) if grounded else None,
+        "evidence_page": 1 if grounded else None,
+    }
+
+
+def test_reduce_merges_normalised_candidates_and_flags_disagreement() -> None:
+    task = find_task("nda_key_terms")
+    findings = [
+        _finding("effective_date", "May 20, 2014", start=10),
+        _finding("effective_date", "20th day of May, 2014", method="rule", start=500),
+        _finding("effective_date", "June 1, 2015", confidence=0.9, start=900),
+        _finding("effective_date", "clicking", confidence=0.99, start=5),
+        _finding("jurisdiction", "New York", method="rule", start=700),
+        _finding("jurisdiction", "Delaware", grounded=False, confidence=0.99),
+        _finding("party", "Liquidmetal Technologies, Inc.", method="rule", start=40),
+        _finding("party", "LIQUIDMETAL TECHNOLOGIES", start=45),
+        _finding("party", "the Company", confidence=0.99, start=60),
+        _finding("party", "Visser Precision Cast, LLC", method="rule", start=80),
+        _finding("term", "made up", grounded=False),
+    ]
+    rows = {(r["field"], r["item_index"]): r for r in reduce_document(task, findings, {"run_id": "r"})}
+    date = rows[("effective_date", 0)]
+    assert date["value"] == "2014-05-20" and date["support"] == 2 and date["methods"] == "model,rule"
+    assert date["status"] == "disagreement"  # 2015-06-01 is also grounded: kept for review, not dropped
+    alternatives = {a["value"] for a in json.loads(date["alternatives"])}
+    assert {"2015-06-01", "clicking"} <= alternatives  # "clicking" is no date: never chosen
+    assert rows[("jurisdiction", 0)]["value"] == "New York"
+    assert rows[("jurisdiction", 0)]["status"] == "chosen"  # the ungrounded Delaware cannot compete
+    parties = [rows[("party", i)]["value"] for i in range(2)]
+    assert parties == ["Liquidmetal Technologies, Inc.", "Visser Precision Cast, LLC"]
+    assert ("party", 2) not in rows  # "the Company" is a role, not a party
+    assert rows[("term", 0)]["status"] == "unsupported" and rows[("term", 0)]["value"] is None
+    assert rows[("party", 0)]["finding_id"] == "party-Liquidmetal Technologies, Inc.-rule-40"
+
+
+def test_reduce_takes_an_ungrounded_summary_but_never_an_ungrounded_type() -> None:
+    task = find_task("document_profile")
+    rows = reduce_document(
+        task,
+        [
+            _finding("summary", "An NDA between two firms.", grounded=False),
+            _finding("document_type", "invoice", grounded=False),
+        ],
+        {},
+    )
+    by_field = {r["field"]: r for r in rows}
+    assert by_field["summary"]["value"] == "An NDA between two firms." and by_field["summary"]["status"] == "chosen"
+    assert by_field["document_type"]["status"] == "unsupported"
+
+
+def test_kleister_comparison() -> None:
+    assert comparison_key(to_dataset_format("JDA Software Group, Inc.")) == comparison_key("Jda_Software_Group_Inc.")
+    assert comparison_key(to_dataset_format("3 years")) == comparison_key("3_years")
+    assert comparison_key(to_dataset_format("New York")) == comparison_key("New_York")
+    assert comparison_key("Delaware") != comparison_key("New_York")
+
+
+def test_gold_loading(tmp_path: Path) -> None:
+    gold = load_gold(FIXTURES / "nda" / "labels.jsonl")
+    assert len(gold) == 3 and all((FIXTURES / "nda" / g.file).is_file() for g in gold)
+    assert all(set(g.keys_asked) <= {"effective_date", "jurisdiction", "party", "term"} for g in gold)
+    assert all(g.values["party"] for g in gold)
+    assert load_gold(FIXTURES / "nda" / "labels.jsonl", limit=1)[0].file == gold[0].file
+    (tmp_path / "bad.jsonl").write_text('{"no": "file"}\n')
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:1"):
+        load_gold(tmp_path / "bad.jsonl")
