@@ -35,6 +35,7 @@ import ctypes
 import logging
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,6 +180,10 @@ class BatchedEngine:
         self.grammar_full_passes = 0
         self.grammar_rejections = 0
         self.grammar_checks = 0
+        # Time inside llama_decode: steps that carried prompt tokens (prefill, with the decoding tokens
+        # that rode along) and steps that only generated (decode). The rest of a run is sampling + grammar.
+        self.seconds_prefill = 0.0
+        self.seconds_decode = 0.0
         self._ignore_eos = False
 
         file_type = int(self._meta("general.file_type") or -1)
@@ -393,6 +398,7 @@ class BatchedEngine:
                 sequence.n_past += 1
                 sequence.next_token = None
                 room -= 1
+        prompt_tokens = 0
         for sequence in active:
             if sequence.prompt_left and room > 0:
                 take = sequence.prompt_left[:room]
@@ -404,8 +410,14 @@ class BatchedEngine:
                     self._add(token, sequence.n_past + offset, sequence.seq_id, last)
                 sequence.n_past += len(take)
                 room -= len(take)
+                prompt_tokens += len(take)
         if self._batch.n_tokens:
+            started = time.perf_counter()
             self._decode()
+            if prompt_tokens:
+                self.seconds_prefill += time.perf_counter() - started
+            else:
+                self.seconds_decode += time.perf_counter() - started
 
     def _sample(self, sequence: _Sequence) -> Generation | None:
         """Pick the next token of a sequence; return its Generation when it is finished."""

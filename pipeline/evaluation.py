@@ -102,6 +102,23 @@ class _Counts:
         }
 
 
+def score_field(item: GoldDocument, key: str, predicted: list[str]) -> _Counts:
+    """True and false positives and false negatives of one field of one document (Kleister comparison)."""
+    gold_keys = {comparison_key(v) for v in item.values.get(key, [])}
+    predicted_keys = {comparison_key(to_dataset_format(v)) for v in predicted}
+    return _Counts(
+        tp=len(gold_keys & predicted_keys), fp=len(predicted_keys - gold_keys), fn=len(gold_keys - predicted_keys)
+    )
+
+
+def f1_of(counts: list[_Counts]) -> dict[str, float | int]:
+    """Micro precision, recall and F1 over many fields' counts."""
+    total = _Counts()
+    for c in counts:
+        total.add(c)
+    return total.scores()
+
+
 @dataclass
 class EvaluationReport:
     summary: dict[str, Any]
@@ -168,11 +185,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
             predicted_keys: dict[str, tuple[Any, ...]] = {}
             for row in predicted:
                 predicted_keys.setdefault(comparison_key(to_dataset_format(str(row[2]))), row)
-            counts = _Counts(
-                tp=len(gold_keys & set(predicted_keys)),
-                fp=len(set(predicted_keys) - gold_keys),
-                fn=len(gold_keys - set(predicted_keys)),
-            )
+            counts = score_field(item, key, [str(r[2]) for r in predicted])
             per_field[key].add(counts)
             for value_key, row in predicted_keys.items():
                 predicted_total += 1

@@ -97,6 +97,8 @@ class RunContext:
     started_at: datetime
     model_sha256: str
     state_url: str
+    # The task definitions as read when the run started: every shard uses these, even if a file changes.
+    task_definitions: tuple[Task, ...] = ()
 
     @property
     def lake(self) -> Lake:
@@ -107,7 +109,7 @@ class RunContext:
         return get_state(self.state_url)
 
     def tasks(self) -> list[Task]:
-        return [find_task(name, self.settings.task_dirs) for name in self.settings.tasks]
+        return list(self.task_definitions)
 
 
 _STATES: dict[str, StateStore] = {}
@@ -130,9 +132,8 @@ def state_url(settings: Settings) -> str:
 def new_run(settings: Settings, sources: dict[str, SourceSettings], flow_run_id: str | None = None) -> RunContext:
     """Check the configuration, take the lake lock, repair what a crashed run left, and start the run."""
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    # Fail early on an unknown task or a bad model file, before any document is touched.
-    for name in settings.tasks:
-        find_task(name, settings.task_dirs)
+    # Fail early on an unknown task or a bad model file, before any document is touched; pin the tasks.
+    tasks = tuple(find_task(name, settings.task_dirs) for name in settings.tasks)
     model_sha256 = resolve_model_file(settings.model).sha256
     url = state_url(settings)
     state = get_state(url)
@@ -143,7 +144,7 @@ def new_run(settings: Settings, sources: dict[str, SourceSettings], flow_run_id:
     except BaseException:
         state.release_lock(run_id)
         raise
-    return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC), model_sha256, url)
+    return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC), model_sha256, url, tasks)
 
 
 def abort_run(context: RunContext) -> None:
@@ -508,11 +509,12 @@ def _extract_pending(work: _ShardWork, tasks: list[Task]) -> None:
         lineage = _TaskLineage.of(task, engine, work.context.settings)
         if items and engine is not None:
             started = time.perf_counter()
+            before = _engine_seconds(engine)
             prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
             generations = engine.generate_many(prompts, json.dumps(task.output_schema), task.max_tokens)
             crash_point("extract")
             seconds = time.perf_counter() - started
-            work.time("extract", seconds)
+            _time_model(work, engine, before, seconds)
             for item, generation in zip(items, generations, strict=True):
                 item.row["findings"] += _land_answer(work, engine, lineage, item, generation, seconds / len(items))
                 item.row["model_tokens"] += generation.prompt_tokens + generation.completion_tokens
@@ -521,6 +523,24 @@ def _extract_pending(work: _ShardWork, tasks: list[Task]) -> None:
             _reduce(work, extraction)
     work.pending.clear()
     work.extractions.clear()
+
+
+def _engine_seconds(engine: Engine) -> tuple[float, float] | None:
+    if isinstance(engine, BatchedEngine):
+        return engine.seconds_prefill, engine.seconds_decode
+    return None
+
+
+def _time_model(work: _ShardWork, engine: Engine, before: tuple[float, float] | None, seconds: float) -> None:
+    """Model time by stage: prefill and decode (inside llama_decode), sample (sampling + grammar + rest)."""
+    after = _engine_seconds(engine)
+    if before is None or after is None:
+        work.time("extract", seconds)
+        return
+    prefill, decode = after[0] - before[0], after[1] - before[1]
+    work.time("prefill", prefill)
+    work.time("decode", decode)
+    work.time("sample", max(0.0, seconds - prefill - decode))
 
 
 def _land_rule_findings(work: _ShardWork, lineage: _TaskLineage, extraction: _Extraction) -> int:

@@ -68,7 +68,7 @@ def test_an_unchanged_rerun_does_no_parsing_no_model_work_and_adds_no_results(es
     assert summary.processed == 0
     assert summary.unchanged == len(GOOD) and summary.skipped == len(GOOD)
     assert summary.answers == 0 and summary.chunks == 0
-    assert summary.stage_seconds.get("extract", 0.0) == 0.0
+    assert all(summary.stage_seconds.get(stage, 0.0) == 0.0 for stage in ("extract", "prefill", "decode", "sample"))
     assert summary.documents_in == summary.processed + summary.failed + summary.skipped
     after = {t: _count(data_dir, t) for t in ("texts", "chunks", "answers", "findings")}
     assert after == before

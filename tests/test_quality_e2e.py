@@ -33,7 +33,7 @@ def library_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("library")
     documents = tmp / "documents"
     documents.mkdir()
-    shutil.copy(NDA / "documents" / "65b49db954428a2000d96815b1fcb033.pdf", documents / "nda.pdf")
+    shutil.copy(NDA / "documents" / "5fef505c7e8c60c597f150f2f2976684.pdf", documents / "nda.pdf")
     shutil.copy(FIXTURES / "documents" / "enron__jones-t_inbox_773.eml", documents / "mail.eml")
     env, log = offline_env(tmp)
     tasks = [arg for name in LIBRARY for arg in ("--task", name)]
@@ -75,7 +75,8 @@ def test_every_chunk_has_a_routing_decision_per_task(library_run: Path) -> None:
 def test_library_values_carry_their_evidence(library_run: Path) -> None:
     values = _rows(library_run, "SELECT * FROM current_values")
     by = {(v["uri"].rsplit("/", 1)[-1], v["task"], v["field"], v["item_index"]): v for v in values}
-    assert by[("nda.pdf", "nda_key_terms", "jurisdiction", 0)]["value"] == "Michigan"
+    assert by[("nda.pdf", "nda_key_terms", "jurisdiction", 0)]["value"] == "Kentucky"
+    assert by[("nda.pdf", "nda_key_terms", "effective_date", 0)]["value"] == "2018-08-16"
     assert by[("nda.pdf", "document_profile", "language", 0)]["value"] == "en"
     assert by[("mail.eml", "document_profile", "language", 0)]["value"] == "en"
     emails = [v for k, v in by.items() if k[0] == "mail.eml" and k[2] == "email_addresses"]
@@ -117,7 +118,7 @@ def test_eval_reports_and_compares(tmp_path: Path) -> None:
     tp, fp, fn = summary["overall_tp"], summary["overall_fp"], summary["overall_fn"]
     assert summary["overall_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-4)
     jurisdiction = next(f for f in fields if f["field"] == "jurisdiction")
-    assert jurisdiction["tp"] >= 2  # Arizona, Michigan, Kentucky: the governing-law passages are plain
+    assert jurisdiction["tp"] >= 2  # Arizona and Kentucky are written in governing-law passages
     assert summary["chunks_routed"] < summary["chunks"]
     assert (folder / "calibration.parquet").is_file() and "| **overall (micro)** |" in (
         folder / "report.md"

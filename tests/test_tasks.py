@@ -35,3 +35,23 @@ def test_invalid_tasks_are_refused(tmp_path: Path) -> None:
         find_task("partial", [tmp_path])
     with pytest.raises(ConfigError, match="unknown task"):
         find_task("no_such_task")
+
+
+def test_a_run_pins_its_task_definitions_when_it_starts(tmp_path: Path) -> None:
+    """A task file edited while a run goes on does not change the tasks of that run's later shards."""
+    from pipeline import job
+    from pipeline.settings import Settings
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
+    (tasks / "key_terms.yaml").write_text(text)
+    settings = Settings(data_dir=tmp_path / "data", task_dirs=[tasks])
+    context = job.new_run(settings, {})
+    try:
+        pinned = context.tasks()[0].version
+        (tasks / "key_terms.yaml").write_text(text.replace("Read the text", "Read the contract"))
+        assert context.tasks()[0].version == pinned == sha256_bytes(text.encode())
+        assert find_task("key_terms", [tasks]).version != pinned
+    finally:
+        job.abort_run(context)

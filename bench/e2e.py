@@ -1,0 +1,270 @@
+"""The cost of a page: the pipeline a user would write in an afternoon (the PEER BASELINE) against `assay`.
+
+    .venv/bin/python bench/e2e.py             # quick mode: a fixed subset of 8 NDAs (about 25 minutes on 2 cores)
+    .venv/bin/python bench/e2e.py --docs 40   # all 40 labelled NDAs (hours: the peer sends every chunk)
+
+Both sides read the same NDAs (../shared/corpus/kleister-nda-dev, first N in label order), use the same
+model file (the embedded SmolLM2-135M), the same threads and the same task (`nda_key_terms`: its
+instructions, answer shape and JSON Schema), one after the other, each in its own process:
+
+- peer baseline (`peer_baseline` below, written the obvious way): unstructured `partition(strategy="fast")`
+  + `chunk_by_title`, one `Llama.create_chat_completion` per chunk with the schema as `response_format`,
+  rows into DuckDB (an answer that is not JSON is counted as broken and skipped, not inserted);
+  per document, the first value of each field and the union of the parties;
+- assay: `assay eval --task nda_key_terms` over the same files: the Prefect flow, routing, the batched
+  engine, rules, grounding, reduce, Parquet + DuckDB, scored by the evaluation harness.
+
+For scoring, the peer's values are normalised with Assay's own normalisers (dates to ISO and so on), so
+the F1 difference is about extraction, not formatting. Prints for each side: pages/s, prompt and
+generated tokens per page, seconds per stage, CPU utilisation, peak RSS of the process, F1; last line
+`e2e_vs_peer=<pages/s ratio> f1_assay=<a> f1_peer=<b>`.
+Timing starts after imports and excludes Prefect's ephemeral server start (printed apart); model
+loading is inside both. Reads ../shared/corpus (a bench may; tests may not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pipeline  # noqa: E402,F401  (offline switches, before any library is imported: both sides get them)
+
+NDA_DIR = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev"
+TASK = "nda_key_terms"
+
+
+def _usage() -> dict[str, float]:
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "cpu_s": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
+        "peak_rss_mb": me.ru_maxrss / 1024,
+    }
+
+
+def peer_baseline(folder: Path, threads: int) -> dict[str, Any]:
+    """THE PEER BASELINE: partition, chunk, one chat completion per chunk, rows into DuckDB."""
+    import duckdb
+    from llama_cpp import Llama
+    from unstructured.chunking.title import chunk_by_title
+    from unstructured.partition.auto import partition
+
+    from pipeline.extraction import build_messages
+    from pipeline.model_files import resolve_model_file
+    from pipeline.settings import ModelSettings
+    from pipeline.tasks import find_task
+
+    task = find_task(TASK)
+    usage0, started = _usage(), time.perf_counter()
+    stages: dict[str, float] = {}
+
+    t = time.perf_counter()
+    files = sorted(folder.glob("*.pdf"))
+    stages["list"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    chunks: list[tuple[str, str]] = []
+    pages = 0
+    for path in files:
+        elements = partition(filename=str(path), strategy="fast")
+        pages += max((e.metadata.page_number or 1 for e in elements), default=1)
+        chunks += [(path.name, c.text) for c in chunk_by_title(elements)]
+    stages["parse"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    settings = ModelSettings(n_threads=threads)
+    llm = Llama(
+        model_path=str(resolve_model_file(settings).path),
+        n_ctx=settings.n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        seed=0,
+        verbose=False,
+    )
+    answers: list[tuple[str, str]] = []
+    prompt_tokens = generated = 0
+    for name, text in chunks:
+        result: Any = llm.create_chat_completion(
+            messages=build_messages(task, text),  # type: ignore[arg-type]
+            response_format={"type": "json_object", "schema": task.output_schema},
+            temperature=0.0,
+            max_tokens=settings.max_tokens,
+        )
+        prompt_tokens += result["usage"]["prompt_tokens"]
+        generated += result["usage"]["completion_tokens"]
+        answers.append((name, result["choices"][0]["message"]["content"] or ""))
+    stages["model"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    con = duckdb.connect(str(folder / "peer.duckdb"))
+    con.execute("CREATE OR REPLACE TABLE findings (file VARCHAR, field VARCHAR, value VARCHAR)")
+    broken = 0
+    values: dict[str, dict[str, list[str]]] = {}
+    for name, content in answers:
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError:
+            broken += 1
+            continue
+        for field, raw in data.items():
+            for item in raw if isinstance(raw, list) else [raw]:
+                value = item.get("value") if isinstance(item, dict) else item
+                if value:
+                    con.execute("INSERT INTO findings VALUES (?, ?, ?)", [name, field, str(value)])
+                    values.setdefault(name, {}).setdefault(field, []).append(str(value))
+    con.close()
+    stages["land"] = time.perf_counter() - t
+    wall = time.perf_counter() - started
+    usage = _usage()
+    return {
+        "wall_s": wall,
+        "pages": pages,
+        "chunks": len(chunks),
+        "chunks_to_model": len(chunks),
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": generated,
+        "broken_answers": broken,
+        "stages": stages,
+        "cpu_s": usage["cpu_s"] - usage0["cpu_s"],
+        "peak_rss_mb": usage["peak_rss_mb"],
+        "values": values,
+    }
+
+
+def peer_f1(values: dict[str, dict[str, list[str]]], gold_path: Path) -> float:
+    """The peer's values per document (first value per field, union of parties), normalised, scored."""
+    from pipeline.evaluation import f1_of, load_gold, score_field
+    from pipeline.normalise import normalise
+    from pipeline.tasks import find_task
+
+    task = find_task(TASK)
+    counts = []
+    for item in load_gold(gold_path):
+        found = values.get(Path(item.file).name, {})
+        for key in item.keys_asked:
+            spec = task.fields[key]
+            raw = found.get(key, [])
+            normalised = [n for n in (normalise(spec.kind, v) for v in raw) if n]
+            predicted = list(dict.fromkeys(normalised)) if spec.many else normalised[:1]
+            counts.append(score_field(item, key, predicted))
+    return float(f1_of(counts)["f1"])
+
+
+def assay_side(folder: Path, threads: int) -> dict[str, Any]:
+    """`assay eval` in this process (CliRunner), so that its RSS and CPU are this process's."""
+    import duckdb
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+
+    usage0, started = _usage(), time.perf_counter()
+    data = folder / "assay-data"
+    args = ["--data-dir", str(data), "eval", "--task", TASK, "--gold", str(folder / "labels.jsonl")]
+    result = CliRunner().invoke(cli, [*args, "--name", "e2e", "--threads", str(threads)])
+    if result.exit_code != 0:
+        raise SystemExit(f"assay eval failed: {result.output[-3000:]}")
+    wall = time.perf_counter() - started
+    usage = _usage()
+    summary = json.loads((data / "evals" / "e2e" / "report" / "summary.json").read_text())
+    with duckdb.connect(str(data / "evals" / "e2e" / "warehouse.duckdb"), read_only=True) as con:
+        run = con.execute("SELECT duration_s, pages FROM runs WHERE run_id = ?", [summary["run_id"]]).fetchone()
+        tokens = con.execute(
+            "SELECT sum(prompt_tokens), sum(completion_tokens) FROM answers WHERE run_id = ?", [summary["run_id"]]
+        ).fetchone()
+    assert run is not None and tokens is not None
+    return {
+        "wall_s": float(run[0]),
+        "process_wall_s": wall,
+        "pages": int(run[1]),
+        "chunks": summary["chunks"],
+        "chunks_to_model": summary["chunks_routed"],
+        "prompt_tokens": int(tokens[0] or 0),
+        "generated_tokens": int(tokens[1] or 0),
+        "stages": summary["stage_seconds"],
+        "cpu_s": usage["cpu_s"] - usage0["cpu_s"],
+        "peak_rss_mb": usage["peak_rss_mb"],
+        "f1": summary["overall_f1"],
+    }
+
+
+def report(name: str, side: dict[str, Any], cores: int) -> None:
+    pages = max(side["pages"], 1)
+    print(f"{name}:", flush=True)
+    print(f"  pages/s={side['pages'] / side['wall_s']:.4f}  pages={side['pages']}  seconds={side['wall_s']:.1f}")
+    print(
+        f"  prompt tokens/page={side['prompt_tokens'] / pages:.0f}  generated tokens/page="
+        f"{side['generated_tokens'] / pages:.0f}  chunks to the model={side['chunks_to_model']}/{side['chunks']}"
+    )
+    print("  seconds/stage: " + ", ".join(f"{k} {v:.1f}" for k, v in side["stages"].items()))
+    process_wall = side.get("process_wall_s", side["wall_s"])
+    print(
+        f"  cpu utilisation={side['cpu_s'] / (process_wall * cores):.2f} of {cores} cores  "
+        f"peak RSS={side['peak_rss_mb']:.0f} MB  F1={side['f1']:.4f}"
+        + (f"  broken answers={side['broken_answers']}" if "broken_answers" in side else "")
+        + (f"  (process wall {process_wall:.1f} s incl. Prefect start)" if "process_wall_s" in side else "")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=8, help="the first N labelled NDAs (40: all)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--side", choices=["peer", "assay"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.side:  # a child process: one side, its result as JSON on the last line
+        result = (
+            peer_baseline(args.folder, args.threads) if args.side == "peer" else assay_side(args.folder, args.threads)
+        )
+        print(json.dumps(result))
+        return
+
+    labels = [json.loads(x) for x in (NDA_DIR / "labels.jsonl").read_text().splitlines() if x.strip()][: args.docs]
+    with tempfile.TemporaryDirectory(prefix="assay-e2e-") as tmp:
+        folder = Path(tmp)
+        for label in labels:
+            shutil.copy(NDA_DIR / label["file"], folder / Path(label["file"]).name)
+            label["file"] = Path(label["file"]).name
+        (folder / "labels.jsonl").write_text("".join(json.dumps(label) + "\n" for label in labels))
+        print(f"{len(labels)} NDAs, task {TASK}, embedded model, {args.threads} threads", flush=True)
+        sides = {}
+        for side in ("peer", "assay"):
+            command = [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--folder",
+                str(folder),
+                "--threads",
+                str(args.threads),
+            ]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.stderr.write(done.stderr[-4000:])
+                raise SystemExit(f"the {side} side failed")
+            sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
+        sides["peer"]["f1"] = peer_f1(sides["peer"].pop("values"), folder / "labels.jsonl")
+    cores = len(os.sched_getaffinity(0))
+    report(
+        "peer baseline (partition + chunk_by_title + create_chat_completion per chunk + DuckDB)", sides["peer"], cores
+    )
+    report("assay (eval --task nda_key_terms)", sides["assay"], cores)
+    ratio = (sides["assay"]["pages"] / sides["assay"]["wall_s"]) / (sides["peer"]["pages"] / sides["peer"]["wall_s"])
+    print(f"e2e_vs_peer={ratio:.2f} f1_assay={sides['assay']['f1']:.4f} f1_peer={sides['peer']['f1']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
