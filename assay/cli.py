@@ -128,6 +128,11 @@ def _assay_invocation(data_dir: Path | None) -> str:
 @click.option("--max-chunks-per-document", type=int, help="Extract from at most N chunks per document.")
 @click.option("--threads", type=int, help="llama.cpp threads (default: the cores available).")
 @click.option(
+    "--routing/--no-routing",
+    default=None,
+    help="Send only chunks where a task's signals match (default: settings.routing, on).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar (default: on a terminal; otherwise one line per document).",
@@ -140,6 +145,7 @@ def run(
     shard_size: int | None,
     max_chunks_per_document: int | None,
     threads: int | None,
+    routing: bool | None,
     progress: bool | None,
 ) -> None:
     """Process SOURCES (folders, files, or configured source names) and land the findings."""
@@ -156,6 +162,8 @@ def run(
         overrides["max_chunks_per_document"] = max_chunks_per_document
     if threads:
         overrides["model"] = {**obj.settings().model.model_dump(mode="json"), "n_threads": threads}
+    if routing is not None:
+        overrides["routing"] = routing
     show_bar = sys.stderr.isatty() if progress is None else progress
     with progress_listener(show_bar):
         summary = assay_run(list(sources), overrides=overrides, config_file=str(obj.config) if obj.config else None)

@@ -69,6 +69,10 @@ ROLE_WORDS = frozenset(
     "company recipient discloser disclosing receiving party parties employee employer consultant buyer seller "
     "purchaser licensor licensee contractor client customer supplier vendor executive investor you we us".split()
 )
+NOT_NAME_WORDS = frozenset(
+    "agreement agree section article miscellaneous confidential confidentiality nda payment severance "
+    "successors assigns hereto herein whereas schedule exhibit date term".split()
+)
 _DEFINED_TERM = re.compile(r"\s*\((?:the\s+)?[\"'“]?[^()]{0,40}[\"'”]?\)\s*$")
 _LEGAL_FORM = re.compile(
     r"[,\s]+(inc|incorporated|llc|l\.l\.c|ltd|limited|corp|corporation|co|company|lp|l\.p|plc|n\.v|s\.a|ag|gmbh)\.?$",
@@ -83,7 +87,10 @@ def party(value: str) -> str | None:
     words = [w.lower().strip(".,") for w in cleaned.split()]
     if not words or all(w in ROLE_WORDS or w in {"the", "a", "an", "and", "each", "other"} for w in words):
         return None
-    if len(cleaned) > 80:
+    # Not a name: too long, a heading or clause number, a stray letter, or words no party is called.
+    if len(cleaned) > 80 or len(words) > 7 or re.match(r"^\d+(?:\.\d*)?\s", cleaned) or len(cleaned) < 4:
+        return None
+    if NOT_NAME_WORDS & set(words):
         return None
     if re.search(r"\b(?:Inc|Ltd|Corp|Co|L\.P|N\.V|S\.A|L\.L\.C)$", cleaned):
         cleaned += "."  # the abbreviation's full stop, which clean_text took away
