@@ -185,7 +185,7 @@ def run(
         + (f"  ({answer_reasons})" if answer_reasons else "")
     )
     console.print(
-        f"  chunks routed:  {summary.chunks_routed} to the model, {summary.chunks_not_routed} not (no signal)"
+        f"  chunks routed:  {summary.chunks_routed} to the model, {summary.chunks_not_routed} not (why: table routing)"
     )
     console.print(f"  findings:       {summary.findings}")
     console.print(
