@@ -525,6 +525,20 @@ def _extract_pending(work: _ShardWork, tasks: list[Task]) -> None:
     work.extractions.clear()
 
 
+def _source_lineage(ref: DocumentRef, document: ParsedDocument, task: Task, chunking: str) -> dict[str, Any]:
+    """The lineage columns every finding of a document and task shares, model or rule."""
+    return {
+        "content_sha256": document.content_sha256,
+        "document_uri": ref.uri,
+        "document_version": ref.version,
+        "text_sha256": document.text_sha256,
+        "parser": document.parser,
+        "parser_version": document.parser_version,
+        "chunking": chunking,
+        "schema_sha256": task.schema_sha256,
+    }
+
+
 def _engine_seconds(engine: Engine) -> tuple[float, float] | None:
     if isinstance(engine, BatchedEngine):
         return engine.seconds_prefill, engine.seconds_decode
@@ -551,6 +565,7 @@ def _land_rule_findings(work: _ShardWork, lineage: _TaskLineage, extraction: _Ex
     context, document, task, ref = work.context, extraction.document, extraction.task, extraction.ref
     now = datetime.now(UTC)
     matches = apply_rules(task, document.text)
+    source = _source_lineage(ref, document, task, lineage.chunking)
     for match in matches:
         chunk = next((c for c in extraction.chunks if c.start <= match.start < c.end), None)
         rule_fingerprint = fingerprint(
@@ -582,14 +597,7 @@ def _land_rule_findings(work: _ShardWork, lineage: _TaskLineage, extraction: _Ex
                 "chunk_id": chunk.chunk_id if chunk else None,
                 "chunk_start": chunk.start if chunk else None,
                 "chunk_end": chunk.end if chunk else None,
-                "content_sha256": document.content_sha256,
-                "document_uri": ref.uri,
-                "document_version": ref.version,
-                "text_sha256": document.text_sha256,
-                "parser": document.parser,
-                "parser_version": document.parser_version,
-                "chunking": lineage.chunking,
-                "schema_sha256": task.schema_sha256,
+                **source,
                 "fingerprint": rule_fingerprint,
                 "created_at": now,
             }
@@ -738,6 +746,7 @@ def _land_answer(
     started = time.perf_counter()
     values = extract_values(task, answer, generation, document.text, chunk.start, chunk.end)
     now = datetime.now(UTC)
+    source = _source_lineage(ref, document, task, chunking)
     for value in values:
         grounding = value.grounding
         work.rows["findings"].append(
@@ -766,15 +775,8 @@ def _land_answer(
                 "chunk_id": chunk.chunk_id,
                 "chunk_start": chunk.start,
                 "chunk_end": chunk.end,
-                "content_sha256": document.content_sha256,
-                "document_uri": ref.uri,
-                "document_version": ref.version,
-                "text_sha256": document.text_sha256,
-                "parser": document.parser,
-                "parser_version": document.parser_version,
-                "chunking": chunking,
+                **source,
                 "prompt_sha256": prompt_sha256,
-                "schema_sha256": task.schema_sha256,
                 "model_name": identity.name,
                 "model_sha256": identity.sha256,
                 "model_quantization": identity.quantization,
