@@ -67,7 +67,9 @@ def jurisdiction(value: str) -> str | None:
 # Words that name a role in the contract, not a party (the model often answers with them).
 ROLE_WORDS = frozenset(
     "company recipient discloser disclosing receiving party parties employee employer consultant buyer seller "
-    "purchaser licensor licensee contractor client customer supplier vendor executive investor you we us".split()
+    "purchaser licensor licensee contractor client customer supplier vendor executive investor you we us "
+    "provider counsel partner member holder owner agent lender borrower landlord tenant distributor reseller "
+    "affiliate affiliates subsidiary representative representatives advisor adviser shareholder stockholder".split()
 )
 NOT_NAME_WORDS = frozenset(
     "agreement agree section article miscellaneous confidential confidentiality nda payment severance "
@@ -90,7 +92,7 @@ def party(value: str) -> str | None:
     # Not a name: too long, a heading or clause number, a stray letter, or words no party is called.
     if len(cleaned) > 80 or len(words) > 7 or re.match(r"^\d+(?:\.\d*)?\s", cleaned) or len(cleaned) < 4:
         return None
-    if NOT_NAME_WORDS & set(words):
+    if NOT_NAME_WORDS & set(words) or re.match(r"^(?:(?:state|commonwealth|laws?)\s+of|an?)\b", cleaned, re.IGNORECASE):
         return None
     if re.search(r"\b(?:Inc|Ltd|Corp|Co|L\.P|N\.V|S\.A|L\.L\.C)$", cleaned):
         cleaned += "."  # the abbreviation's full stop, which clean_text took away

@@ -4,11 +4,16 @@ Chunks are extracted independently, so one field gets several candidates (from
 several chunks, and from rules). They are normalised by the field's kind and
 grouped by value. A group's score adds, per supporting finding, 1 for a rule match
 or the model's confidence for a model answer, times 1 when its evidence was found
-in the text and 0.2 when not. Only groups with grounded support can be chosen:
+in the text and 0.2 when not. Only groups with grounded support can be chosen, and a
+group a rule supports ranks before one only the model supports (rules are written to
+be precise, the model fills the gaps; a confident model must not outvote a rule, which
+a stronger model otherwise did: docs/quality.md):
 - a single-valued field takes the best group; when two or more groups have grounded
   support the value is marked `disagreement` (the others are kept as alternatives)
   and waits for review (view `values_to_review`) rather than being silently resolved;
 - a many-valued field (parties) keeps every grounded group, best first (at most `max_values`).
+A party's defined short name ("TEVA", "GPC") joins the group of the full name it
+abbreviates (first word or initials) instead of counting as another party.
 A candidate that its kind cannot read (a "date" without day, month and year, a "party"
 that is a role word like "Company") is never chosen, only kept as an alternative.
 A field whose candidates are all ungrounded lands as `unsupported`, without a value
@@ -18,11 +23,12 @@ A field whose candidates are all ungrounded lands as `unsupported`, without a va
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.normalise import dedupe_key, normalise
+from pipeline.normalise import dedupe_key, normalise, party_key
 from pipeline.tasks import Task
 
 UNGROUNDED_WEIGHT = 0.2
@@ -38,6 +44,11 @@ class _Group:
     @property
     def grounded(self) -> list[dict[str, Any]]:
         return [f for f in self.findings if f["grounding_status"] != "ungrounded"]
+
+    @property
+    def ruled(self) -> bool:
+        """Whether a grounded rule match supports the group."""
+        return any(f["method"] == "rule" for f in self.grounded)
 
     @property
     def score(self) -> float:
@@ -88,11 +99,46 @@ def _groups(kind: str, findings: Iterable[dict[str, Any]]) -> list[_Group]:
         if normalised is not None and (group.normalised is None or len(normalised) > len(group.normalised)):
             group.normalised = normalised
         group.findings.append(finding)
+    if kind == "party":
+        _merge_short_names(groups)
     # Best first: score, then the earliest evidence (ties broken the same way every run).
     return sorted(
         groups.values(),
         key=lambda g: (not g.grounded, -g.score, g.best()["evidence_start"] or 0, g.key),
     )
+
+
+def _initials(name: str) -> set[str]:
+    words = [w for w in re.findall(r"[A-Za-z0-9]+", name)]
+    whole = "".join(w[0] for w in words).upper()
+    without_form = "".join(w[0] for w in words if w.lower() not in _LEGAL_FORM_WORDS).upper()
+    return {whole, without_form}
+
+
+_LEGAL_FORM_WORDS = frozenset(
+    "inc incorporated llc ltd limited corp corporation co company lp plc nv sa ag gmbh".split()
+)
+
+
+def _merge_short_names(groups: dict[str, _Group]) -> None:
+    """Fold a one-word party name into the group of the longer name it is the first word or initials of."""
+    for key, group in list(groups.items()):
+        # A name too short to stand alone ("GPC") is not readable as a party, but may still abbreviate one.
+        name = group.normalised or str(group.best()["value"]).strip()
+        short = party_key(name)
+        if len(name.split()) != 1 or len(short) < 2:
+            continue
+        targets = [
+            other
+            for other in groups.values()
+            if other is not group
+            and other.normalised is not None
+            and len(other.normalised.split()) > 1
+            and (party_key(other.normalised.split()[0]) == short or short in _initials(other.normalised))
+        ]
+        if len(targets) == 1:  # ambiguous short names stay apart
+            targets[0].findings.extend(group.findings)
+            del groups[key]
 
 
 def reduce_document(task: Task, findings: list[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,7 +155,7 @@ def reduce_document(task: Task, findings: list[dict[str, Any]], base: dict[str, 
             for g in groups
             if (g.grounded or name not in task.evidence_fields) and (g.normalised is not None or spec.kind == "text")
         ]
-        supported.sort(key=lambda g: (-g.score, g.best()["evidence_start"] or 0, g.key))
+        supported.sort(key=lambda g: (not g.ruled, -g.score, g.best()["evidence_start"] or 0, g.key))
         if not supported:
             rows.append(_row(base, name, spec.kind, 0, None, "unsupported", groups))
             continue

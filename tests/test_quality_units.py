@@ -213,6 +213,29 @@ def test_reduce_merges_normalised_candidates_and_flags_disagreement() -> None:
     assert rows[("party", 0)]["finding_id"] == "party-Liquidmetal Technologies, Inc.-rule-40"
 
 
+def test_reduce_ranks_rule_support_first_and_folds_short_names_into_full_ones() -> None:
+    task = find_task("nda_key_terms")
+    findings = [
+        # A confident model outvoting a rule match on a single-valued field must not win.
+        _finding("jurisdiction", "Georgia", confidence=0.99, start=10),
+        _finding("jurisdiction", "Georgia", confidence=0.99, start=90),
+        _finding("jurisdiction", "New York", method="rule", start=700),
+        _finding("party", "Georgia Power Company", method="rule", start=20),
+        _finding("party", "GPC", confidence=0.99, start=60),
+        _finding("party", "GPC", confidence=0.99, start=160),
+        _finding("party", "TEVA", confidence=0.95, start=260),
+        _finding("party", "Teva Pharmaceutical Industries, Ltd.", confidence=0.7, start=30),
+        _finding("party", "Counsel", confidence=0.99, start=300),
+        _finding("party", "State of Delaware", confidence=0.99, start=400),
+    ]
+    rows = reduce_document(task, findings, {})
+    jurisdiction = next(r for r in rows if r["field"] == "jurisdiction")
+    assert jurisdiction["value"] == "New York" and jurisdiction["status"] == "disagreement"
+    assert json.loads(jurisdiction["alternatives"])[0]["value"] == "Georgia"  # kept for review
+    parties = [(r["value"], r["support"]) for r in rows if r["field"] == "party"]
+    assert parties == [("Georgia Power Company", 3), ("Teva Pharmaceutical Industries, Ltd.", 2)]
+
+
 def test_reduce_takes_an_ungrounded_summary_but_never_an_ungrounded_type() -> None:
     task = find_task("document_profile")
     rows = reduce_document(
