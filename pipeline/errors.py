@@ -30,6 +30,9 @@ class Reason(StrEnum):
     NO_TEXT = "no_text"
     READ_ERROR = "read_error"
     PARSE_ERROR = "parse_error"
+    PARSE_TIMEOUT = "parse_timeout"
+    PARSE_OUT_OF_MEMORY = "parse_out_of_memory"
+    PARSER_CRASHED = "parser_crashed"
     SCHEMA_INVALID = "schema_invalid"
     TRUNCATED = "truncated"
     REPETITION = "repetition"
@@ -69,6 +72,10 @@ class DocumentError(AssayError):
         self.reason = reason
         self.filetype = filetype
 
+    def __reduce__(self) -> tuple[type[DocumentError], tuple[Reason, str, str | None]]:
+        # Raised in parsing processes and re-raised here: keep reason and file type across pickling.
+        return (type(self), (self.reason, str(self), self.filetype))
+
 
 class ExtractionError(AssayError):
     """A model answer cannot be used; the raw answer is kept for the record."""
@@ -77,3 +84,6 @@ class ExtractionError(AssayError):
         super().__init__(message)
         self.reason = reason
         self.raw_output = raw_output
+
+    def __reduce__(self) -> tuple[type[ExtractionError], tuple[Reason, str, str | None]]:
+        return (type(self), (self.reason, str(self), self.raw_output))

@@ -4,7 +4,8 @@ A piece of work is skipped when its fingerprint is in the state store's
 `work_done`, which is only ever filled for work whose files are committed in a
 manifest (see pipeline/recovery.py). Two kinds of work:
 
-- parse: content SHA-256 + parser name and version + parser strategy + chunking settings;
+- parse: content SHA-256 + parser name and version + parser strategy + PDF page-range length +
+  chunking settings;
 - extract (per document and task): the parse fingerprint + task name, version and schema hash +
   the prompt, routing and rule code + model file SHA-256 + sampling settings + the chunk budget +
   whether routing is on.
@@ -39,7 +40,13 @@ EXTRACT_CODE_SHA256 = sha256_bytes(
 
 def parse_fingerprint(content_sha256: str, settings: Settings) -> str:
     return fingerprint(
-        "parse", content_sha256, PARSER_NAME, PARSER_VERSION, settings.parser_strategy, chunking_key(settings.chunking)
+        "parse",
+        content_sha256,
+        PARSER_NAME,
+        PARSER_VERSION,
+        settings.parser_strategy,
+        settings.parsing.pdf_pages_per_part,
+        chunking_key(settings.chunking),
     )
 
 

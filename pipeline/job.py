@@ -15,8 +15,9 @@ import socket
 import time
 import traceback
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -28,7 +29,7 @@ from pydantic import BaseModel
 from connectors.registry import make_connector
 from pipeline import progress, warehouse
 from pipeline.batched_engine import BatchedEngine
-from pipeline.chunks import Chunk, chunk_document, chunking_key
+from pipeline.chunks import Chunk, chunking_key
 from pipeline.documents import DocumentRef, ParsedDocument
 from pipeline.engine import Generation, SequentialEngine, sampling_settings, system_info
 from pipeline.errors import ConfigError, DocumentError, ExtractionError, Reason
@@ -46,7 +47,7 @@ from pipeline.incremental import EXTRACT_CODE_SHA256, extract_fingerprint, load_
 from pipeline.lake import TABLES, Lake
 from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
-from pipeline.partition import partition_bytes
+from pipeline.parse_workers import ParseJob, ParsePool, get_parse_pool
 from pipeline.recovery import recover
 from pipeline.reduce import reduce_document
 from pipeline.resources import available_cores
@@ -267,48 +268,44 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     connectors: dict[str, Any] = {}
     tasks = context.tasks()
     plans = _plan_work(context, shard, tasks)
+    pool = get_parse_pool(context.settings.parsing)
+    # Documents handed to the parsing processes, oldest first; at most two per process at a time
+    # (their bytes wait in memory), finished in listing order.
+    parsing: deque[tuple[DocumentRef, dict[str, Any], _DocumentPlan | None, ParseJob]] = deque()
+    window = 2 * max(1, context.settings.parsing.processes)
     rows: list[dict[str, Any]] = []
     for planned in shard.documents:
         ref = planned.ref
         row = _document_row(context, ref)
+        rows.append(row)
         plan = plans.get(ref.uri)
-        try:
-            if planned.duplicate_of is not None:
-                row.update(
-                    status="skipped",
-                    reason=Reason.DUPLICATE_CONTENT.value,
-                    duplicate_of=planned.duplicate_of,
-                    message=f"same bytes as {planned.duplicate_of}; its results apply",
-                )
-                work.report.skipped += 1
-            elif plan is not None and plan.unchanged:
-                row.update(
-                    status="skipped",
-                    reason=Reason.UNCHANGED.value,
-                    message="unchanged since its last run: nothing to parse or extract",
-                )
-                work.report.skipped += 1
-                work.report.unchanged += 1
-            else:
+        if planned.duplicate_of is not None:
+            row.update(
+                status="skipped",
+                reason=Reason.DUPLICATE_CONTENT.value,
+                duplicate_of=planned.duplicate_of,
+                message=f"same bytes as {planned.duplicate_of}; its results apply",
+            )
+            work.report.skipped += 1
+        elif plan is not None and plan.unchanged:
+            row.update(
+                status="skipped",
+                reason=Reason.UNCHANGED.value,
+                message="unchanged since its last run: nothing to parse or extract",
+            )
+            work.report.skipped += 1
+            work.report.unchanged += 1
+        else:
+            with _document_errors(work, ref, row):
                 if ref.source not in connectors:
                     connectors[ref.source] = make_connector(ref.source, context.sources[ref.source])
-                _parse_document(work, connectors[ref.source], ref, row, plan, tasks)
-                work.report.processed += 1
-                row["status"] = "processed"
-        except DocumentError as exc:
-            row.update(status="failed", reason=exc.reason.value, message=str(exc))
-            row["filetype"] = row.get("filetype") or exc.filetype
-            work.failure("document", exc.reason.value, str(exc), ref, content_sha256=row["content_sha256"])
-            work.report.failed += 1
-        except Exception as exc:  # a bug or an unforeseen library error: record it, go on
-            logger.exception("internal error on %s", ref.uri)
-            message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-            row.update(status="failed", reason=Reason.INTERNAL_ERROR.value, message=message[:4000])
-            work.failure(
-                "document", Reason.INTERNAL_ERROR.value, message[:4000], ref, content_sha256=row["content_sha256"]
-            )
-            work.report.failed += 1
-        rows.append(row)
+                job = _start_document(work, connectors[ref.source], ref, row, plan, pool, tasks)
+                if job is not None:
+                    parsing.append((ref, row, plan, job))
+            while len(parsing) >= window:
+                _finish_parsing(work, *parsing.popleft(), tasks)
+    while parsing:
+        _finish_parsing(work, *parsing.popleft(), tasks)
 
     # Parsing is done for the whole shard before the model starts: the two never share the cores.
     _extract_pending(work, tasks)
@@ -393,17 +390,35 @@ def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
     }
 
 
-def _parse_document(
+@contextmanager
+def _document_errors(work: _ShardWork, ref: DocumentRef, row: dict[str, Any]) -> Iterator[None]:
+    """A document that fails is recorded with its reason, and the shard goes on."""
+    try:
+        yield
+    except DocumentError as exc:
+        row.update(status="failed", reason=exc.reason.value, message=str(exc))
+        row["filetype"] = row.get("filetype") or exc.filetype
+        work.failure("document", exc.reason.value, str(exc), ref, content_sha256=row["content_sha256"])
+        work.report.failed += 1
+    except Exception as exc:  # a bug or an unforeseen library error: record it, go on
+        logger.exception("internal error on %s", ref.uri)
+        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        row.update(status="failed", reason=Reason.INTERNAL_ERROR.value, message=message[:4000])
+        work.failure("document", Reason.INTERNAL_ERROR.value, message[:4000], ref, content_sha256=row["content_sha256"])
+        work.report.failed += 1
+
+
+def _start_document(
     work: _ShardWork,
     connector: Any,
     ref: DocumentRef,
     row: dict[str, Any],
     plan: _DocumentPlan | None,
+    pool: ParsePool,
     tasks: list[Task],
-) -> None:
-    """Read, partition and chunk one document (or reuse an earlier parse); queue the model work still to do."""
-    context = work.context
-    settings = context.settings
+) -> ParseJob | None:
+    """Reuse an earlier parse (and queue the model work still to do), or read the bytes and start parsing."""
+    settings = work.context.settings
     if ref.size > settings.max_file_bytes:
         raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
     reused = load_parsed(settings.lake_dir, ref.sha256, settings) if plan and plan.parse_done and ref.sha256 else None
@@ -416,26 +431,59 @@ def _parse_document(
             parser_version=document.parser_version,
             parse_seconds=0.0,
         )
-        extract_fps = plan.extract_fps
-    else:
-        data = connector.read(ref)
-        content_sha256 = sha256_bytes(data)
-        row["content_sha256"] = content_sha256
-        started = time.perf_counter()
+        _queue_model_work(work, ref, row, document, chunks, plan.extract_fps, tasks)
+        return None
+    started = time.perf_counter()
+    data = connector.read(ref)
+    content_sha256 = sha256_bytes(data)
+    row["content_sha256"] = content_sha256
+    row["parse_seconds"] = time.perf_counter()  # the start; made a duration when the parse ends
+    job = pool.submit(data, ref.name, content_sha256, settings.parser_strategy, settings.chunking)
+    work.time("parse", time.perf_counter() - started)
+    return job
+
+
+def _finish_parsing(
+    work: _ShardWork,
+    ref: DocumentRef,
+    row: dict[str, Any],
+    plan: _DocumentPlan | None,
+    job: ParseJob,
+    tasks: list[Task],
+) -> None:
+    """Wait for one document's parse, land its text and chunks, and queue its model work."""
+    context = work.context
+    with _document_errors(work, ref, row):
+        waited = time.perf_counter()
         try:
-            partitioned = partition_bytes(data, ref.name, content_sha256, settings.parser_strategy)
-            document = partitioned.document
+            document, chunks = job.result()
             row.update(filetype=document.filetype, parser=document.parser, parser_version=document.parser_version)
-            chunks = chunk_document(document, partitioned.elements, settings.chunking)
         finally:
-            parse_seconds = time.perf_counter() - started
-            row["parse_seconds"] = parse_seconds
-            work.time("parse", parse_seconds)
+            # The run's wall time spent waiting for parsers (parsing in parallel counts once), and
+            # the document's own time from its bytes handed over to its chunks back.
+            now = time.perf_counter()
+            work.time("parse", now - waited)
+            row["parse_seconds"] = now - row["parse_seconds"]
         crash_point("parse")
-        parse_fp = parse_fingerprint(content_sha256, settings)
-        extract_fps = {t.name: extract_fingerprint(parse_fp, t, context.model_sha256, settings) for t in tasks}
+        parse_fp = parse_fingerprint(document.content_sha256, context.settings)
+        extract_fps = {t.name: extract_fingerprint(parse_fp, t, context.model_sha256, context.settings) for t in tasks}
         _land_text_and_chunks(work, document, chunks)
-        work.report.done.append((parse_fp, "parse", content_sha256, None))
+        work.report.done.append((parse_fp, "parse", document.content_sha256, None))
+        _queue_model_work(work, ref, row, document, chunks, extract_fps, tasks)
+
+
+def _queue_model_work(
+    work: _ShardWork,
+    ref: DocumentRef,
+    row: dict[str, Any],
+    document: ParsedDocument,
+    chunks: list[Chunk],
+    extract_fps: dict[str, str],
+    tasks: list[Task],
+) -> None:
+    """Route the document's chunks for each task still to do; the model runs once the shard is parsed."""
+    context = work.context
+    settings = context.settings
     row.update(
         text_sha256=document.text_sha256,
         text_chars=len(document.text),
@@ -472,6 +520,8 @@ def _parse_document(
         work.pending.extend(_Pending(ref, document, chunk, task, row) for chunk in routed)
         work.report.done.append((extract_fps[task.name], "extract", document.content_sha256, task.name))
     work.time("route", time.perf_counter() - started)
+    work.report.processed += 1
+    row["status"] = "processed"
 
 
 @dataclass(frozen=True)

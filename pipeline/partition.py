@@ -104,24 +104,31 @@ def _classify_exception(exc: BaseException) -> Reason:
 
 def partition_bytes(data: bytes, filename: str, content_sha256: str, strategy: str = "fast") -> Partitioned:
     """Partition one document; raise `DocumentError` with a reason when it cannot be used."""
+    filetype = check_partitionable(data, filename)
+    elements = partition_elements(data, filename, strategy, filetype)
+    return Partitioned(document=build_document(elements, content_sha256, filetype), elements=elements)
+
+
+def check_partitionable(data: bytes, filename: str) -> str:
+    """The file's type, or a `DocumentError` when it is empty, unsupported or an unreadable PDF."""
     if not data.strip():
         raise DocumentError(Reason.EMPTY_FILE, "the file is empty")
     filetype = detect_filetype(data, filename)
-    try:
-        return _partition(data, filename, content_sha256, strategy, filetype)
-    except DocumentError as exc:
-        exc.filetype = filetype
-        raise
-
-
-def _partition(data: bytes, filename: str, content_sha256: str, strategy: str, filetype: str) -> Partitioned:
     if filetype not in SUPPORTED_TYPES:
         needs = f": it needs {NEEDS[filetype]}" if filetype in NEEDS else ""
-        raise DocumentError(Reason.UNSUPPORTED_TYPE, f"file type {filetype!r} is not supported{needs}")
+        raise DocumentError(Reason.UNSUPPORTED_TYPE, f"file type {filetype!r} is not supported{needs}", filetype)
     if filetype == "pdf":
         _require_pdf_dependencies()
-        check_pdf_readable(data)
+        try:
+            check_pdf_readable(data)
+        except DocumentError as exc:
+            exc.filetype = filetype
+            raise
+    return filetype
 
+
+def partition_elements(data: bytes, filename: str, strategy: str, filetype: str, first_page: int = 1) -> list[Any]:
+    """unstructured's elements with text; `first_page` numbers the pages of a part of a larger PDF."""
     from unstructured.partition.auto import partition
 
     try:
@@ -133,14 +140,24 @@ def _partition(data: bytes, filename: str, content_sha256: str, strategy: str, f
         )
     except DocumentError:
         raise
+    except MemoryError:
+        raise
     except Exception as exc:  # libraries raise anything on broken input
         reason = _classify_exception(exc)
-        raise DocumentError(reason, f"{type(exc).__name__}: {exc}"[:2000]) from exc
-
+        raise DocumentError(reason, f"{type(exc).__name__}: {exc}"[:2000], filetype) from exc
     elements = [el for el in elements if (el.text or "").strip()]
+    if first_page != 1:
+        for element in elements:
+            if element.metadata.page_number is not None:
+                element.metadata.page_number += first_page - 1
+    return elements
+
+
+def build_document(elements: list[Any], content_sha256: str, filetype: str) -> ParsedDocument:
+    """The canonical text of a document from its elements (in order), with the page of each range."""
     if not elements:
         hint = " (a scan without a text layer needs OCR)" if filetype == "pdf" else ""
-        raise DocumentError(Reason.NO_TEXT, f"partitioning produced no text{hint}")
+        raise DocumentError(Reason.NO_TEXT, f"partitioning produced no text{hint}", filetype)
 
     spans: list[PageSpan] = []
     parts: list[str] = []
@@ -154,7 +171,7 @@ def _partition(data: bytes, filename: str, content_sha256: str, strategy: str, f
         cursor += len(text)
     text = ELEMENT_SEPARATOR.join(parts)
     pages = {span.page for span in spans if span.page is not None}
-    document = ParsedDocument(
+    return ParsedDocument(
         content_sha256=content_sha256,
         filetype=filetype,
         text=text,
@@ -164,4 +181,25 @@ def _partition(data: bytes, filename: str, content_sha256: str, strategy: str, f
         parser=PARSER_NAME,
         parser_version=PARSER_VERSION,
     )
-    return Partitioned(document=document, elements=elements)
+
+
+def pdf_page_count(data: bytes) -> int:
+    from pypdf import PdfReader
+
+    return len(PdfReader(io.BytesIO(data)).pages)
+
+
+def split_pdf(data: bytes, pages_per_part: int) -> list[tuple[int, bytes]]:
+    """A PDF cut into page ranges: (first page number, bytes of a PDF holding those pages) each."""
+    from pypdf import PdfReader, PdfWriter
+
+    reader = PdfReader(io.BytesIO(data))
+    parts: list[tuple[int, bytes]] = []
+    for first in range(0, len(reader.pages), pages_per_part):
+        writer = PdfWriter()
+        for page in reader.pages[first : first + pages_per_part]:
+            writer.add_page(page)
+        buffer = io.BytesIO()
+        writer.write(buffer)
+        parts.append((first + 1, buffer.getvalue()))
+    return parts

@@ -34,6 +34,24 @@ class ChunkingSettings(BaseModel):
     overlap: int = 0
 
 
+class ParsingSettings(BaseModel):
+    """Partitioning in worker processes (pipeline/parse_workers.py): how many, and their limits."""
+
+    workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="Parsing processes; None = one per available core; 0 = parse inside the run's own process.",
+    )
+    timeout_s: float = Field(default=300.0, gt=0, description="A file (or PDF part) still parsing after this fails.")
+    memory_mb: int = Field(default=4096, ge=256, description="Address-space cap of each parsing process (MiB).")
+    files_per_worker: int = Field(default=200, ge=1, description="A parsing process is replaced after this many.")
+    pdf_pages_per_part: int = Field(default=200, ge=1, description="Longer PDFs are parsed in page ranges this long.")
+
+    @property
+    def processes(self) -> int:
+        return available_cores() if self.workers is None else self.workers
+
+
 class ModelSettings(BaseModel):
     """Which GGUF to run and how. `path=None` means the embedded SmolLM2-135M."""
 
@@ -102,6 +120,7 @@ class Settings(BaseSettings):
         description="Send to the model only the chunks where a task's signals match (tasks without signals: all).",
     )
     parser_strategy: str = "fast"
+    parsing: ParsingSettings = Field(default_factory=ParsingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
