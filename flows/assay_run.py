@@ -3,6 +3,13 @@
 No logic lives here that the CLI or a test cannot reach without Prefect: each
 task calls one function of `pipeline.job`. Ephemeral Prefect is used unless
 PREFECT_API_URL points at a server.
+
+Where the shards run (docs/scaling.md):
+- by default one after the other in this flow run (parsing and the model take the cores in turn);
+- with a `DaskTaskRunner` (`assay_run.with_options(task_runner=...)`, `assay run --dask-workers N`),
+  fanned out over the Dask cluster's worker processes;
+- with `shard_workers=N`, queued in the state store and leased by N runs of the
+  `assay-shard-worker` deployment (flows/assay_shards.py) on a work pool's workers, on any machine.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -70,11 +77,62 @@ def summary_markdown(summary: job.RunSummary) -> str:
     return "\n".join(lines)
 
 
+def _runs_on_dask() -> bool:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = type(context.task_runner).__name__ if context is not None else ""
+    return runner == "DaskTaskRunner"
+
+
+@task(name="share-shards", cache_policy=NO_CACHE)
+def share_shards(
+    context: job.RunContext,
+    shards: list[job.Shard],
+    shard_workers: int,
+    worker_deployment: str,
+    worker_parameters: dict[str, Any],
+) -> list[job.ShardReport]:
+    """Queue the shards for leasing, start the worker flow runs, and wait until every shard is done."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from pipeline import shared_run
+
+    logger = get_run_logger()
+    shared_run.share_run(context, shards)
+    started: list[Any] = [
+        run_deployment(
+            name=worker_deployment,
+            parameters={"run_id": context.run_id, **worker_parameters},
+            timeout=0,
+            as_subflow=False,
+        )
+        for _ in range(shard_workers)
+    ]
+    ids = [flow_run.id for flow_run in started]
+    logger.info("%d shards queued for %d runs of %s", len(shards), len(ids), worker_deployment)
+
+    def workers_alive() -> bool:
+        with get_client(sync_client=True) as client:
+            states = [client.read_flow_run(i).state for i in ids]
+        return any(state is None or not state.is_final() for state in states)
+
+    return shared_run.wait_for_shards(context, workers_alive)
+
+
 @flow(name="assay-run", log_prints=False)
 def assay_run(
-    sources: list[str], overrides: dict[str, Any] | None = None, config_file: str | None = None
+    sources: list[str],
+    overrides: dict[str, Any] | None = None,
+    config_file: str | None = None,
+    shard_workers: int = 0,
+    worker_deployment: str = "assay-shard-worker/default",
 ) -> job.RunSummary:
-    """Process every document of `sources` (configured names or paths) with the configured tasks."""
+    """Process every document of `sources` (configured names or paths) with the configured tasks.
+
+    `shard_workers > 0` spreads the shards over that many runs of `worker_deployment`.
+    """
     from pathlib import Path
 
     logger = get_run_logger()
@@ -85,7 +143,13 @@ def assay_run(
         shards, total, list_seconds = plan_shards(context)
         progress.documents_planned(total)
         logger.info("%d documents in %d shards", total, len(shards))
-        reports = [process_shard(context, shard) for shard in shards]
+        if shard_workers > 0:
+            parameters = {"config_file": config_file, "overrides": overrides}
+            reports = share_shards(context, shards, shard_workers, worker_deployment, parameters)
+        elif _runs_on_dask():
+            reports = [future.result() for future in process_shard.map(unmapped(context), shards)]
+        else:
+            reports = [process_shard(context, shard) for shard in shards]
         summary = finish_run(context, reports, total, list_seconds)
     except BaseException:
         job.abort_run(context)

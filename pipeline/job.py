@@ -166,6 +166,12 @@ class PlannedDocument(BaseModel):
 class Shard(BaseModel):
     index: int
     documents: list[PlannedDocument]
+    attempt: int = 1  # > 1 when a worker that leased it died and another took it over
+
+    @property
+    def part(self) -> str:
+        """The part of its lake file names (a new attempt never collides with a dead one's files)."""
+        return f"{self.index:05d}" if self.attempt == 1 else f"{self.index:05d}-{self.attempt}"
 
 
 def plan_shards(refs: Iterable[DocumentRef], shard_size: int) -> list[Shard]:
@@ -318,7 +324,7 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     run_date = context.started_at.date()
     for table in TABLES:
         if work.rows.get(table):
-            written = context.lake.write(table, work.rows[table], context.run_id, f"{shard.index:05d}", run_date)
+            written = context.lake.write(table, work.rows[table], context.run_id, shard.part, run_date)
             work.report.files.append(str(written.path))
             crash_point("land")
     context.state.record_seen(

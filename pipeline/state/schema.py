@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -47,6 +47,24 @@ runs = Table(
     Column("pid", Integer),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    Column("context", Text),  # JSON: what a worker joining the run needs (pinned tasks, sources, model)
+)
+
+# The shards of a run that several workers share: a worker leases one, processes it, completes it.
+# A lease that expires (its worker died) can be taken again; a completed shard never is.
+shards = Table(
+    "shards",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("shard_index", Integer, primary_key=True),
+    Column("documents", Text, nullable=False),  # JSON of the shard's planned documents
+    Column("status", String(16), nullable=False),  # pending | leased | done
+    Column("owner", String(256)),  # host:pid:worker of the current or last lease
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("report", Text),  # JSON of the ShardReport, once done
+    Column("updated_at", DateTime(timezone=True)),
+    Index("ix_shards_run_status", "run_id", "status"),
 )
 
 # One row per lock name; holding it means owning the data directory's lake for a run.

@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import AssayError
@@ -150,6 +150,113 @@ class StateStore:
         with self.engine.connect() as connection:
             rows = connection.execute(select(schema.runs.c.run_id).where(schema.runs.c.status == "running"))
             return [r.run_id for r in rows]
+
+    def save_run_context(self, run_id: str, context_json: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(schema.runs).where(schema.runs.c.run_id == run_id).values(context=context_json))
+
+    def run_context(self, run_id: str) -> tuple[str, str | None]:
+        """The run's status and the context its workers join with; KeyError for an unknown run."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(schema.runs.c.status, schema.runs.c.context).where(schema.runs.c.run_id == run_id)
+            ).one_or_none()
+        if row is None:
+            raise KeyError(run_id)
+        return row.status, row.context
+
+    # -- shard leases ------------------------------------------------------------------------
+
+    def add_shards(self, run_id: str, shards: Iterable[tuple[int, str]]) -> int:
+        """Queue (index, documents JSON) shards of a run for workers to lease."""
+        now = datetime.now(UTC)
+        rows = [
+            {"run_id": run_id, "shard_index": i, "documents": d, "status": "pending", "attempts": 0, "updated_at": now}
+            for i, d in shards
+        ]
+        with self.engine.begin() as connection:
+            for start in range(0, len(rows), 1000):
+                connection.execute(insert(schema.shards), rows[start : start + 1000])
+        return len(rows)
+
+    def lease_shard(self, run_id: str, owner: str, ttl: timedelta) -> tuple[int, str, int] | None:
+        """Take the next pending shard (or one whose lease expired): (index, documents JSON, attempt), or None.
+
+        The UPDATE is conditional on the shard still being free, so two workers racing for one
+        shard cannot both get it: the loser's update matches no row and it tries the next one.
+        """
+        shards = schema.shards.c
+        while True:
+            now = datetime.now(UTC)
+            free = (shards.run_id == run_id) & (
+                (shards.status == "pending") | ((shards.status == "leased") & (shards.lease_expires_at < now))
+            )
+            with self.engine.begin() as connection:
+                candidate = connection.execute(
+                    select(shards.shard_index, shards.documents, shards.attempts)
+                    .where(free)
+                    .order_by(shards.shard_index)
+                    .limit(1)
+                ).one_or_none()
+                if candidate is None:
+                    return None
+                taken = connection.execute(
+                    update(schema.shards)
+                    .where(free & (shards.shard_index == candidate.shard_index))
+                    .values(
+                        status="leased",
+                        owner=owner,
+                        lease_expires_at=now + ttl,
+                        attempts=shards.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+                if taken.rowcount == 1:
+                    return candidate.shard_index, candidate.documents, candidate.attempts + 1
+
+    def renew_lease(self, run_id: str, index: int, owner: str, ttl: timedelta) -> bool:
+        """Push the lease's expiry on; False when the lease was lost (it expired and was taken)."""
+        shards = schema.shards.c
+        with self.engine.begin() as connection:
+            renewed = connection.execute(
+                update(schema.shards)
+                .where((shards.run_id == run_id) & (shards.shard_index == index))
+                .where((shards.owner == owner) & (shards.status == "leased"))
+                .values(lease_expires_at=datetime.now(UTC) + ttl)
+            )
+        return renewed.rowcount == 1
+
+    def complete_shard(self, run_id: str, index: int, owner: str, report_json: str) -> bool:
+        """Mark a leased shard done with its report; False when this owner no longer holds the lease."""
+        shards = schema.shards.c
+        with self.engine.begin() as connection:
+            done = connection.execute(
+                update(schema.shards)
+                .where((shards.run_id == run_id) & (shards.shard_index == index))
+                .where((shards.owner == owner) & (shards.status == "leased"))
+                .values(status="done", report=report_json, lease_expires_at=None, updated_at=datetime.now(UTC))
+            )
+        return done.rowcount == 1
+
+    def shard_progress(self, run_id: str) -> dict[str, int]:
+        """How many of the run's shards are pending, leased and done."""
+        shards = schema.shards.c
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(shards.status, func.count()).where(shards.run_id == run_id).group_by(shards.status)
+            ).all()
+        return {"pending": 0, "leased": 0, "done": 0, **{status: int(count) for status, count in rows}}
+
+    def shard_reports(self, run_id: str) -> list[tuple[int, str, int, str | None]]:
+        """(index, owner, attempts, report JSON) of every shard of the run, in order."""
+        shards = schema.shards.c
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(shards.shard_index, shards.owner, shards.attempts, shards.report)
+                .where(shards.run_id == run_id)
+                .order_by(shards.shard_index)
+            ).all()
+        return [(r.shard_index, r.owner, r.attempts, r.report) for r in rows]
 
     # -- work done ---------------------------------------------------------------------------
 
