@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import socket
 import time
@@ -213,6 +214,7 @@ class ShardReport(BaseModel):
     stage_seconds: dict[str, float] = {}
     files: list[str] = []
     done: list[tuple[str, str, str, str | None]] = []  # (fingerprint, kind, content_sha256, task) landed
+    worker: str = ""  # host:pid of the process that did the shard
 
     @property
     def documents(self) -> int:
@@ -270,7 +272,8 @@ class _ShardWork:
 
 def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     """Parse, chunk, extract, ground and land one shard of documents, skipping work already landed."""
-    work = _ShardWork(context=context, report=ShardReport(shard_index=shard.index))
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    work = _ShardWork(context=context, report=ShardReport(shard_index=shard.index, worker=worker))
     connectors: dict[str, Any] = {}
     tasks = context.tasks()
     plans = _plan_work(context, shard, tasks)
@@ -875,6 +878,7 @@ class RunSummary(BaseModel):
     warehouse: str
     manifest_sha256: str
     model_sha256: str
+    workers: list[str] = []  # host:pid of each process that did shards
 
 
 def finish_run(
@@ -1009,6 +1013,7 @@ def finish_run(
         warehouse=str(context.settings.warehouse_path),
         manifest_sha256=manifest.sha256,
         model_sha256=context.model_sha256,
+        workers=sorted({r.worker for r in reports if r.worker}),
     )
 
 

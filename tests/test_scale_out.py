@@ -1,0 +1,254 @@
+"""Scale-out on real engines: one run's shards leased by two Prefect process workers against a real
+Prefect server and the PostgreSQL state store, and fanned out over a real Dask LocalCluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import DOCUMENTS, ROOT, skip_or_fail
+
+DOCS = [
+    "unstructured__fake-text-utf-16-be.txt",
+    "docling__kvp_data_example.html",
+    "enron__jones-t_inbox_773.eml",
+    "unstructured__handbook-1p.docx",
+    "unstructured__empty.txt",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _source(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in DOCS:
+        (folder / name).write_bytes((DOCUMENTS / name).read_bytes())
+    return folder
+
+
+def _overrides(tmp_path: Path, state_url: str | None = None) -> dict[str, object]:
+    overrides: dict[str, object] = {
+        "data_dir": str(tmp_path / "data"),
+        "shard_size": 1,
+        "max_chunks_per_document": 1,
+        "model": {"n_threads": 1},
+        "parsing": {"workers": 1},
+    }
+    if state_url:
+        overrides["state_url"] = state_url
+    return overrides
+
+
+def _check_lake(data_dir: Path, run_id: str) -> None:
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute("select status, count(*) from documents where run_id = ? group by 1", [run_id]).fetchall()
+        assert dict(rows) == {"processed": 4, "failed": 1}
+        found, distinct = con.execute(
+            "select count(*), count(distinct finding_id) from findings where run_id = ?", [run_id]
+        ).fetchone() or (0, 0)
+        assert found == distinct  # no finding landed twice
+        assert con.execute("select count(distinct uri) from documents where run_id = ?", [run_id]).fetchone() == (5,)
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def postgres_state() -> Iterator[str]:
+    base = os.environ.get("ASSAY_TEST_POSTGRES_URL")
+    if not base:
+        skip_or_fail("PostgreSQL is not running here (set ASSAY_TEST_POSTGRES_URL; .ci/run starts one)")
+    assert base is not None
+    name = f"assay_scale_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real Prefect server on loopback, with its own home; the environment that talks to it."""
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        ASSAY_HOME=str(ROOT),
+    )
+    log = open(tmp_path / "prefect-server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the Prefect server did not start: " + (tmp_path / "prefect-server.log").read_text())
+            time.sleep(1)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+DEPLOY = """
+from flows.assay_shards import assay_shard_worker
+assay_shard_worker.from_source(source=".", entrypoint="flows/assay_shards.py:assay_shard_worker").deploy(
+    name="default", work_pool_name="assay-test", print_next_steps=False
+)
+"""
+
+COORDINATE = """
+import json, sys
+from flows.assay_run import assay_run
+summary = assay_run([sys.argv[1]], overrides=json.loads(sys.argv[2]), shard_workers=2,
+                    worker_deployment="assay-shard-worker/default")
+print(summary.model_dump_json())
+"""
+
+
+def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
+    prefect_server: dict[str, str], postgres_state: str, tmp_path: Path
+) -> None:
+    env = prefect_server
+    run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 300}
+    pool = subprocess.run(
+        [sys.executable, "-m", "prefect", "work-pool", "create", "assay-test", "--type", "process"], **run
+    )  # type: ignore[call-overload]
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deployed = subprocess.run([sys.executable, "-c", DEPLOY], **run)  # type: ignore[call-overload]
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                "assay-test",
+                "--limit",
+                "1",
+                "--name",
+                f"worker-{n}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=open(tmp_path / f"worker-{n}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for n in (1, 2)
+    ]
+    try:
+        overrides = _overrides(tmp_path, postgres_state)
+        coordinator = subprocess.run(
+            [sys.executable, "-c", COORDINATE, str(_source(tmp_path)), json.dumps(overrides)],
+            **{**run, "timeout": 900},  # type: ignore[arg-type]
+        )
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+    logs = "\n".join((tmp_path / f"worker-{n}.log").read_text()[-3000:] for n in (1, 2))
+    assert coordinator.returncode == 0, coordinator.stderr[-5000:] + logs
+    summary = json.loads(coordinator.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed"
+    assert summary["documents_in"] == 5 == summary["processed"] + summary["failed"] + summary["skipped"]
+    assert (summary["processed"], summary["failed"]) == (4, 1)
+
+    engine = create_engine(postgres_state)
+    with engine.connect() as connection:
+        shards = connection.execute(
+            text("select shard_index, status, attempts, owner from shards where run_id = :r order by 1"),
+            {"r": summary["run_id"]},
+        ).all()
+    engine.dispose()
+    assert [s.shard_index for s in shards] == [0, 1, 2, 3, 4]
+    assert all(s.status == "done" and s.attempts == 1 for s in shards)  # each shard leased once, done once
+    # Every shard was done by one of the deployment's flow runs, started by the two process workers.
+    flow_runs = {s.owner.rsplit(":", 1)[-1] for s in shards}
+    assert 1 <= len(flow_runs) <= 2
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio\nfrom prefect.client.orchestration import get_client\n"
+            "async def main():\n    async with get_client() as c:\n"
+            "        runs = await c.read_flow_runs()\n"
+            "        print('\\n'.join(f'{r.id} {r.name} {r.state_type.value}' for r in runs))\n"
+            "asyncio.run(main())",
+        ],
+        **run,  # type: ignore[call-overload]
+    )
+    worker_runs = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines()}
+    assert flow_runs <= set(worker_runs), listed.stdout
+    assert list(worker_runs.values()).count("COMPLETED") == 3, listed.stdout  # the run and its two workers
+    _check_lake(tmp_path / "data", summary["run_id"])
+
+
+DASK = """
+import json, sys
+from prefect_dask import DaskTaskRunner
+from flows.assay_run import assay_run
+runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
+                                        "dashboard_address": None})
+summary = assay_run.with_options(task_runner=runner)([sys.argv[1]], overrides=json.loads(sys.argv[2]))
+print(summary.model_dump_json())
+"""
+
+
+def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(tmp_path: Path) -> None:
+    overrides = _overrides(tmp_path)
+    overrides["parsing"] = {"workers": 0}  # each Dask worker process parses its own shards
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [sys.executable, "-c", DASK, str(_source(tmp_path)), json.dumps(overrides)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["documents_in"] == 5 and (summary["processed"], summary["failed"]) == (4, 1)
+    _check_lake(tmp_path / "data", summary["run_id"])
+    # The shards ran in the cluster's two worker processes, not in the flow's own process.
+    assert len(summary["workers"]) == 2, summary["workers"]
