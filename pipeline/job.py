@@ -177,9 +177,14 @@ class Shard(BaseModel):
 
 def plan_shards(refs: Iterable[DocumentRef], shard_size: int) -> list[Shard]:
     """Group refs into shards; a non-empty ref whose bytes were already seen in this run is a duplicate."""
+    return list(iter_shards(refs, shard_size))
+
+
+def iter_shards(refs: Iterable[DocumentRef], shard_size: int) -> Iterator[Shard]:
+    """`plan_shards` as a stream: one shard in memory at a time (plus the content hashes seen so far)."""
     seen: dict[str, str] = {}
-    shards: list[Shard] = []
     current: list[PlannedDocument] = []
+    index = 0
     for ref in refs:
         comparable = bool(ref.sha256) and ref.size > 0  # empty files are failures, not duplicates
         duplicate_of = seen.get(ref.sha256) if comparable and ref.sha256 else None
@@ -187,11 +192,11 @@ def plan_shards(refs: Iterable[DocumentRef], shard_size: int) -> list[Shard]:
             seen[ref.sha256] = ref.uri
         current.append(PlannedDocument(ref=ref, duplicate_of=duplicate_of))
         if len(current) >= shard_size:
-            shards.append(Shard(index=len(shards), documents=current))
+            yield Shard(index=index, documents=current)
+            index += 1
             current = []
     if current:
-        shards.append(Shard(index=len(shards), documents=current))
-    return shards
+        yield Shard(index=index, documents=current)
 
 
 class ShardReport(BaseModel):
