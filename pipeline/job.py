@@ -33,7 +33,7 @@ from pipeline.batched_engine import BatchedEngine
 from pipeline.chunks import Chunk, chunking_key
 from pipeline.documents import DocumentRef, ParsedDocument
 from pipeline.engine import Generation, SequentialEngine, sampling_settings, system_info
-from pipeline.errors import ConfigError, DocumentError, ExtractionError, Reason
+from pipeline.errors import ConfigError, DocumentError, ExtractionError, Reason, TransientError
 from pipeline.extraction import (
     build_messages,
     extract_values,
@@ -46,6 +46,7 @@ from pipeline.grounding import GroundingStatus
 from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, sha256_text, short_id
 from pipeline.incremental import EXTRACT_CODE_SHA256, extract_fingerprint, load_parsed, parse_fingerprint
 from pipeline.lake import TABLES, Lake
+from pipeline.lake_mirror import publish as publish_lake
 from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
 from pipeline.parse_workers import ParseJob, ParsePool, get_parse_pool
@@ -884,6 +885,7 @@ class RunSummary(BaseModel):
     manifest_sha256: str
     model_sha256: str
     workers: list[str] = []  # host:pid of each process that did shards
+    mirror: str | None = None  # what publishing to the S3 mirror did (None: no mirror set)
 
 
 def finish_run(
@@ -991,6 +993,7 @@ def finish_run(
     state.run_finished(context.run_id, "completed")
     state.release_lock(context.run_id)
     warehouse.build(context.settings.warehouse_path, context.settings.lake_dir)
+    mirror = _publish(context)
     return RunSummary(
         run_id=context.run_id,
         flow_run_id=context.flow_run_id,
@@ -1019,6 +1022,23 @@ def finish_run(
         manifest_sha256=manifest.sha256,
         model_sha256=context.model_sha256,
         workers=sorted({r.worker for r in reports if r.worker}),
+        mirror=mirror,
+    )
+
+
+def _publish(context: RunContext) -> str | None:
+    """Publish the committed lake to the S3 mirror, if one is set; a failure is reported, not fatal."""
+    settings = context.settings.lake_mirror
+    if settings is None:
+        return None
+    try:
+        published = publish_lake(context.settings.lake_dir, settings)
+    except TransientError as exc:  # the run is complete locally; the next run publishes what is missing
+        logger.warning("%s", exc)
+        return f"failed: {exc}"
+    return (
+        f"{published.uploaded} files uploaded ({published.bytes_uploaded} bytes), "
+        f"{published.already_there} already there"
     )
 
 

@@ -20,7 +20,7 @@ def retry_transient(fn: Callable[P, R]) -> Callable[P, R]:
     decorated: Callable[P, R] = retry(
         retry=retry_if_exception_type((TransientError, ConnectionError, TimeoutError)),
         stop=stop_after_attempt(ATTEMPTS),
-        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
         reraise=True,
     )(fn)
     return decorated

@@ -52,6 +52,16 @@ class ParsingSettings(BaseModel):
         return available_cores() if self.workers is None else self.workers
 
 
+class LakeMirrorSettings(BaseModel):
+    """An S3-compatible store the committed lake is published to (pipeline/lake_mirror.py)."""
+
+    url: str = Field(description="s3://bucket/prefix")
+    endpoint_url: str | None = Field(default=None, description="e.g. https://minio.internal:9000; None: AWS")
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = Field(default=None, description="None: the AWS_* environment variables")
+    secret_access_key: SecretStr | None = None
+
+
 class ModelSettings(BaseModel):
     """Which GGUF to run and how. `path=None` means the embedded SmolLM2-135M."""
 
@@ -124,6 +134,9 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    lake_mirror: LakeMirrorSettings | None = Field(
+        default=None, description="Publish the committed lake to this S3-compatible store after every run."
+    )
     state_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL of the state store (reserved; see docs/operations.md)."
     )

@@ -1,0 +1,94 @@
+"""The committed lake published to a real S3 endpoint (moto's server on loopback), same layout."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.ledger import Ledger
+from tests.conftest import DOCUMENTS
+from tests.jobrunner import run
+
+
+@pytest.fixture
+def s3() -> Iterator[tuple[str, object]]:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
+    client.create_bucket(Bucket="assay-lake")
+    try:
+        yield endpoint, client
+    finally:
+        server.stop()
+
+
+def test_a_run_publishes_its_committed_lake_to_s3_in_the_same_layout(
+    s3: tuple[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, client = s3
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ["docling__kvp_data_example.html", "unstructured__empty.txt"]:
+        shutil.copy(DOCUMENTS / name, source / name)
+    mirror = {"url": "s3://assay-lake/nightly", "endpoint_url": endpoint, "access_key_id": "test"}
+    monkeypatch.setenv("ASSAY_LAKE_MIRROR", json.dumps({**mirror, "secret_access_key": "test"}))
+    data_dir = tmp_path / "data"
+    summary = run(data_dir, source)
+    assert summary.mirror is not None and summary.mirror.endswith("0 already there"), summary.mirror
+
+    lake = data_dir / "lake"
+    manifests = Ledger(lake).manifests()
+    expected = {f"nightly/{entry.path}" for m in manifests for entry in m.files}
+    expected |= {f"nightly/_manifests/{m.path.name}" for m in manifests}
+    listed = client.list_objects_v2(Bucket="assay-lake", Prefix="nightly/")  # type: ignore[attr-defined]
+    keys = {item["Key"] for item in listed["Contents"]}
+    assert keys == expected  # every committed file and manifest; nothing else (no temporary files)
+    findings = next(k for k in keys if k.startswith("nightly/findings/run_date="))
+    body = client.get_object(Bucket="assay-lake", Key=findings)["Body"].read()  # type: ignore[attr-defined]
+    assert body == (lake / findings.removeprefix("nightly/")).read_bytes()
+    assert pq.read_table(io.BytesIO(body)).num_rows == pq.read_table(lake / findings.removeprefix("nightly/")).num_rows
+    manifest_key = max(k for k in keys if "/_manifests/" in k)
+    manifest = json.loads(client.get_object(Bucket="assay-lake", Key=manifest_key)["Body"].read())  # type: ignore[attr-defined]
+    assert manifest["run_id"] == summary.run_id
+
+    # An object lost on the store (or never sent by a run cut short) is sent again by the next run.
+    client.delete_object(Bucket="assay-lake", Key=findings)  # type: ignore[attr-defined]
+    again = run(data_dir, source)
+    assert again.unchanged == 1
+    newest = Ledger(lake).manifests()[-1]
+    assert newest.run_id == again.run_id
+    # Sent: the lost file, the new run's files, and its manifest; everything else was already there.
+    assert again.mirror is not None and again.mirror.startswith(f"{len(newest.files) + 2} files uploaded")
+    head = client.head_object(Bucket="assay-lake", Key=findings)  # type: ignore[attr-defined]
+    assert head["ContentLength"] == (lake / findings.removeprefix("nightly/")).stat().st_size
+
+
+def test_an_unreachable_mirror_is_reported_and_the_run_still_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(DOCUMENTS / "unstructured__empty.txt", source / "empty.txt")
+    mirror = {
+        "url": "s3://assay-lake/x",
+        "endpoint_url": "http://127.0.0.1:9",
+        "access_key_id": "a",
+        "secret_access_key": "b",
+    }
+    monkeypatch.setenv("ASSAY_LAKE_MIRROR", json.dumps(mirror))
+    summary = run(tmp_path / "data", source)
+    assert summary.status == "completed" and summary.failed == 1
+    assert summary.mirror is not None and summary.mirror.startswith("failed: publishing the lake to s3://assay-lake/x")
