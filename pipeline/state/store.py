@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import AssayError
@@ -305,38 +305,59 @@ class StateStore:
     # -- documents ---------------------------------------------------------------------------
 
     def record_seen(self, run_id: str, seen: Iterable[tuple[str, str, str, str | None, int, str | None]]) -> None:
-        """Record (source, uri, version, content_sha256, size, last_error) as listed by `run_id`."""
+        """Record (source, uri, version, content_sha256, size, last_error) as listed by `run_id`.
+
+        In batches: one query finds which rows exist, then one executemany updates them and one
+        inserts the rest (a nightly re-run of a million documents is a million updates).
+        """
         now = datetime.now(UTC)
+        documents = schema.documents.c
+        rows = [
+            {
+                "b_source": source,
+                "b_uri": uri,
+                "version": version,
+                "content_sha256": content_sha256,
+                "size_bytes": size,
+                "status": "active",
+                "last_seen_run": run_id,
+                "deleted_in_run": None,
+                "last_error": error,
+                "updated_at": now,
+            }
+            for source, uri, version, content_sha256, size, error in seen
+        ]
         with self.engine.begin() as connection:
-            for source, uri, version, content_sha256, size, error in seen:
-                updated = connection.execute(
-                    update(schema.documents)
-                    .where(schema.documents.c.source == source, schema.documents.c.uri == uri)
-                    .values(
-                        version=version,
-                        content_sha256=content_sha256,
-                        size_bytes=size,
-                        status="active",
-                        last_seen_run=run_id,
-                        deleted_in_run=None,
-                        last_error=error,
-                        updated_at=now,
+            for start in range(0, len(rows), 500):
+                batch = rows[start : start + 500]
+                existing: set[tuple[str, str]] = set()
+                for source in {b["b_source"] for b in batch}:  # (source, uri) is the unique index
+                    uris = [b["b_uri"] for b in batch if b["b_source"] == source]
+                    found = connection.execute(
+                        select(documents.uri).where(documents.source == source, documents.uri.in_(uris))
                     )
-                )
-                if updated.rowcount == 0:
+                    existing.update((str(source), str(r.uri)) for r in found)
+                known = [b for b in batch if (b["b_source"], b["b_uri"]) in existing]
+                fresh = [b for b in batch if (b["b_source"], b["b_uri"]) not in existing]
+                if known:
                     connection.execute(
-                        insert(schema.documents).values(
-                            source=source,
-                            uri=uri,
-                            version=version,
-                            content_sha256=content_sha256,
-                            size_bytes=size,
-                            status="active",
-                            last_error=error,
-                            first_seen_run=run_id,
-                            last_seen_run=run_id,
-                            updated_at=now,
-                        )
+                        update(schema.documents)
+                        .where(documents.source == bindparam("b_source"), documents.uri == bindparam("b_uri"))
+                        .values({k: bindparam(k) for k in known[0] if not k.startswith("b_")}),
+                        known,
+                    )
+                if fresh:
+                    connection.execute(
+                        insert(schema.documents),
+                        [
+                            {
+                                **{k: v for k, v in b.items() if not k.startswith("b_")},
+                                "source": b["b_source"],
+                                "uri": b["b_uri"],
+                                "first_seen_run": run_id,
+                            }
+                            for b in fresh
+                        ],
                     )
 
     def mark_deleted(self, run_id: str, source: str) -> list[tuple[str, str | None]]:
