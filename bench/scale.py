@@ -181,13 +181,14 @@ def _settings(data_dir: Path, shard_size: int) -> Any:
     return load_settings(data_dir=data_dir, tasks=["key_terms"], shard_size=shard_size)
 
 
-def child_full(estate: Path, data_dir: Path) -> dict[str, Any]:
+def _run_job(estate: Path, data_dir: Path, shard_size: int) -> dict[str, Any]:
+    """One whole run through the job functions, shards planned as a stream, with the stand-in model."""
     import pipeline  # noqa: F401
     from connectors.registry import resolve_sources
     from pipeline import job
 
     _use_stand_in()
-    settings = _settings(data_dir, SHARD_SIZE_FULL)
+    settings = _settings(data_dir, shard_size)
     sampler = _DescendantPeak()
     started = time.perf_counter()
     context = job.new_run(settings, resolve_sources([str(estate)], settings))
@@ -205,11 +206,17 @@ def child_full(estate: Path, data_dir: Path) -> dict[str, Any]:
         "pages": summary.pages,
         "processed": summary.processed,
         "failed": summary.failed,
+        "unchanged": summary.unchanged,
         "answers": summary.answers,
         "stages": summary.stage_seconds,
+        "parse_seconds": summary.stage_seconds.get("parse", 0.0),
         "rss_mb": own,
         "parser_rss_mb": children,
     }
+
+
+def child_full(estate: Path, data_dir: Path) -> dict[str, Any]:
+    return _run_job(estate, data_dir, SHARD_SIZE_FULL)
 
 
 def child_discover(estate: Path, data_dir: Path) -> dict[str, Any]:
@@ -251,32 +258,7 @@ def child_discover(estate: Path, data_dir: Path) -> dict[str, Any]:
 
 def child_rerun(estate: Path, data_dir: Path) -> dict[str, Any]:
     """The unchanged nightly re-run through the real job path (with the stand-in, which must not be called)."""
-    import pipeline  # noqa: F401
-    from connectors.registry import resolve_sources
-    from pipeline import job
-
-    _use_stand_in()
-    settings = _settings(data_dir, SHARD_SIZE_BOOKKEEPING)
-    sampler = _DescendantPeak()
-    started = time.perf_counter()
-    context = job.new_run(settings, resolve_sources([str(estate)], settings))
-    reports = []
-    documents = 0
-    for shard in job.iter_shards(job.list_documents(context.sources), settings.shard_size):
-        documents += len(shard.documents)
-        reports.append(job.process_shard(context, shard))
-    summary = job.finish_run(context, reports, documents)
-    own, children = _peak_rss_mb(sampler)
-    return {
-        "seconds": time.perf_counter() - started,
-        "documents": documents,
-        "unchanged": summary.unchanged,
-        "processed": summary.processed,
-        "answers": summary.answers,
-        "parse_seconds": summary.stage_seconds.get("parse", 0.0),
-        "rss_mb": own,
-        "parser_rss_mb": children,
-    }
+    return _run_job(estate, data_dir, SHARD_SIZE_BOOKKEEPING)
 
 
 CHILDREN = {"full": child_full, "discover": child_discover, "rerun": child_rerun}
