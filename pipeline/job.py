@@ -452,7 +452,6 @@ def _start_document(
     data = connector.read(ref)
     content_sha256 = sha256_bytes(data)
     row["content_sha256"] = content_sha256
-    row["parse_seconds"] = time.perf_counter()  # the start; made a duration when the parse ends
     job = pool.submit(data, ref.name, content_sha256, settings.parser_strategy, settings.chunking)
     work.time("parse", time.perf_counter() - started)
     return job
@@ -478,7 +477,7 @@ def _finish_parsing(
             # the document's own time from its bytes handed over to its chunks back.
             now = time.perf_counter()
             work.time("parse", now - waited)
-            row["parse_seconds"] = now - row["parse_seconds"]
+            row["parse_seconds"] = now - job.submitted_at
         crash_point("parse")
         parse_fp = parse_fingerprint(document.content_sha256, context.settings)
         extract_fps = {t.name: extract_fingerprint(parse_fp, t, context.model_sha256, context.settings) for t in tasks}

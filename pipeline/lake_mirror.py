@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pyarrow import fs
+
 from pipeline.errors import ConfigError, TransientError
 from pipeline.ledger import MANIFEST_DIR, Ledger
 from pipeline.retry import retry_transient
@@ -35,10 +37,8 @@ class Published:
     bytes_uploaded: int
 
 
-def mirror_filesystem(settings: LakeMirrorSettings) -> tuple[object, str]:
+def mirror_filesystem(settings: LakeMirrorSettings) -> tuple[fs.S3FileSystem, str]:
     """The pyarrow S3 filesystem and the base path (`bucket/prefix`) of the mirror."""
-    from pyarrow import fs
-
     url = urlparse(settings.url)
     if url.scheme != "s3" or not url.netloc:
         raise ConfigError(f"lake_mirror.url must look like s3://bucket/prefix, not {settings.url!r}")
@@ -57,10 +57,7 @@ def mirror_filesystem(settings: LakeMirrorSettings) -> tuple[object, str]:
 @retry_transient
 def publish(lake_dir: Path, settings: LakeMirrorSettings) -> Published:
     """Upload what the manifests list and the mirror lacks; manifests last."""
-    from pyarrow import fs
-
     filesystem, base = mirror_filesystem(settings)
-    assert isinstance(filesystem, fs.S3FileSystem)
     try:
         present = {
             info.path[len(base) + 1 :]: info.size

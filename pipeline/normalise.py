@@ -76,9 +76,14 @@ NOT_NAME_WORDS = frozenset(
     "successors assigns hereto herein whereas schedule exhibit date term".split()
 )
 _DEFINED_TERM = re.compile(r"\s*\((?:the\s+)?[\"'“]?[^()]{0,40}[\"'”]?\)\s*$")
+# Legal forms that end a company name: the regex strips one from a name, the words are its forms
+# spelled as one word without dots (for initials: "Georgia Power Company" -> "GP" as well as "GPC").
 _LEGAL_FORM = re.compile(
     r"[,\s]+(inc|incorporated|llc|l\.l\.c|ltd|limited|corp|corporation|co|company|lp|l\.p|plc|n\.v|s\.a|ag|gmbh)\.?$",
     re.IGNORECASE,
+)
+_LEGAL_FORM_WORDS = frozenset(
+    "inc incorporated llc ltd limited corp corporation co company lp plc nv sa ag gmbh".split()
 )
 
 
@@ -118,6 +123,14 @@ def address(value: str) -> str | None:
     if len(cleaned) < 10 or not re.search(r"\d", cleaned) or not re.search(r"[A-Za-z]{3}", cleaned):
         return None
     return cleaned
+
+
+def party_initials(name: str) -> set[str]:
+    """The initials a party's name may be abbreviated to, with and without its legal form."""
+    words = re.findall(r"[A-Za-z0-9]+", name)
+    whole = "".join(w[0] for w in words).upper()
+    without_form = "".join(w[0] for w in words if w.lower() not in _LEGAL_FORM_WORDS).upper()
+    return {whole, without_form}
 
 
 def party_key(value: str) -> str:

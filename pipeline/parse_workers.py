@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.chunks import Chunk, chunk_document
@@ -207,6 +207,7 @@ class ParseJob:
     chunking: ChunkingSettings
     part: _Part
     wait: Callable[[], _Parsed]
+    submitted_at: float = field(default_factory=time.perf_counter)  # perf_counter() when handed over
 
     def result(self) -> tuple[ParsedDocument, list[Chunk]]:
         """The document and its chunks, or `DocumentError` with the reason it could not be parsed."""

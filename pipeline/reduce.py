@@ -23,12 +23,11 @@ A field whose candidates are all ungrounded lands as `unsupported`, without a va
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.normalise import dedupe_key, normalise, party_key
+from pipeline.normalise import dedupe_key, normalise, party_initials, party_key
 from pipeline.tasks import Task
 
 UNGROUNDED_WEIGHT = 0.2
@@ -108,18 +107,6 @@ def _groups(kind: str, findings: Iterable[dict[str, Any]]) -> list[_Group]:
     )
 
 
-def _initials(name: str) -> set[str]:
-    words = [w for w in re.findall(r"[A-Za-z0-9]+", name)]
-    whole = "".join(w[0] for w in words).upper()
-    without_form = "".join(w[0] for w in words if w.lower() not in _LEGAL_FORM_WORDS).upper()
-    return {whole, without_form}
-
-
-_LEGAL_FORM_WORDS = frozenset(
-    "inc incorporated llc ltd limited corp corporation co company lp plc nv sa ag gmbh".split()
-)
-
-
 def _merge_short_names(groups: dict[str, _Group]) -> None:
     """Fold a one-word party name into the group of the longer name it is the first word or initials of."""
     for key, group in list(groups.items()):
@@ -134,7 +121,7 @@ def _merge_short_names(groups: dict[str, _Group]) -> None:
             if other is not group
             and other.normalised is not None
             and len(other.normalised.split()) > 1
-            and (party_key(other.normalised.split()[0]) == short or short in _initials(other.normalised))
+            and (party_key(other.normalised.split()[0]) == short or short in party_initials(other.normalised))
         ]
         if len(targets) == 1:  # ambiguous short names stay apart
             targets[0].findings.extend(group.findings)

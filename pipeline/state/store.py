@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.errors import AssayError
 from pipeline.state import schema
@@ -216,24 +217,20 @@ class StateStore:
 
     def renew_lease(self, run_id: str, index: int, owner: str, ttl: timedelta) -> bool:
         """Push the lease's expiry on; False when the lease was lost (it expired and was taken)."""
-        shards = schema.shards.c
         with self.engine.begin() as connection:
             renewed = connection.execute(
                 update(schema.shards)
-                .where((shards.run_id == run_id) & (shards.shard_index == index))
-                .where((shards.owner == owner) & (shards.status == "leased"))
+                .where(_held(run_id, index, owner))
                 .values(lease_expires_at=datetime.now(UTC) + ttl)
             )
         return renewed.rowcount == 1
 
     def complete_shard(self, run_id: str, index: int, owner: str, report_json: str) -> bool:
         """Mark a leased shard done with its report; False when this owner no longer holds the lease."""
-        shards = schema.shards.c
         with self.engine.begin() as connection:
             done = connection.execute(
                 update(schema.shards)
-                .where((shards.run_id == run_id) & (shards.shard_index == index))
-                .where((shards.owner == owner) & (shards.status == "leased"))
+                .where(_held(run_id, index, owner))
                 .values(status="done", report=report_json, lease_expires_at=None, updated_at=datetime.now(UTC))
             )
         return done.rowcount == 1
@@ -378,6 +375,17 @@ class StateStore:
                 .values(status="deleted", deleted_in_run=run_id, updated_at=now)
             )
         return [(r.uri, r.content_sha256) for r in rows]
+
+
+def _held(run_id: str, index: int, owner: str) -> ColumnElement[bool]:
+    """The shard's row, while `owner` holds its lease."""
+    shards = schema.shards.c
+    return (
+        (shards.run_id == run_id)
+        & (shards.shard_index == index)
+        & (shards.owner == owner)
+        & (shards.status == "leased")
+    )
 
 
 def _lock_is_stale(holder: object, host: str, now: datetime, stale_after: timedelta) -> bool:
