@@ -24,6 +24,7 @@ from rich.table import Table
 
 from pipeline import warehouse
 from pipeline.errors import AssayError
+from pipeline.lake_store import open_store
 from pipeline.settings import Settings, load_settings
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pipes get whole tables
@@ -194,7 +195,7 @@ def run(
     console.print(f"  pages/second:   {summary.pages_per_second}")
     console.print("  seconds/stage:  " + ", ".join(f"{k} {v}" for k, v in summary.stage_seconds.items()))
     invocation = _assay_invocation(obj.data_dir)
-    example = _example_finding(Path(summary.warehouse), summary.run_id)
+    example = _example_finding(obj.settings(), summary.run_id)
     console.print("\nLook at the results:")
     console.print(f'  {invocation} query "select field, value, grounding_status from findings limit 20"')
     console.print(f"  {invocation} show {example or 'FINDING_ID'}")
@@ -227,9 +228,9 @@ def progress_listener(show_bar: bool) -> Any:
     return listening()
 
 
-def _example_finding(warehouse_path: Path, run_id: str) -> str | None:
+def _example_finding(settings: Settings, run_id: str) -> str | None:
     """A finding of this run worth showing: grounded, most confident first."""
-    with warehouse.connect_read_only(warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         row = con.execute(
             "select finding_id from findings where run_id = ? and grounding_status <> 'ungrounded'"
             " order by confidence desc limit 1",
@@ -245,7 +246,7 @@ def _example_finding(warehouse_path: Path, run_id: str) -> str | None:
 def query(obj: _Context, sql: str, fmt: str) -> None:
     """Run read-only SQL against the warehouse and print the result."""
     settings = obj.settings()
-    with warehouse.connect_read_only(settings.warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
@@ -267,7 +268,7 @@ def query(obj: _Context, sql: str, fmt: str) -> None:
 def runs(obj: _Context, limit: int) -> None:
     """Recent runs with their counts."""
     settings = obj.settings()
-    with warehouse.connect_read_only(settings.warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         cursor = con.execute(
             "select run_id, status, strftime(started_at, '%Y-%m-%d %H:%M') as started, duration_s as secs,"
             ' documents_in as "in", documents_processed as processed, documents_failed as failed,'
@@ -288,7 +289,7 @@ CONTEXT_CHARS = 160
 def show(obj: _Context, finding_id: str) -> None:
     """A finding, its evidence within the surrounding text, the document, page, model and prompt."""
     settings = obj.settings()
-    with warehouse.connect_read_only(settings.warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         cursor = con.execute(
             "select f.*, t.text as document_text from findings f"
             " left join (select distinct content_sha256, text_sha256, text from texts) t"
@@ -360,7 +361,7 @@ def verify(obj: _Context) -> None:
     from pipeline.ledger import verify as verify_lake
 
     settings = obj.settings()
-    report = verify_lake(settings.lake_dir)
+    report = verify_lake(open_store(settings))
     console.print(f"manifests: {report.manifests}, files checked: {report.files_checked}")
     console.print(f"head manifest SHA-256: {report.head_sha256}  (record it elsewhere to anchor the chain)")
     for label, items in (
@@ -392,7 +393,7 @@ def replay(obj: _Context, finding_id: str | None, sample: int | None, run_id: st
     if sample and not run_id:
         raise click.UsageError("--sample needs --run")
     settings = obj.settings()
-    with warehouse.connect_read_only(settings.warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         ids = [finding_id] if finding_id else sample_findings(con, str(run_id), int(sample or 0), seed)
         if not ids:
             raise click.ClickException(f"no findings in run {run_id!r}")
@@ -469,7 +470,7 @@ def export(obj: _Context, sql: str | None, view: str | None, outputs: tuple[Path
         raise click.UsageError("--view takes a view name")
     statement = sql or f"SELECT * FROM {view}"
     settings = obj.settings()
-    with warehouse.connect_read_only(settings.warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         try:
             count = export_query(con, statement, list(outputs))
         except ValueError as exc:
@@ -488,7 +489,7 @@ def report(obj: _Context, run_id: str, out: Path | None) -> None:
 
     settings = obj.settings()
     target = out or settings.data_dir / "reports" / f"{run_id}.html"
-    with warehouse.connect_read_only(settings.warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         try:
             write_run_report(con, run_id, target)
         except LookupError as exc:
@@ -551,6 +552,10 @@ def evaluate(
         "routing": routing,
         "model": model,
         "sources": {"gold": {"path": str(gold.parent.resolve()), "include": [d.file for d in documents]}},
+        # An evaluation keeps its own lake and state under eval_dir, never the production ones.
+        "state_url": None,
+        "lake_store": None,
+        "lake_mirror": None,
     }
     with progress_listener(False):
         summary = assay_run(["gold"], overrides=overrides, config_file=str(obj.config) if obj.config else None)
@@ -579,7 +584,7 @@ def evaluate(
 def rebuild_warehouse(obj: _Context) -> None:
     """Re-create the warehouse views from sql/*.sql (e.g. after moving the data folder)."""
     settings = obj.settings()
-    warehouse.build(settings.warehouse_path, settings.lake_dir)
+    warehouse.build(settings.warehouse_path, open_store(settings))
     console.print(f"views rebuilt in {settings.warehouse_path}")
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
-
 from pipeline.chunks import Chunk, chunking_key
 from pipeline.documents import PageSpan, ParsedDocument
 from pipeline.engine import sampling_settings
 from pipeline.extraction import SYSTEM_TEMPLATE, USER_TEMPLATE
 from pipeline.hashing import fingerprint, sha256_bytes, sha256_text
+from pipeline.lake_store import LakeStore
 from pipeline.partition import PARSER_NAME, PARSER_VERSION
 from pipeline.settings import Settings
 from pipeline.tasks import Task
@@ -66,11 +65,13 @@ def extract_fingerprint(parse_fp: str, task: Task, model_sha256: str, settings: 
     )
 
 
-def load_parsed(lake_dir: Path, content_sha256: str, settings: Settings) -> tuple[ParsedDocument, list[Chunk]] | None:
+def load_parsed(
+    lake_store: LakeStore, content_sha256: str, settings: Settings
+) -> tuple[ParsedDocument, list[Chunk]] | None:
     """The canonical text and chunks an earlier run landed for this content, or None."""
-    lake = str(lake_dir.resolve()).replace("'", "''")
+    lake = lake_store.url.replace("'", "''")
     key = chunking_key(settings.chunking)
-    with duckdb.connect() as con:
+    with lake_store.connect() as con:
         text_row = con.execute(
             f"SELECT text, text_sha256, page_spans FROM read_parquet('{lake}/texts/*/*.parquet') "
             "WHERE content_sha256 = ? LIMIT 1",

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -45,8 +44,9 @@ from pipeline.faults import crash_point
 from pipeline.grounding import GroundingStatus
 from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, sha256_text, short_id
 from pipeline.incremental import EXTRACT_CODE_SHA256, extract_fingerprint, load_parsed, parse_fingerprint
-from pipeline.lake import TABLES, Lake
+from pipeline.lake import TABLES, FileEntry, Lake
 from pipeline.lake_mirror import publish as publish_lake
+from pipeline.lake_store import open_store
 from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
 from pipeline.parse_workers import ParseJob, ParsePool, get_parse_pool
@@ -105,7 +105,7 @@ class RunContext:
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.settings.lake_dir)
+        return Lake(open_store(self.settings))
 
     @property
     def state(self) -> StateStore:
@@ -142,7 +142,7 @@ def new_run(settings: Settings, sources: dict[str, SourceSettings], flow_run_id:
     state = get_state(url)
     state.acquire_lock(run_id)  # raises RunInProgress when another run holds it
     try:
-        recover(state, settings.lake_dir, settings.data_dir / "quarantine")
+        recover(state, open_store(settings))
         state.run_started(run_id)
     except BaseException:
         state.release_lock(run_id)
@@ -218,7 +218,7 @@ class ShardReport(BaseModel):
     document_failures: dict[str, int] = {}
     answer_failures: dict[str, int] = {}
     stage_seconds: dict[str, float] = {}
-    files: list[str] = []
+    files: list[FileEntry] = []  # the lake files the shard wrote, as its manifest entries
     done: list[tuple[str, str, str, str | None]] = []  # (fingerprint, kind, content_sha256, task) landed
     worker: str = ""  # host:pid of the process that did the shard
 
@@ -334,7 +334,7 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     for table in TABLES:
         if work.rows.get(table):
             written = context.lake.write(table, work.rows[table], context.run_id, shard.part, run_date)
-            work.report.files.append(str(written.path))
+            work.report.files.append(written)
             crash_point("land")
     context.state.record_seen(
         context.run_id,
@@ -436,7 +436,9 @@ def _start_document(
     settings = work.context.settings
     if ref.size > settings.max_file_bytes:
         raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
-    reused = load_parsed(settings.lake_dir, ref.sha256, settings) if plan and plan.parse_done and ref.sha256 else None
+    reused = (
+        load_parsed(open_store(settings), ref.sha256, settings) if plan and plan.parse_done and ref.sha256 else None
+    )
     if reused is not None and plan is not None:
         document, chunks = reused
         row.update(
@@ -967,11 +969,11 @@ def finish_run(
         "stage_seconds": canonical_json({k: round(v, 3) for k, v in stages.items()}),
     }
     lake = context.lake
-    ledger = Ledger(context.settings.lake_dir)
+    ledger = Ledger(lake.store)
     head = ledger.head()
     run_row["previous_manifest_sha256"] = head.sha256 if head else None
     run_date = context.started_at.date()
-    written = [Path(f) for report in reports for f in report.files]
+    written = [entry for report in reports for entry in report.files]
     state = context.state
     deletions = [
         {"run_id": context.run_id, "source": source, "uri": uri, "content_sha256": sha, "deleted_at": finished}
@@ -979,11 +981,11 @@ def finish_run(
         for uri, sha in state.mark_deleted(context.run_id, source)
     ]
     if deletions:
-        written.append(lake.write("deletions", deletions, context.run_id, "deletions", run_date).path)
+        written.append(lake.write("deletions", deletions, context.run_id, "deletions", run_date))
     run_row["documents_deleted"] = len(deletions)
-    written.append(lake.write("runs", [run_row], context.run_id, "run", run_date).path)
-    written.append(lake.write("tasks", _task_rows(context, engine), context.run_id, "tasks", run_date).path)
-    written += [w.path for w in warehouse.ensure_every_table_has_a_file(lake, context.run_id, run_date)]
+    written.append(lake.write("runs", [run_row], context.run_id, "run", run_date))
+    written.append(lake.write("tasks", _task_rows(context, engine), context.run_id, "tasks", run_date))
+    written += warehouse.ensure_every_table_has_a_file(lake, context.run_id, run_date)
     # The landing order recovery relies on (pipeline/recovery.py): marks, then manifest, then completed.
     state.mark_done(context.run_id, [item for report in reports for item in report.done])
     crash_point("before-manifest")
@@ -991,7 +993,7 @@ def finish_run(
     crash_point("after-manifest")
     state.run_finished(context.run_id, "completed")
     state.release_lock(context.run_id)
-    warehouse.build(context.settings.warehouse_path, context.settings.lake_dir)
+    warehouse.build(context.settings.warehouse_path, lake.store)
     mirror = _publish(context)
     return RunSummary(
         run_id=context.run_id,
@@ -1031,7 +1033,7 @@ def _publish(context: RunContext) -> str | None:
     if settings is None:
         return None
     try:
-        published = publish_lake(context.settings.lake_dir, settings)
+        published = publish_lake(open_store(context.settings), settings)
     except TransientError as exc:  # the run is complete locally; the next run publishes what is missing
         logger.warning("%s", exc)
         return f"failed: {exc}"

@@ -2,19 +2,16 @@
 
 Layout (hive-partitioned by run date, so DuckDB prunes by date):
 
-    <data_dir>/lake/<table>/run_date=YYYY-MM-DD/<run_id>-<part>.parquet
+    <lake>/<table>/run_date=YYYY-MM-DD/<run_id>-<part>.parquet
 
-Every file is written under a hidden temporary name in the same folder and
-renamed into place, so a reader (or a crash) never sees half a file; files
-are never rewritten. The Arrow schema of each table is declared here and
-documented column by column in docs/data-dictionary.md (a test keeps the two
-in step).
+where <lake> is `<data_dir>/lake` or an S3 prefix (pipeline/lake_store.py).
+A reader (or a crash) never sees half a file, and files are never rewritten.
+The Arrow schema of each table is declared here and documented column by
+column in docs/data-dictionary.md (a test keeps the two in step).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -24,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.faults import crash_point
+from pipeline.hashing import sha256_bytes
+from pipeline.lake_store import LakeStore, as_store
 
 _ts = pa.timestamp("us", tz="UTC")
 
@@ -289,36 +288,34 @@ TABLES = tuple(SCHEMAS)
 
 
 @dataclass(frozen=True)
-class WrittenFile:
-    table: str
-    path: Path
+class FileEntry:
+    """One lake file as its manifest lists it."""
+
+    path: str  # relative to the lake root, with forward slashes
+    sha256: str
+    bytes: int
     rows: int
+    table: str
 
 
 class Lake:
-    """Writes Parquet files into the lake folder; never rewrites one."""
+    """Writes Parquet files into the lake (a folder or an S3 prefix); never rewrites one."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, store: LakeStore | Path) -> None:
+        self.store = as_store(store)
 
-    def table_dir(self, table: str) -> Path:
-        return self.root / table
-
-    def write(self, table: str, rows: list[dict[str, Any]], run_id: str, part: str, run_date: date) -> WrittenFile:
-        schema = SCHEMAS[table]
-        arrow_table = pa.Table.from_pylist(rows, schema=schema)
-        folder = self.table_dir(table) / f"run_date={run_date.isoformat()}"
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{run_id}-{part}.parquet"
-        if final.exists():
-            raise FileExistsError(f"refusing to overwrite lake file {final}")
-        temporary = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(arrow_table, temporary, compression="zstd")
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        crash_point("mid-write")  # test hook: die with a temporary file on disk
-        os.replace(temporary, final)
-        return WrittenFile(table=table, path=final, rows=arrow_table.num_rows)
+    def write(self, table: str, rows: list[dict[str, Any]], run_id: str, part: str, run_date: date) -> FileEntry:
+        """Write one file and return its manifest entry (SHA-256, size and rows taken from the bytes written)."""
+        arrow_table = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
+        buffer = pa.BufferOutputStream()
+        pq.write_table(arrow_table, buffer, compression="zstd")
+        data = buffer.getvalue().to_pybytes()
+        relative = f"{table}/run_date={run_date.isoformat()}/{run_id}-{part}.parquet"
+        # test hook: die with a temporary file on disk
+        self.store.put(relative, data, before_visible=lambda: crash_point("mid-write"))
+        return FileEntry(
+            path=relative, sha256=sha256_bytes(data), bytes=len(data), rows=arrow_table.num_rows, table=table
+        )
 
     def has_files(self, table: str) -> bool:
-        return any(self.table_dir(table).glob("run_date=*/*.parquet"))
+        return any(relative.endswith(".parquet") for relative in self.store.files(table))

@@ -19,8 +19,8 @@ operator who records it elsewhere (a ticket, WORM storage) closes that gap.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,32 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+from pipeline.hashing import sha256_bytes
+from pipeline.lake import FileEntry
+from pipeline.lake_store import MANIFEST_DIR, LakeStore, as_store
 
-from pipeline.hashing import sha256_bytes, sha256_file
-
-MANIFEST_DIR = "_manifests"
 FORMAT = "assay-manifest/1"
 
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str  # relative to the lake root, with forward slashes
-    sha256: str
-    bytes: int
-    rows: int
-    table: str
-
-
-def describe_file(lake_root: Path, path: Path) -> FileEntry:
-    relative = path.relative_to(lake_root).as_posix()
-    return FileEntry(
-        path=relative,
-        sha256=sha256_file(path),
-        bytes=path.stat().st_size,
-        rows=pq.ParquetFile(path).metadata.num_rows,
-        table=relative.split("/", 1)[0],
-    )
+__all__ = ["FORMAT", "MANIFEST_DIR", "FileEntry", "Ledger", "Manifest", "VerifyReport", "verify"]
 
 
 @dataclass(frozen=True)
@@ -65,20 +46,24 @@ class Manifest:
     created_at: str
     previous_sha256: str | None
     files: tuple[FileEntry, ...]
-    path: Path
+    name: str  # the manifest's file name in _manifests/
     sha256: str  # of this manifest file's bytes
+    size: int
+
+    @property
+    def relative(self) -> str:
+        return f"{MANIFEST_DIR}/{self.name}"
 
 
 class Ledger:
-    def __init__(self, lake_root: Path) -> None:
-        self.root = lake_root
-        self.folder = lake_root / MANIFEST_DIR
+    def __init__(self, lake: LakeStore | Path) -> None:
+        self.store = as_store(lake)
 
     def manifests(self) -> list[Manifest]:
-        """Every manifest on disk, in sequence order (unparseable ones raise)."""
+        """Every manifest in the lake, in sequence order (unparseable ones raise)."""
         found = []
-        for path in sorted(self.folder.glob("*.json")):
-            raw = path.read_bytes()
+        for relative in sorted(r for r in self.store.files(MANIFEST_DIR) if r.endswith(".json")):
+            raw = self.store.read_bytes(relative)
             data = json.loads(raw)
             found.append(
                 Manifest(
@@ -89,11 +74,12 @@ class Ledger:
                     created_at=data["created_at"],
                     previous_sha256=data.get("previous_sha256"),
                     files=tuple(FileEntry(**entry) for entry in data["files"]),
-                    path=path,
+                    name=relative.rsplit("/", 1)[-1],
                     sha256=sha256_bytes(raw),
+                    size=len(raw),
                 )
             )
-        return sorted(found, key=lambda m: (m.sequence, m.path.name))
+        return sorted(found, key=lambda m: (m.sequence, m.name))
 
     def head(self) -> Manifest | None:
         manifests = self.manifests()
@@ -102,16 +88,16 @@ class Ledger:
     def commit(
         self,
         kind: str,
-        files: Iterable[Path],
+        files: Iterable[FileEntry],
         run_id: str | None = None,
         commit_id: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Manifest:
-        """Write the manifest of `files`, chained to the current head. Returns it."""
+        """Write the manifest of `files` (as their writers described them), chained to the current head."""
         head = self.head()
         sequence = head.sequence + 1 if head else 1
         commit_id = commit_id or run_id or uuid.uuid4().hex[:16]
-        entries = [describe_file(self.root, Path(p)) for p in files]
+        entries = sorted(files, key=lambda e: e.path)
         document = {
             "format": FORMAT,
             "sequence": sequence,
@@ -120,20 +106,12 @@ class Ledger:
             "run_id": run_id,
             "created_at": datetime.now(UTC).isoformat(),
             "previous_sha256": head.sha256 if head else None,
-            "files": [entry.__dict__ for entry in sorted(entries, key=lambda e: e.path)],
+            "files": [entry.__dict__ for entry in entries],
             **(extra or {}),
         }
         raw = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        final = self.folder / f"{sequence:08d}-{commit_id}.json"
-        if final.exists():
-            raise FileExistsError(f"refusing to overwrite manifest {final}")
-        temporary = self.folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
+        name = f"{sequence:08d}-{commit_id}.json"
+        self.store.put(f"{MANIFEST_DIR}/{name}", raw)
         return Manifest(
             sequence=sequence,
             commit_id=commit_id,
@@ -142,8 +120,9 @@ class Ledger:
             created_at=str(document["created_at"]),
             previous_sha256=head.sha256 if head else None,
             files=tuple(entries),
-            path=final,
+            name=name,
             sha256=sha256_bytes(raw),
+            size=len(raw),
         )
 
 
@@ -162,10 +141,11 @@ class VerifyReport:
         return not (self.changed or self.removed or self.added or self.broken_links)
 
 
-def verify(lake_root: Path) -> VerifyReport:
+def verify(lake: LakeStore | Path) -> VerifyReport:
     """Re-hash every file of the lake and walk the manifest chain."""
+    store = as_store(lake)
     report = VerifyReport()
-    ledger = Ledger(lake_root)
+    ledger = Ledger(store)
     try:
         manifests = ledger.manifests()
     except (ValueError, KeyError, TypeError) as exc:
@@ -179,12 +159,12 @@ def verify(lake_root: Path) -> VerifyReport:
         expected_sequence = previous.sequence + 1 if previous else 1
         if manifest.sequence != expected_sequence:
             report.broken_links.append(
-                f"{manifest.path.name}: sequence {manifest.sequence}, expected {expected_sequence} (a gap or a fork)"
+                f"{manifest.name}: sequence {manifest.sequence}, expected {expected_sequence} (a gap or a fork)"
             )
         expected_hash = previous.sha256 if previous else None
         if manifest.previous_sha256 != expected_hash:
             report.broken_links.append(
-                f"{manifest.path.name}: previous_sha256 {manifest.previous_sha256} does not match the manifest "
+                f"{manifest.name}: previous_sha256 {manifest.previous_sha256} does not match the manifest "
                 f"before it ({expected_hash})"
             )
         previous = manifest
@@ -195,19 +175,22 @@ def verify(lake_root: Path) -> VerifyReport:
             if entry.path in listed:
                 report.broken_links.append(f"{entry.path} is listed by more than one manifest")
             listed[entry.path] = entry
-    on_disk = {
-        p.relative_to(lake_root).as_posix(): p
-        for p in lake_root.rglob("*")
-        if p.is_file() and MANIFEST_DIR not in p.relative_to(lake_root).parts
-    }
+    present = store.data_files()
     for relative, entry in sorted(listed.items()):
-        path = on_disk.get(relative)
-        if path is None:
+        size = present.get(relative)
+        if size is None:
             report.removed.append(relative)
             continue
         report.files_checked += 1
-        if path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+        if size != entry.bytes or _sha256(store, relative) != entry.sha256:
             report.changed.append(relative)
-    for relative in sorted(set(on_disk) - set(listed)):
+    for relative in sorted(set(present) - set(listed)):
         report.added.append(relative)
     return report
+
+
+def _sha256(store: LakeStore, relative: str) -> str:
+    digest = hashlib.sha256()
+    for block in store.blocks(relative):
+        digest.update(block)
+    return digest.hexdigest()

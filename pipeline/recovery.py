@@ -9,6 +9,9 @@ A crash anywhere leaves one of three states, and each is repaired here:
 2. marks written, no manifest: the marks are dropped, the files quarantined;
 3. manifest written, run not marked completed: the run did land; it is marked completed.
 
+Quarantine is `<data_dir>/quarantine/<time>/` for a local lake and
+`<prefix>/_quarantine/<time>/` for one on S3 (pipeline/lake_store.py).
+
 So no partial or unaccounted file stays visible to the views, nothing is
 counted twice, and nothing is lost.
 """
@@ -16,12 +19,12 @@ counted twice, and nothing is lost.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.ledger import MANIFEST_DIR, Ledger
+from pipeline.lake_store import LakeStore, as_store
+from pipeline.ledger import Ledger
 from pipeline.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -34,10 +37,11 @@ class Recovery:
     quarantined: list[str] = field(default_factory=list)  # lake files moved out
 
 
-def recover(store: StateStore, lake_dir: Path, quarantine_dir: Path) -> Recovery:
+def recover(store: StateStore, lake: LakeStore | Path) -> Recovery:
     result = Recovery()
-    ledger = Ledger(lake_dir)
-    committed = {m.commit_id for m in ledger.manifests()}
+    files = as_store(lake)
+    manifests = Ledger(files).manifests()
+    committed = {m.commit_id for m in manifests}
     for run_id in store.unfinished_runs():
         if run_id in committed:
             store.run_finished(run_id, "completed")
@@ -46,22 +50,16 @@ def recover(store: StateStore, lake_dir: Path, quarantine_dir: Path) -> Recovery
             store.forget_run(run_id)
             store.run_finished(run_id, "crashed")
             result.crashed.append(run_id)
-    listed = {entry.path for m in ledger.manifests() for entry in m.files}
-    if lake_dir.exists():
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        for path in sorted(lake_dir.rglob("*")):
-            relative = path.relative_to(lake_dir)
-            if not path.is_file() or MANIFEST_DIR in relative.parts or relative.as_posix() in listed:
-                continue
-            target = quarantine_dir / stamp / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), target)
-            result.quarantined.append(relative.as_posix())
+    listed = {entry.path for m in manifests for entry in m.files}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for relative in sorted(set(files.data_files()) - listed):
+        files.quarantine(relative, stamp)
+        result.quarantined.append(relative)
     if result.crashed or result.quarantined:
         logger.warning(
             "recovered from a crash: runs rolled back %s, files quarantined %d (in %s)",
             result.crashed,
             len(result.quarantined),
-            quarantine_dir,
+            files.quarantine_root,
         )
     return result

@@ -14,7 +14,6 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -24,6 +23,7 @@ from pipeline.engine import ContextOverflow
 from pipeline.errors import ExtractionError
 from pipeline.extraction import build_messages, extract_values, parse_answer, prompt_template_sha256
 from pipeline.lake import Lake
+from pipeline.lake_store import open_store
 from pipeline.ledger import Ledger
 from pipeline.model_files import resolve_model_file
 from pipeline.rules import apply_rules
@@ -200,7 +200,7 @@ def sample_findings(con: duckdb.DuckDBPyConnection, run_id: str, n: int, seed: i
     return [r[0] for r in rows]
 
 
-def record_replays(settings: Settings, results: list[ReplayResult]) -> Path:
+def record_replays(settings: Settings, results: list[ReplayResult]) -> str:
     """Append the results to the lake (table `replays`), commit a manifest, refresh the views."""
     now = datetime.now(UTC)
     commit_id = "replay-" + uuid.uuid4().hex[:12]
@@ -222,7 +222,8 @@ def record_replays(settings: Settings, results: list[ReplayResult]) -> Path:
         }
         for r in results
     ]
-    written = Lake(settings.lake_dir).write("replays", rows, commit_id, "0", now.date())
-    Ledger(settings.lake_dir).commit("replay", [written.path], commit_id=commit_id)
-    warehouse.build(settings.warehouse_path, settings.lake_dir)
-    return written.path
+    store = open_store(settings)
+    written = Lake(store).write("replays", rows, commit_id, "0", now.date())
+    Ledger(store).commit("replay", [written], commit_id=commit_id)
+    warehouse.build(settings.warehouse_path, store)
+    return store.describe(written.path)

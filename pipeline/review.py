@@ -10,6 +10,7 @@ from enum import StrEnum
 from pipeline import warehouse
 from pipeline.errors import ConfigError
 from pipeline.lake import Lake
+from pipeline.lake_store import open_store
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
 
@@ -46,7 +47,7 @@ def record_decision(
         raise ConfigError("only a correction takes a value")
     if not reviewer.strip():
         raise ConfigError("a review decision needs a reviewer")
-    with warehouse.connect_read_only(settings.warehouse_path) as con:
+    with warehouse.read_only(settings) as con:
         found = con.execute("SELECT 1 FROM findings WHERE finding_id = ? LIMIT 1", [finding_id]).fetchone()
     if found is None:
         raise ConfigError(f"no finding {finding_id!r}")
@@ -61,9 +62,10 @@ def record_decision(
     )
     commit_id = f"review-{record.decision_id}"
     row = {**record.__dict__, "decision": record.decision.value}
-    written = Lake(settings.lake_dir).write("review_decisions", [row], commit_id, "0", record.decided_at.date())
-    Ledger(settings.lake_dir).commit("review", [written.path], commit_id=commit_id)
-    warehouse.build(settings.warehouse_path, settings.lake_dir)
+    store = open_store(settings)
+    written = Lake(store).write("review_decisions", [row], commit_id, "0", record.decided_at.date())
+    Ledger(store).commit("review", [written], commit_id=commit_id)
+    warehouse.build(settings.warehouse_path, store)
     return record
 
 

@@ -52,10 +52,10 @@ class ParsingSettings(BaseModel):
         return available_cores() if self.workers is None else self.workers
 
 
-class LakeMirrorSettings(BaseModel):
-    """An S3-compatible store the committed lake is published to (pipeline/lake_mirror.py)."""
+class S3StoreSettings(BaseModel):
+    """A place in an S3-compatible store (AWS S3, MinIO, Ceph, ...): the lake itself, or its mirror."""
 
-    url: str = Field(description="s3://bucket/prefix")
+    url: str = Field(description="s3://bucket/prefix: the lake's root (its tables are folders under it)")
     endpoint_url: str | None = Field(default=None, description="e.g. https://minio.internal:9000; None: AWS")
     region: str = "us-east-1"
     access_key_id: SecretStr | None = Field(default=None, description="None: the AWS_* environment variables")
@@ -134,7 +134,11 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
-    lake_mirror: LakeMirrorSettings | None = Field(
+    lake_store: S3StoreSettings | None = Field(
+        default=None,
+        description="Write the lake (Parquet and manifests) to this S3-compatible store instead of data_dir/lake.",
+    )
+    lake_mirror: S3StoreSettings | None = Field(
         default=None, description="Publish the committed lake to this S3-compatible store after every run."
     )
     state_url: SecretStr | None = Field(
@@ -164,6 +168,7 @@ class Settings(BaseSettings):
 
     @property
     def lake_dir(self) -> Path:
+        """The local lake folder, used when `lake_store` is not set (see pipeline/lake_store.py)."""
         return self.data_dir / "lake"
 
     @property
@@ -195,6 +200,14 @@ def find_config_file(explicit: Path | None = None) -> Path | None:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings from the TOML file, the environment and `overrides` (CLI flags)."""
+    """Build the settings from the TOML file, the environment and `overrides` (CLI flags).
+
+    An override of None is ignored, except for the settings in `CLEARABLE`, where it switches the
+    setting off (an evaluation run keeps its own local lake and state, whatever the config says).
+    """
     Settings._toml_file = find_config_file(config_file)
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    return Settings(**{k: v for k, v in overrides.items() if v is not None or k in CLEARABLE})
+
+
+# Settings an override may switch off with an explicit None (other None overrides mean "not given").
+CLEARABLE = frozenset({"state_url", "lake_store", "lake_mirror"})

@@ -6,7 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +83,48 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     return {"result": result, "data_dir": data_dir, "netlog": log}
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    endpoint: str
+    client: Any  # a boto3 S3 client (boto3 ships no type information)
+    bucket: str
+
+    def keys(self, prefix: str) -> set[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+    def store_settings(self, prefix: str) -> dict[str, str]:
+        """The `[lake_store]` / `[lake_mirror]` settings of s3://<bucket>/<prefix> on this endpoint."""
+        return {
+            "url": f"s3://{self.bucket}/{prefix}",
+            "endpoint_url": self.endpoint,
+            "access_key_id": "test",
+            "secret_access_key": "test",
+        }
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Bucket]:
+    """A real S3 endpoint on loopback (.ci/run's moto server, or one started here) and a fresh bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = None
+    endpoint = os.environ.get("ASSAY_TEST_S3_ENDPOINT")
+    if not endpoint:
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
+    bucket = f"assay-lake-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield S3Bucket(endpoint, client, bucket)
+    finally:
+        if server is not None:
+            server.stop()

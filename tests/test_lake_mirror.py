@@ -4,49 +4,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.ledger import Ledger
-from tests.conftest import DOCUMENTS
+from tests.conftest import DOCUMENTS, S3Bucket
 from tests.jobrunner import run
 
 
-@pytest.fixture
-def s3() -> Iterator[tuple[str, object, str]]:
-    """A real S3 endpoint on loopback (.ci/run's moto server, or one started here) and a fresh bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = None
-    endpoint = os.environ.get("ASSAY_TEST_S3_ENDPOINT")
-    if not endpoint:
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
-    )
-    bucket = f"assay-lake-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=bucket)
-    try:
-        yield endpoint, client, bucket
-    finally:
-        if server is not None:
-            server.stop()
-
-
 def test_a_run_publishes_its_committed_lake_to_s3_in_the_same_layout(
-    s3: tuple[str, object, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    endpoint, client, bucket = s3
+    endpoint, client, bucket = s3.endpoint, s3.client, s3.bucket
     source = tmp_path / "in"
     source.mkdir()
     for name in ["docling__kvp_data_example.html", "unstructured__empty.txt"]:
@@ -60,27 +32,27 @@ def test_a_run_publishes_its_committed_lake_to_s3_in_the_same_layout(
     lake = data_dir / "lake"
     manifests = Ledger(lake).manifests()
     expected = {f"nightly/{entry.path}" for m in manifests for entry in m.files}
-    expected |= {f"nightly/_manifests/{m.path.name}" for m in manifests}
-    listed = client.list_objects_v2(Bucket=bucket, Prefix="nightly/")  # type: ignore[attr-defined]
+    expected |= {f"nightly/{m.relative}" for m in manifests}
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="nightly/")
     keys = {item["Key"] for item in listed["Contents"]}
     assert keys == expected  # every committed file and manifest; nothing else (no temporary files)
     findings = next(k for k in keys if k.startswith("nightly/findings/run_date="))
-    body = client.get_object(Bucket=bucket, Key=findings)["Body"].read()  # type: ignore[attr-defined]
+    body = client.get_object(Bucket=bucket, Key=findings)["Body"].read()
     assert body == (lake / findings.removeprefix("nightly/")).read_bytes()
     assert pq.read_table(io.BytesIO(body)).num_rows == pq.read_table(lake / findings.removeprefix("nightly/")).num_rows
     manifest_key = max(k for k in keys if "/_manifests/" in k)
-    manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())  # type: ignore[attr-defined]
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
     assert manifest["run_id"] == summary.run_id
 
     # An object lost on the store (or never sent by a run cut short) is sent again by the next run.
-    client.delete_object(Bucket=bucket, Key=findings)  # type: ignore[attr-defined]
+    client.delete_object(Bucket=bucket, Key=findings)
     again = run(data_dir, source)
     assert again.unchanged == 1
     newest = Ledger(lake).manifests()[-1]
     assert newest.run_id == again.run_id
     # Sent: the lost file, the new run's files, and its manifest; everything else was already there.
     assert again.mirror is not None and again.mirror.startswith(f"{len(newest.files) + 2} files uploaded")
-    head = client.head_object(Bucket=bucket, Key=findings)  # type: ignore[attr-defined]
+    head = client.head_object(Bucket=bucket, Key=findings)
     assert head["ContentLength"] == (lake / findings.removeprefix("nightly/")).stat().st_size
 
 

@@ -90,7 +90,7 @@ def test_an_added_file_is_caught(lake: Path) -> None:
 
 
 def test_an_edited_manifest_breaks_the_chain(lake: Path) -> None:
-    first = Ledger(lake).manifests()[0].path
+    first = lake / Ledger(lake).manifests()[0].relative
     document = json.loads(first.read_text())
     document["files"] = document["files"][1:]  # hide a file from the record...
     first.write_text(json.dumps(document, indent=1, sort_keys=True))
@@ -101,7 +101,7 @@ def test_an_edited_manifest_breaks_the_chain(lake: Path) -> None:
 
 
 def test_a_removed_manifest_is_a_gap(lake: Path) -> None:
-    Ledger(lake).manifests()[0].path.unlink()
+    (lake / Ledger(lake).manifests()[0].relative).unlink()
     report = verify(lake)
     assert not report.ok and report.broken_links and report.added
 
@@ -109,11 +109,11 @@ def test_a_removed_manifest_is_a_gap(lake: Path) -> None:
 def test_a_spliced_in_manifest_is_caught(lake: Path) -> None:
     """A forged manifest inserted between two real ones (renumbered to fit) cannot carry both links."""
     manifests = Ledger(lake).manifests()
-    forged = json.loads(manifests[0].path.read_text())
+    forged = json.loads((lake / manifests[0].relative).read_text())
     forged.update(sequence=2, commit_id="forged", previous_sha256=manifests[0].sha256, files=[])
-    second = json.loads(manifests[1].path.read_text())
+    second = json.loads((lake / manifests[1].relative).read_text())
     second["sequence"] = 3
-    manifests[1].path.unlink()
+    (lake / manifests[1].relative).unlink()
     (lake / "_manifests" / "00000003-renumbered.json").write_text(json.dumps(second, indent=1, sort_keys=True))
     (lake / "_manifests" / "00000002-forged.json").write_text(json.dumps(forged, indent=1, sort_keys=True))
     report = verify(lake)

@@ -1,5 +1,6 @@
 """Scale-out on real engines: one run's shards leased by two Prefect process workers against a real
-Prefect server and the PostgreSQL state store, and fanned out over a real Dask LocalCluster."""
+Prefect server, the PostgreSQL state store and an S3 lake (moto), and fanned out over a real Dask
+LocalCluster writing a local lake."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import DOCUMENTS, ROOT, skip_or_fail
+from pipeline import warehouse
+from pipeline.settings import load_settings
+from tests.conftest import DOCUMENTS, ROOT, S3Bucket, skip_or_fail
 
 DOCS = [
     "unstructured__fake-text-utf-16-be.txt",
@@ -57,8 +59,8 @@ def _overrides(tmp_path: Path, state_url: str | None = None) -> dict[str, object
     return overrides
 
 
-def _check_lake(data_dir: Path, run_id: str) -> None:
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+def _check_lake(overrides: dict[str, object], run_id: str) -> None:
+    con = warehouse.read_only(load_settings(**overrides))  # type: ignore[arg-type]
     try:
         rows = con.execute("select status, count(*) from documents where run_id = ? group by 1", [run_id]).fetchall()
         assert dict(rows) == {"processed": 4, "failed": 1}
@@ -149,8 +151,9 @@ print(summary.model_dump_json())
 
 
 def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
-    prefect_server: dict[str, str], postgres_state: str, tmp_path: Path
+    prefect_server: dict[str, str], postgres_state: str, s3: S3Bucket, tmp_path: Path
 ) -> None:
+    """Workers share nothing but the Prefect server, the PostgreSQL state and the S3 lake."""
     env = prefect_server
     run: dict[str, Any] = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 300}
     name = f"assay-test-{uuid.uuid4().hex[:8]}"  # the work pool and the worker deployment
@@ -182,6 +185,7 @@ def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
     ]
     try:
         overrides = _overrides(tmp_path, postgres_state)
+        overrides["lake_store"] = s3.store_settings("lake")
         coordinator = subprocess.run(
             [sys.executable, "-c", COORDINATE, str(_source(tmp_path)), json.dumps(overrides), name],
             **{**run, "timeout": 900},
@@ -225,7 +229,10 @@ def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
     states = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines()}
     # The coordinating flow run and every worker flow run that did shards completed.
     assert all(states.get(run_id) == "COMPLETED" for run_id in flow_runs | {summary["flow_run_id"]}), listed.stdout
-    _check_lake(tmp_path / "data", summary["run_id"])
+    _check_lake(overrides, summary["run_id"])
+    # The workers wrote their Parquet to the store; the data directory holds only the catalog.
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["warehouse.duckdb"]
+    assert any(key.startswith("lake/findings/run_date=") for key in s3.keys("lake/"))
 
 
 DASK = """
@@ -254,6 +261,6 @@ def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(tmp_path: Path) 
     assert result.returncode == 0, result.stderr[-5000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["documents_in"] == 5 and (summary["processed"], summary["failed"]) == (4, 1)
-    _check_lake(tmp_path / "data", summary["run_id"])
+    _check_lake(overrides, summary["run_id"])
     # The shards ran in the cluster's two worker processes, not in the flow's own process.
     assert len(summary["workers"]) == 2, summary["workers"]
