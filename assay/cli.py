@@ -95,7 +95,7 @@ class _RichProgress:
 
 
 class _LineProgress:
-    """Progress listener for logs and pipes: one line per document."""
+    """Progress listener for logs and pipes: one line per document, `[done/listed so far]`."""
 
     def __init__(self) -> None:
         self.total = 0

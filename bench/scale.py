@@ -21,6 +21,8 @@ chunking, routing and landing. Model speed is bench/engine.py's and bench/e2e.py
    state store, skip, land one `documents` row per document, record what was
    seen). Targets: the re-run does no parsing and no model work, spends per
    document <= 1% of the full path's per-document time, and stays under 1 GiB RSS.
+   Then the same re-run once more through the Prefect flow (ephemeral Prefect),
+   which streams its shard plan too: its peak RSS, beside the job path's.
 
 Each figure is printed on its own line; docs/performance.md records them.
 """
@@ -261,7 +263,26 @@ def child_rerun(estate: Path, data_dir: Path) -> dict[str, Any]:
     return _run_job(estate, data_dir, SHARD_SIZE_BOOKKEEPING)
 
 
-CHILDREN = {"full": child_full, "discover": child_discover, "rerun": child_rerun}
+def child_rerun_flow(estate: Path, data_dir: Path) -> dict[str, Any]:
+    """The unchanged re-run again, through the Prefect flow (`assay run`, ephemeral Prefect) as operators run it."""
+    import pipeline  # noqa: F401
+    from flows.assay_run import assay_run
+
+    _use_stand_in()
+    started = time.perf_counter()
+    overrides = {"data_dir": str(data_dir), "tasks": ["key_terms"], "shard_size": SHARD_SIZE_BOOKKEEPING}
+    summary = assay_run([str(estate)], overrides=overrides)
+    own, _ = _peak_rss_mb()
+    return {
+        "seconds": time.perf_counter() - started,
+        "documents": summary.documents_in,
+        "unchanged": summary.unchanged,
+        "processed": summary.processed,
+        "rss_mb": own,
+    }
+
+
+CHILDREN = {"full": child_full, "discover": child_discover, "rerun": child_rerun, "rerun-flow": child_rerun_flow}
 
 
 def _in_child(kind: str, estate: Path, data_dir: Path) -> dict[str, Any]:
@@ -341,6 +362,12 @@ def main() -> None:
             f"per_document_ms={1000 * per_doc:.3f} peak_rss_mb={rerun['rss_mb']} "
             f"unchanged={rerun['unchanged']} processed={rerun['processed']} model_answers={rerun['answers']} "
             f"parse_seconds={rerun['parse_seconds']}"
+        )
+        flow = _in_child("rerun-flow", estate, data_dir)
+        print(
+            f"bookkeeping {flow['documents']} documents, unchanged re-run through the Prefect flow: "
+            f"seconds={flow['seconds']:.1f} peak_rss_mb={flow['rss_mb']} unchanged={flow['unchanged']} "
+            f"processed={flow['processed']}"
         )
         if per_page:
             full = per_page[max(per_page)]

@@ -1,4 +1,4 @@
-"""The Prefect skin of the job: plan shards, one task run per shard, a summary artifact.
+"""The Prefect skin of the job: one task run per shard, as the sources are listed; a summary artifact.
 
 No logic lives here that the CLI or a test cannot reach without Prefect: each
 task calls one function of `pipeline.job`. Ephemeral Prefect is used unless
@@ -14,26 +14,17 @@ Where the shards run (docs/scaling.md):
 
 from __future__ import annotations
 
-import time
+from collections import deque
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from connectors.registry import resolve_sources
-from pipeline import job, progress
+from pipeline import job
 from pipeline.settings import load_settings
-
-
-@task(name="plan-shards", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def plan_shards(context: job.RunContext) -> tuple[list[job.Shard], int, float]:
-    """List every source (streaming) and group the refs into shards."""
-    started = time.perf_counter()
-    shards = job.plan_shards(job.list_documents(context.sources), context.settings.shard_size)
-    total = sum(len(shard.documents) for shard in shards)
-    return shards, total, time.perf_counter() - started
 
 
 @task(name="process-shard", task_run_name="shard-{shard.index}", cache_policy=NO_CACHE)
@@ -88,19 +79,18 @@ def _runs_on_dask() -> bool:
 @task(name="share-shards", cache_policy=NO_CACHE)
 def share_shards(
     context: job.RunContext,
-    shards: list[job.Shard],
+    shards: int,
     shard_workers: int,
     worker_deployment: str,
     worker_parameters: dict[str, Any],
 ) -> list[job.ShardReport]:
-    """Queue the shards for leasing, start the worker flow runs, and wait until every shard is done."""
+    """Start the worker flow runs for the queued shards, and wait until every shard is done."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     from pipeline import shared_run
 
     logger = get_run_logger()
-    shared_run.share_run(context, shards)
     started: list[Any] = [
         run_deployment(
             name=worker_deployment,
@@ -111,7 +101,7 @@ def share_shards(
         for _ in range(shard_workers)
     ]
     ids = [flow_run.id for flow_run in started]
-    logger.info("%d shards queued for %d runs of %s", len(shards), len(ids), worker_deployment)
+    logger.info("%d shards queued for %d runs of %s", shards, len(ids), worker_deployment)
 
     def workers_alive() -> bool:
         with get_client(sync_client=True) as client:
@@ -119,6 +109,22 @@ def share_shards(
         return any(state is None or not state.is_final() for state in states)
 
     return shared_run.wait_for_shards(context, workers_alive)
+
+
+# Shards submitted to a Dask cluster ahead of the oldest one still running (bounds what is held).
+DASK_SHARDS_IN_FLIGHT = 32
+
+
+def process_on_dask(context: job.RunContext, plan: job.ShardPlan) -> list[job.ShardReport]:
+    """Submit the shards to the flow's Dask task runner as they are planned, a bounded number at a time."""
+    in_flight: deque[Any] = deque()
+    reports = []
+    for shard in plan:
+        in_flight.append(process_shard.submit(context, shard))
+        if len(in_flight) >= DASK_SHARDS_IN_FLIGHT:
+            reports.append(in_flight.popleft().result())
+    reports += [future.result() for future in in_flight]
+    return reports
 
 
 @flow(name="assay-run", log_prints=False)
@@ -140,17 +146,20 @@ def assay_run(
     context = job.new_run(settings, resolve_sources(sources, settings), flow_run_id=flow_run.id)
     logger.info("run %s over %s", context.run_id, ", ".join(context.sources))
     try:
-        shards, total, list_seconds = plan_shards(context)
-        progress.documents_planned(total)
-        logger.info("%d documents in %d shards", total, len(shards))
+        # Listing streams into the shards as they run (or are queued): the plan is never held whole.
+        plan = job.ShardPlan(job.list_documents(context.sources), settings.shard_size)
         if shard_workers > 0:
+            from pipeline import shared_run
+
+            queued = shared_run.share_run(context, plan)
             parameters = {"config_file": config_file, "overrides": overrides}
-            reports = share_shards(context, shards, shard_workers, worker_deployment, parameters)
+            reports = share_shards(context, queued, shard_workers, worker_deployment, parameters)
         elif _runs_on_dask():
-            reports = [future.result() for future in process_shard.map(unmapped(context), shards)]
+            reports = process_on_dask(context, plan)
         else:
-            reports = [process_shard(context, shard) for shard in shards]
-        summary = finish_run(context, reports, total, list_seconds)
+            reports = [process_shard(context, shard) for shard in plan]
+        logger.info("%d documents in %d shards (listing took %.1f s)", plan.documents, plan.shards, plan.seconds)
+        summary = finish_run(context, reports, plan.documents, plan.seconds)
     except BaseException:
         job.abort_run(context)
         raise

@@ -176,6 +176,32 @@ class Shard(BaseModel):
         return f"{self.index:05d}" if self.attempt == 1 else f"{self.index:05d}-{self.attempt}"
 
 
+class ShardPlan:
+    """A run's shards as a stream: sources are listed and hashed as shards are taken, never all held.
+
+    Iterate it once. As it goes it counts the documents planned (the run's `documents_in`), the
+    seconds spent listing, and tells progress listeners how many documents are planned so far.
+    """
+
+    def __init__(self, refs: Iterable[DocumentRef], shard_size: int) -> None:
+        self._shards = iter_shards(refs, shard_size)
+        self.documents = 0
+        self.shards = 0
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[Shard]:
+        while True:
+            started = time.perf_counter()
+            shard = next(self._shards, None)
+            self.seconds += time.perf_counter() - started
+            if shard is None:
+                return
+            self.documents += len(shard.documents)
+            self.shards += 1
+            progress.documents_planned(self.documents)
+            yield shard
+
+
 def plan_shards(refs: Iterable[DocumentRef], shard_size: int) -> list[Shard]:
     """Group refs into shards; a non-empty ref whose bytes were already seen in this run is a duplicate."""
     return list(iter_shards(refs, shard_size))

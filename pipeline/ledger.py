@@ -59,31 +59,33 @@ class Ledger:
     def __init__(self, lake: LakeStore | Path) -> None:
         self.store = as_store(lake)
 
+    def _names(self) -> list[str]:
+        return sorted(r for r in self.store.files(MANIFEST_DIR) if r.endswith(".json"))
+
+    def _read(self, relative: str) -> Manifest:
+        raw = self.store.read_bytes(relative)
+        data = json.loads(raw)
+        return Manifest(
+            sequence=int(data["sequence"]),
+            commit_id=data["commit_id"],
+            kind=data["kind"],
+            run_id=data.get("run_id"),
+            created_at=data["created_at"],
+            previous_sha256=data.get("previous_sha256"),
+            files=tuple(FileEntry(**entry) for entry in data["files"]),
+            name=relative.rsplit("/", 1)[-1],
+            sha256=sha256_bytes(raw),
+            size=len(raw),
+        )
+
     def manifests(self) -> list[Manifest]:
         """Every manifest in the lake, in sequence order (unparseable ones raise)."""
-        found = []
-        for relative in sorted(r for r in self.store.files(MANIFEST_DIR) if r.endswith(".json")):
-            raw = self.store.read_bytes(relative)
-            data = json.loads(raw)
-            found.append(
-                Manifest(
-                    sequence=int(data["sequence"]),
-                    commit_id=data["commit_id"],
-                    kind=data["kind"],
-                    run_id=data.get("run_id"),
-                    created_at=data["created_at"],
-                    previous_sha256=data.get("previous_sha256"),
-                    files=tuple(FileEntry(**entry) for entry in data["files"]),
-                    name=relative.rsplit("/", 1)[-1],
-                    sha256=sha256_bytes(raw),
-                    size=len(raw),
-                )
-            )
-        return sorted(found, key=lambda m: (m.sequence, m.name))
+        return sorted((self._read(r) for r in self._names()), key=lambda m: (m.sequence, m.name))
 
     def head(self) -> Manifest | None:
-        manifests = self.manifests()
-        return manifests[-1] if manifests else None
+        """The newest manifest, reading only it (names start with the zero-padded sequence)."""
+        names = self._names()
+        return self._read(names[-1]) if names else None
 
     def commit(
         self,

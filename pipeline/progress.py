@@ -15,7 +15,9 @@ logger = logging.getLogger("assay.progress")
 
 
 class ProgressListener(Protocol):
-    def documents_planned(self, total: int) -> None: ...
+    def documents_planned(self, total: int) -> None:
+        """`total` documents listed so far (it grows as the sources are listed, shard by shard)."""
+        ...
 
     def document_done(self, uri: str, status: str) -> None: ...
 
@@ -33,7 +35,7 @@ def listening(listener: ProgressListener) -> Iterator[None]:
 
 
 def documents_planned(total: int) -> None:
-    logger.info("%d documents to process", total)
+    logger.debug("%d documents listed so far", total)
     for listener in list(_listeners):
         listener.documents_planned(total)
 

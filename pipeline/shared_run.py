@@ -12,8 +12,8 @@ is never leased again, and a worker that lost its lease cannot complete it.
 The coordinator waits for every shard to be done (working on shards itself when
 no worker is left), then finishes the run from the shards' reports.
 
-Workers on several machines must see the same data directory (a shared file
-system) and the same state store (PostgreSQL): docs/scaling.md.
+Workers on several machines must reach the same lake (an S3-compatible store,
+or a shared file system) and the same state store (PostgreSQL): docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from pipeline.job import PlannedDocument, RunContext, Shard, ShardReport, get_state, process_shard, state_url
@@ -36,8 +36,8 @@ class RunNotJoinable(RuntimeError):
     """The run is unknown, finished, or was started with a different model file."""
 
 
-def share_run(context: RunContext, shards: list[Shard]) -> None:
-    """Queue the run's shards for workers, and record what a worker needs to join the run."""
+def share_run(context: RunContext, shards: Iterable[Shard]) -> int:
+    """Queue the run's shards for workers (a stream is fine), and record what a worker needs to join. How many."""
     state = context.state
     joinable = {
         "flow_run_id": context.flow_run_id,
@@ -47,7 +47,7 @@ def share_run(context: RunContext, shards: list[Shard]) -> None:
         "tasks": [{"definition": t.definition, "source_path": t.source_path} for t in context.task_definitions],
     }
     state.save_run_context(context.run_id, json.dumps(joinable))
-    state.add_shards(
+    return state.add_shards(
         context.run_id,
         ((s.index, json.dumps([d.model_dump(mode="json") for d in s.documents])) for s in shards),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import tomllib
+from pathlib import Path
 
 from pipeline.lake import SCHEMAS
 from tests.conftest import ROOT
@@ -44,3 +46,25 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make demo" in head and "make test" in head
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in ci
+
+
+def test_the_operations_guide_shows_every_setting_and_its_example_loads(tmp_path: Path) -> None:
+    """Every settings key (top level and nested sections) is in the example config, and it is valid."""
+    from pipeline.settings import Settings, load_settings
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    parsed = tomllib.loads(example)
+    shown = set(parsed) | {"state_url"}  # state_url is shown in its own section (a password in it)
+    assert shown == set(Settings.model_fields)
+    for section in ("parsing", "chunking", "model", "lake_store", "lake_mirror"):
+        model = Settings.model_fields[section].annotation
+        fields = next(a for a in getattr(model, "__args__", (model,)) if a is not type(None)).model_fields
+        block = example.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+        # set, or shown in a comment (a model path, the S3 keys): each key is named in its section
+        missing = {name for name in fields if not re.search(rf"\b{name}\b", block)}
+        assert not missing, (section, missing)
+    config = tmp_path / "assay.toml"
+    config.write_text(example, encoding="utf-8")
+    settings = load_settings(config)
+    assert settings.lake_store is not None and settings.lake_store.url.startswith("s3://")

@@ -9,6 +9,7 @@ that run landed.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -41,6 +42,15 @@ def test_run_succeeds_and_prints_the_summary(landed: dict[str, object]) -> None:
     assert f"--data-dir {landed['data_dir']} query" in result.stdout
     assert f"--data-dir {landed['data_dir']} show " in result.stdout
     assert "[10/10]" in result.stderr  # one progress line per document when not on a terminal
+
+
+def test_the_flow_processes_shards_while_the_sources_are_still_being_listed(landed: dict[str, object]) -> None:
+    """The plan is a stream: each progress line's total is the documents listed so far (shards of 4)."""
+    result = landed["result"]
+    assert isinstance(result, subprocess.CompletedProcess)
+    lines = [(int(done), int(listed)) for done, listed in re.findall(r"^\[(\d+)/(\d+)\]", result.stderr, re.M)]
+    assert [done for done, _ in lines] == list(range(1, 11))
+    assert [listed for _, listed in lines] == [4] * 4 + [8] * 4 + [10] * 2
 
 
 def test_nothing_left_the_machine(landed: dict[str, object]) -> None:

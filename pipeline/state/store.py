@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +170,21 @@ class StateStore:
     # -- shard leases ------------------------------------------------------------------------
 
     def add_shards(self, run_id: str, shards: Iterable[tuple[int, str]]) -> int:
-        """Queue (index, documents JSON) shards of a run for workers to lease."""
+        """Queue (index, documents JSON) shards of a run for workers to lease, in one transaction.
+
+        `shards` may be a stream: it is inserted 1,000 rows at a time, never held whole.
+        """
         now = datetime.now(UTC)
-        rows = [
+        rows = (
             {"run_id": run_id, "shard_index": i, "documents": d, "status": "pending", "attempts": 0, "updated_at": now}
             for i, d in shards
-        ]
+        )
+        added = 0
         with self.engine.begin() as connection:
-            for start in range(0, len(rows), 1000):
-                connection.execute(insert(schema.shards), rows[start : start + 1000])
-        return len(rows)
+            while batch := list(islice(rows, 1000)):
+                connection.execute(insert(schema.shards), batch)
+                added += len(batch)
+        return added
 
     def lease_shard(self, run_id: str, owner: str, ttl: timedelta) -> tuple[int, str, int] | None:
         """Take the next pending shard (or one whose lease expired): (index, documents JSON, attempt), or None.
