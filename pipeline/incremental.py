@@ -17,6 +17,7 @@ back from the lake instead of parsing again.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 from pipeline.chunks import Chunk, chunking_key
@@ -66,52 +67,70 @@ def extract_fingerprint(parse_fp: str, task: Task, model_sha256: str, settings: 
 
 
 def load_parsed(
-    lake_store: LakeStore, content_sha256: str, settings: Settings
-) -> tuple[ParsedDocument, list[Chunk]] | None:
-    """The canonical text and chunks an earlier run landed for this content, or None."""
+    lake_store: LakeStore, content_sha256s: Collection[str], settings: Settings
+) -> dict[str, tuple[ParsedDocument, list[Chunk]]]:
+    """The canonical text and chunks earlier runs landed for these contents (those found).
+
+    One query per table for the whole set (a shard's documents): on an S3 lake every file footer
+    read is a request, so looking documents up one by one would multiply them.
+    """
+    wanted = sorted(set(content_sha256s))
+    if not wanted:
+        return {}
     lake = lake_store.url.replace("'", "''")
     key = chunking_key(settings.chunking)
+    among = f"content_sha256 IN ({', '.join('?' * len(wanted))})"  # a constant list: pushed into the scan
     with lake_store.connect() as con:
-        text_row = con.execute(
-            f"SELECT text, text_sha256, page_spans FROM read_parquet('{lake}/texts/*/*.parquet') "
-            "WHERE content_sha256 = ? LIMIT 1",
-            [content_sha256],
-        ).fetchone()
-        meta = con.execute(
-            f"SELECT filetype, pages, parser, parser_version FROM read_parquet('{lake}/documents/*/*.parquet') "
-            "WHERE content_sha256 = ? AND status = 'processed' ORDER BY processed_at DESC LIMIT 1",
-            [content_sha256],
-        ).fetchone()
-        chunk_rows = con.execute(
-            f"SELECT chunk_id, ordinal, char_start, char_end, pages, text, placement "
-            f"FROM read_parquet('{lake}/chunks/*/*.parquet') WHERE content_sha256 = ? AND chunking = ? "
-            "QUALIFY row_number() OVER (PARTITION BY ordinal ORDER BY run_id DESC) = 1 ORDER BY ordinal",
-            [content_sha256, key],
+        texts = con.execute(
+            f"SELECT content_sha256, text, text_sha256, page_spans FROM read_parquet('{lake}/texts/*/*.parquet') "
+            f"WHERE {among} "
+            "QUALIFY row_number() OVER (PARTITION BY content_sha256 ORDER BY run_id DESC) = 1",
+            wanted,
         ).fetchall()
-    if text_row is None or meta is None or not chunk_rows:
-        return None
-    text, text_sha256, page_spans = text_row
-    document = ParsedDocument(
-        content_sha256=content_sha256,
-        filetype=meta[0],
-        text=text,
-        text_sha256=text_sha256,
-        element_spans=tuple(PageSpan(**span) for span in json.loads(page_spans)),
-        page_count=meta[1],
-        parser=meta[2],
-        parser_version=meta[3],
-    )
-    chunks = [
-        Chunk(
-            chunk_id=r[0],
-            content_sha256=content_sha256,
-            ordinal=r[1],
-            start=r[2],
-            end=r[3],
-            pages=tuple(r[4] or ()),
-            text=r[5],
-            placement=r[6],
+        metas = con.execute(
+            "SELECT content_sha256, filetype, pages, parser, parser_version "
+            f"FROM read_parquet('{lake}/documents/*/*.parquet') "
+            f"WHERE {among} AND status = 'processed' "
+            "QUALIFY row_number() OVER (PARTITION BY content_sha256 ORDER BY processed_at DESC) = 1",
+            wanted,
+        ).fetchall()
+        chunk_rows = con.execute(
+            "SELECT content_sha256, chunk_id, ordinal, char_start, char_end, pages, text, placement "
+            f"FROM read_parquet('{lake}/chunks/*/*.parquet') WHERE {among} AND chunking = ? "
+            "QUALIFY row_number() OVER (PARTITION BY content_sha256, ordinal ORDER BY run_id DESC) = 1 "
+            "ORDER BY content_sha256, ordinal",
+            [*wanted, key],
+        ).fetchall()
+    meta_of = {row[0]: row[1:] for row in metas}
+    chunks_of: dict[str, list[Chunk]] = {}
+    for r in chunk_rows:
+        chunks_of.setdefault(r[0], []).append(
+            Chunk(
+                chunk_id=r[1],
+                content_sha256=r[0],
+                ordinal=r[2],
+                start=r[3],
+                end=r[4],
+                pages=tuple(r[5] or ()),
+                text=r[6],
+                placement=r[7],
+            )
         )
-        for r in chunk_rows
-    ]
-    return document, chunks
+    found = {}
+    for content_sha256, text, text_sha256, page_spans in texts:
+        meta = meta_of.get(content_sha256)
+        chunks = chunks_of.get(content_sha256)
+        if meta is None or not chunks:
+            continue
+        document = ParsedDocument(
+            content_sha256=content_sha256,
+            filetype=meta[0],
+            text=text,
+            text_sha256=text_sha256,
+            element_spans=tuple(PageSpan(**span) for span in json.loads(page_spans)),
+            page_count=meta[1],
+            parser=meta[2],
+            parser_version=meta[3],
+        )
+        found[content_sha256] = (document, chunks)
+    return found

@@ -281,6 +281,8 @@ class _ShardWork:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     pending: list[_Pending] = field(default_factory=list)
     extractions: list[_Extraction] = field(default_factory=list)
+    # content SHA-256 -> the landed parse of a document that only needs model work (see _load_reusable)
+    reusable: dict[str, tuple[ParsedDocument, list[Chunk]]] = field(default_factory=dict)
 
     def time(self, stage: str, seconds: float) -> None:
         self.report.stage_seconds[stage] = self.report.stage_seconds.get(stage, 0.0) + seconds
@@ -309,6 +311,7 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     connectors: dict[str, Any] = {}
     tasks = context.tasks()
     plans = _plan_work(context, shard, tasks)
+    _load_reusable(work, shard, plans)
     pool = get_parse_pool(context.settings.parsing)
     # Documents handed to the parsing processes, oldest first; at most two per process at a time
     # (their bytes wait in memory), finished in listing order.
@@ -357,9 +360,10 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
 
     started = time.perf_counter()
     run_date = context.started_at.date()
+    lake = context.lake
     for table in TABLES:
         if work.rows.get(table):
-            written = context.lake.write(table, work.rows[table], context.run_id, shard.part, run_date)
+            written = lake.write(table, work.rows[table], context.run_id, shard.part, run_date)
             work.report.files.append(written)
             crash_point("land")
     context.state.record_seen(
@@ -415,6 +419,24 @@ def _plan_work(context: RunContext, shard: Shard, tasks: list[Task]) -> dict[str
     }
 
 
+def _load_reusable(work: _ShardWork, shard: Shard, plans: dict[str, _DocumentPlan]) -> None:
+    """Read back, in one go, the landed parses of the shard's documents that only need model work."""
+    wanted = [
+        planned.ref.sha256
+        for planned in shard.documents
+        if planned.duplicate_of is None
+        and planned.ref.sha256
+        and (plan := plans.get(planned.ref.uri)) is not None
+        and plan.parse_done
+        and not plan.unchanged
+    ]
+    if wanted:
+        started = time.perf_counter()
+        settings = work.context.settings
+        work.reusable = load_parsed(open_store(settings), wanted, settings)
+        work.time("parse", time.perf_counter() - started)
+
+
 def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
     return {
         "run_id": context.run_id,
@@ -462,9 +484,7 @@ def _start_document(
     settings = work.context.settings
     if ref.size > settings.max_file_bytes:
         raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
-    reused = (
-        load_parsed(open_store(settings), ref.sha256, settings) if plan and plan.parse_done and ref.sha256 else None
-    )
+    reused = work.reusable.pop(ref.sha256, None) if ref.sha256 else None
     if reused is not None and plan is not None:
         document, chunks = reused
         row.update(

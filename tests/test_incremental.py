@@ -14,7 +14,10 @@ import duckdb
 import pytest
 
 from pipeline import warehouse
+from pipeline.incremental import load_parsed
+from pipeline.lake_store import open_store
 from pipeline.ledger import verify
+from pipeline.settings import load_settings
 from pipeline.state.store import RunInProgress, StateStore, default_url
 from pipeline.tasks import BUILTIN_TASK_DIR
 from tests.conftest import DOCUMENTS, ROOT
@@ -113,6 +116,20 @@ def test_changing_one_task_re_extracts_that_task_only_without_parsing(
     assert _query(data_dir, f"select count(*) from chunks where run_id = '{run_id}'")[0][0] == 0
     versions = _query(data_dir, f"select distinct task_version from answers where run_id = '{run_id}'")
     assert len(versions) == 1
+
+
+def test_landed_parses_are_read_back_together_as_they_were_landed(first: tuple[Path, Path]) -> None:
+    data_dir, _ = first
+    settings = load_settings(data_dir=data_dir)
+    landed = _query(data_dir, "select content_sha256, text from texts order by 1")
+    assert len(landed) == len(GOOD)
+    found = load_parsed(open_store(settings), [sha for sha, _ in landed] + ["0" * 64], settings)
+    assert sorted(found) == [sha for sha, _ in landed]  # an unknown content is simply not found
+    for sha, text in landed:
+        document, chunks = found[sha]
+        assert document.text == text and document.content_sha256 == sha
+        assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+        assert all(document.text[c.start : c.end] == c.text for c in chunks)
 
 
 def test_the_same_bytes_at_a_new_uri_are_not_parsed_again(estate: tuple[Path, Path]) -> None:
