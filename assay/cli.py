@@ -134,6 +134,12 @@ def _assay_invocation(data_dir: Path | None) -> str:
     help="Send only chunks where a task's signals match (default: settings.routing, on).",
 )
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    default=None,
+    help="Parse again the documents that failed in a way the same bytes would fail again (default: not retried).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar (default: on a terminal; otherwise one line per document).",
@@ -147,6 +153,7 @@ def run(
     max_chunks_per_document: int | None,
     threads: int | None,
     routing: bool | None,
+    retry_failed: bool | None,
     progress: bool | None,
 ) -> None:
     """Process SOURCES (folders, files, or configured source names) and land the findings."""
@@ -165,6 +172,8 @@ def run(
         overrides["model"] = {**obj.settings().model.model_dump(mode="json"), "n_threads": threads}
     if routing is not None:
         overrides["routing"] = routing
+    if retry_failed:
+        overrides["retry_failed"] = True
     show_bar = sys.stderr.isatty() if progress is None else progress
     with progress_listener(show_bar):
         summary = assay_run(list(sources), overrides=overrides, config_file=str(obj.config) if obj.config else None)

@@ -10,6 +10,12 @@ manifest (see pipeline/recovery.py). Two kinds of work:
   the prompt, routing and rule code + model file SHA-256 + sampling settings + the chunk budget +
   whether routing is on.
 
+A document whose parse failed in a way the same bytes would fail again (an
+encrypted or empty file, a parse timeout, ...) is remembered under a third
+fingerprint, the parse one plus the parsing time and memory limits, and not
+parsed again until the file, the parse settings or the limits change (or
+`retry_failed` is set).
+
 Changing a task's file re-extracts that task only; the chunks it needs are read
 back from the lake instead of parsing again.
 """
@@ -48,6 +54,11 @@ def parse_fingerprint(content_sha256: str, settings: Settings) -> str:
         settings.parsing.pdf_pages_per_part,
         chunking_key(settings.chunking),
     )
+
+
+def failed_fingerprint(parse_fp: str, settings: Settings) -> str:
+    """Marks a parse that failed in a way the same bytes would fail again, under these limits."""
+    return fingerprint("failed", parse_fp, settings.parsing.timeout_s, settings.parsing.memory_mb)
 
 
 def extract_fingerprint(parse_fp: str, task: Task, model_sha256: str, settings: Settings) -> str:

@@ -43,7 +43,13 @@ from pipeline.extraction import (
 from pipeline.faults import crash_point
 from pipeline.grounding import GroundingStatus
 from pipeline.hashing import canonical_json, fingerprint, sha256_bytes, sha256_text, short_id
-from pipeline.incremental import EXTRACT_CODE_SHA256, extract_fingerprint, load_parsed, parse_fingerprint
+from pipeline.incremental import (
+    EXTRACT_CODE_SHA256,
+    extract_fingerprint,
+    failed_fingerprint,
+    load_parsed,
+    parse_fingerprint,
+)
 from pipeline.lake import TABLES, FileEntry, Lake
 from pipeline.lake_mirror import publish as publish_lake
 from pipeline.lake_store import open_store
@@ -331,6 +337,15 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
                 message=f"same bytes as {planned.duplicate_of}; its results apply",
             )
             work.report.skipped += 1
+        elif plan is not None and plan.failed_before is not None:
+            reason, failed_in = plan.failed_before
+            message = (
+                f"not retried: the same bytes failed as {reason} in run {failed_in} under the same parser "
+                "settings and limits (change the file or the settings, or run with --retry-failed)"
+            )
+            row.update(status="failed", reason=reason, message=message)
+            work.failure("document", reason, message, ref, content_sha256=ref.sha256)
+            work.report.failed += 1
         elif plan is not None and plan.unchanged:
             row.update(
                 status="skipped",
@@ -340,7 +355,7 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
             work.report.skipped += 1
             work.report.unchanged += 1
         else:
-            with _document_errors(work, ref, row):
+            with _document_errors(work, ref, row, plan):
                 if ref.source not in connectors:
                     connectors[ref.source] = make_connector(ref.source, context.sources[ref.source])
                 job = _start_document(work, connectors[ref.source], ref, row, plan, pool, tasks)
@@ -384,6 +399,24 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     return work.report
 
 
+# Failures the same bytes meet again under the same parser, settings and limits: not retried each
+# night (`retry_failed` / `assay run --retry-failed` forces it). Not here: too_large (checked from the
+# listed size, without reading), read_error and internal_error (may be transient), parser_crashed
+# (the machine may have been short of memory).
+REMEMBERED_FAILURES = frozenset(
+    {
+        Reason.EMPTY_FILE,
+        Reason.UNSUPPORTED_TYPE,
+        Reason.ENCRYPTED,
+        Reason.CORRUPT,
+        Reason.NO_TEXT,
+        Reason.PARSE_ERROR,
+        Reason.PARSE_TIMEOUT,
+        Reason.PARSE_OUT_OF_MEMORY,
+    }
+)
+
+
 @dataclass(frozen=True)
 class _DocumentPlan:
     """What a document needs, from its fingerprints and the state store."""
@@ -391,6 +424,8 @@ class _DocumentPlan:
     parse_fp: str
     parse_done: bool
     extract_fps: dict[str, str]  # task name -> fingerprint of the work still to do
+    failed_fp: str  # marks "these bytes failed under these parse settings and limits"
+    failed_before: tuple[str, str] | None = None  # (reason, run_id) when they did, and are not to be retried
 
     @property
     def unchanged(self) -> bool:
@@ -409,11 +444,15 @@ def _plan_work(context: RunContext, shard: Shard, tasks: list[Task]) -> dict[str
         extract = {t.name: extract_fingerprint(parse_fp, t, context.model_sha256, settings) for t in tasks}
         wanted[ref.uri] = (parse_fp, extract)
     done = context.state.done({fp for parse_fp, ex in wanted.values() for fp in (parse_fp, *ex.values())})
+    failed_fps = {uri: failed_fingerprint(parse_fp, settings) for uri, (parse_fp, _) in wanted.items()}
+    failed = {} if settings.retry_failed else context.state.failures_landed(failed_fps.values())
     return {
         uri: _DocumentPlan(
             parse_fp=parse_fp,
             parse_done=parse_fp in done,
             extract_fps={name: fp for name, fp in extract.items() if fp not in done},
+            failed_fp=failed_fps[uri],
+            failed_before=None if parse_fp in done else failed.get(failed_fps[uri]),
         )
         for uri, (parse_fp, extract) in wanted.items()
     }
@@ -454,8 +493,14 @@ def _document_row(context: RunContext, ref: DocumentRef) -> dict[str, Any]:
 
 
 @contextmanager
-def _document_errors(work: _ShardWork, ref: DocumentRef, row: dict[str, Any]) -> Iterator[None]:
-    """A document that fails is recorded with its reason, and the shard goes on."""
+def _document_errors(
+    work: _ShardWork, ref: DocumentRef, row: dict[str, Any], plan: _DocumentPlan | None
+) -> Iterator[None]:
+    """A document that fails is recorded with its reason, and the shard goes on.
+
+    A failure that the same bytes would meet again (REMEMBERED_FAILURES) is remembered with the
+    run's other work, so later runs do not parse the file again until it or the settings change.
+    """
     try:
         yield
     except DocumentError as exc:
@@ -463,6 +508,8 @@ def _document_errors(work: _ShardWork, ref: DocumentRef, row: dict[str, Any]) ->
         row["filetype"] = row.get("filetype") or exc.filetype
         work.failure("document", exc.reason.value, str(exc), ref, content_sha256=row["content_sha256"])
         work.report.failed += 1
+        if plan is not None and exc.reason in REMEMBERED_FAILURES and ref.sha256:
+            work.report.done.append((plan.failed_fp, "failed", ref.sha256, exc.reason.value))
     except Exception as exc:  # a bug or an unforeseen library error: record it, go on
         logger.exception("internal error on %s", ref.uri)
         message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
@@ -515,7 +562,7 @@ def _finish_parsing(
 ) -> None:
     """Wait for one document's parse, land its text and chunks, and queue its model work."""
     context = work.context
-    with _document_errors(work, ref, row):
+    with _document_errors(work, ref, row, plan):
         waited = time.perf_counter()
         try:
             document, chunks = job.result()

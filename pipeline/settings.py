@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         description="Send to the model only the chunks where a task's signals match (tasks without signals: all).",
     )
     parser_strategy: str = "fast"
+    retry_failed: bool = Field(
+        default=False,
+        description="Parse again documents that failed in a way the same bytes would fail again (encrypted, "
+        "empty, parse timeout, ...); by default they are recorded as failed again without parsing.",
+    )
     parsing: ParsingSettings = Field(default_factory=ParsingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)

@@ -15,8 +15,10 @@ from pipeline import job
 from pipeline.settings import load_settings
 
 
-def run(data_dir: Path, source: Path, tasks: list[str] | None = None, task_dir: Path | None = None) -> job.RunSummary:
-    overrides: dict[str, object] = {"data_dir": data_dir, "max_chunks_per_document": 1, "shard_size": 2}
+def run(
+    data_dir: Path, source: Path, tasks: list[str] | None = None, task_dir: Path | None = None, **extra: object
+) -> job.RunSummary:
+    overrides: dict[str, object] = {"data_dir": data_dir, "max_chunks_per_document": 1, "shard_size": 2, **extra}
     if tasks:
         overrides["tasks"] = tasks
     if task_dir:

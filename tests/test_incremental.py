@@ -78,6 +78,28 @@ def test_an_unchanged_rerun_does_no_parsing_no_model_work_and_adds_no_results(es
     assert verify(data_dir / "lake").ok
 
 
+def test_a_file_that_failed_is_not_parsed_again_until_asked(estate: tuple[Path, Path]) -> None:
+    data_dir, source = estate
+    summary = run(data_dir, source)
+    assert summary.failed == len(BAD) and summary.document_failures == {"empty_file": len(BAD)}
+    assert summary.stage_seconds.get("parse", 0.0) == 0.0  # nothing was read or parsed
+    (row,) = _query(
+        data_dir,
+        f"select status, reason, message from document_versions where run_id = '{summary.run_id}'"
+        " and status = 'failed'",
+    )
+    assert row[:2] == ("failed", "empty_file") and row[2].startswith("not retried: the same bytes failed")
+    failures = _query(data_dir, f"select reason from failures where run_id = '{summary.run_id}'")
+    assert failures == [("empty_file",)]  # the run still accounts for it, with its reason
+
+    retried = run(data_dir, source, retry_failed=True)
+    assert retried.failed == len(BAD) and retried.stage_seconds.get("parse", 0.0) > 0.0
+    (message,) = _query(
+        data_dir, f"select message from document_versions where run_id = '{retried.run_id}' and status = 'failed'"
+    )[0]
+    assert not message.startswith("not retried")  # the parser's own message: it was tried again
+
+
 def test_changing_one_file_processes_that_file_only(estate: tuple[Path, Path], tmp_path: Path) -> None:
     data_dir, source = estate
     changed = source / GOOD[0]

@@ -30,9 +30,9 @@ work_done = Table(
     "work_done",
     metadata,
     Column("fingerprint", String(64), primary_key=True),
-    Column("kind", String(16), nullable=False),  # parse | extract
+    Column("kind", String(16), nullable=False),  # parse | extract | failed
     Column("content_sha256", String(64), nullable=False),
-    Column("task", String(128)),
+    Column("task", String(128)),  # extract: the task; failed: the failure reason
     Column("run_id", String(64), nullable=False, index=True),
     Column("landed_at", DateTime(timezone=True)),
 )

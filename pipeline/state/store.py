@@ -276,6 +276,21 @@ class StateStore:
                 found.update(r.fingerprint for r in rows)
         return found
 
+    def failures_landed(self, fingerprints: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Which of these `failed` fingerprints have landed: fingerprint -> (reason, run_id)."""
+        wanted = list(set(fingerprints))
+        found: dict[str, tuple[str, str]] = {}
+        table = schema.work_done.c
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), 500):
+                rows = connection.execute(
+                    select(table.fingerprint, table.task, table.run_id).where(
+                        table.fingerprint.in_(wanted[start : start + 500]), table.kind == "failed"
+                    )
+                )
+                found.update((r.fingerprint, (str(r.task), r.run_id)) for r in rows)
+        return found
+
     def mark_done(self, run_id: str, items: Iterable[tuple[str, str, str, str | None]]) -> None:
         """Record (fingerprint, kind, content_sha256, task) as landed by `run_id`."""
         now = datetime.now(UTC)
