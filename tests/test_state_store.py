@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, insert, text
 
 from pipeline.state import schema
-from pipeline.state.store import RunInProgress, StateStore
+from pipeline.state.store import RunInProgress, StateStore, default_url
 from tests.conftest import skip_or_fail
 
 
@@ -154,3 +154,13 @@ def test_an_expired_lease_is_taken_over_and_the_dead_worker_cannot_complete(stor
     assert store.complete_shard("run-2", 1, "alive", "{}")
     assert store.lease_shard("run-2", "late", timedelta(minutes=5)) is None  # done shards are never leased again
     assert [(i, o, a) for i, o, a, _ in store.shard_reports("run-2")] == [(0, "alive", 2), (1, "alive", 1)]
+
+
+def test_the_same_work_reported_twice_in_one_run_is_marked_once(tmp_path: Path) -> None:
+    """Two files with the same bytes that fail the same way both report the same `failed` work."""
+    store = StateStore(default_url(tmp_path))
+    item = ("f" * 64, "failed", "e" * 64, "empty_file")
+    store.mark_done("run-1", [item, item])
+    assert store.failures_landed(["f" * 64]) == {"f" * 64: ("empty_file", "run-1")}
+    store.mark_done("run-2", [item])  # already there: kept as the first run landed it
+    assert store.failures_landed(["f" * 64, "a" * 64]) == {"f" * 64: ("empty_file", "run-1")}

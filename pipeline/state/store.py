@@ -294,10 +294,14 @@ class StateStore:
     def mark_done(self, run_id: str, items: Iterable[tuple[str, str, str, str | None]]) -> None:
         """Record (fingerprint, kind, content_sha256, task) as landed by `run_id`."""
         now = datetime.now(UTC)
-        rows = [
-            {"fingerprint": f, "kind": k, "content_sha256": c, "task": t, "run_id": run_id, "landed_at": now}
-            for f, k, c, t in items
-        ]
+        # One row per fingerprint: the same work can be reported twice (two files with the same bytes
+        # that both fail the same way are both parsed: empty files are never treated as duplicates).
+        rows = list(
+            {
+                f: {"fingerprint": f, "kind": k, "content_sha256": c, "task": t, "run_id": run_id, "landed_at": now}
+                for f, k, c, t in items
+            }.values()
+        )
         if not rows:
             return
         with self.engine.begin() as connection:
