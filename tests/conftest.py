@@ -58,6 +58,20 @@ def offline_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return env, log
 
 
+# A small estate for nightly-run tests: two documents that process and one that fails.
+NIGHTLY_GOOD = ["unstructured__fake-text-utf-16-be.txt", "docling__kvp_data_example.html"]
+NIGHTLY_BAD = ["unstructured__empty.txt"]
+
+
+def nightly_source(tmp_path: Path) -> Path:
+    """`tmp_path/in` holding the nightly estate."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in NIGHTLY_GOOD + NIGHTLY_BAD:
+        shutil.copy(DOCUMENTS / name, source / name)
+    return source
+
+
 def assay_command() -> list[str]:
     return [sys.executable, "-m", "assay"]
 

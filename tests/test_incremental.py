@@ -20,19 +20,8 @@ from pipeline.ledger import verify
 from pipeline.settings import load_settings
 from pipeline.state.store import RunInProgress, StateStore, default_url
 from pipeline.tasks import BUILTIN_TASK_DIR
-from tests.conftest import DOCUMENTS, ROOT
+from tests.conftest import NIGHTLY_BAD, NIGHTLY_GOOD, ROOT, nightly_source
 from tests.jobrunner import run
-
-GOOD = ["unstructured__fake-text-utf-16-be.txt", "docling__kvp_data_example.html"]
-BAD = ["unstructured__empty.txt"]
-
-
-def _source(tmp_path: Path) -> Path:
-    source = tmp_path / "in"
-    source.mkdir()
-    for name in GOOD + BAD:
-        shutil.copy(DOCUMENTS / name, source / name)
-    return source
 
 
 def _query(data_dir: Path, sql: str) -> list[tuple]:  # type: ignore[type-arg]
@@ -48,10 +37,10 @@ def _count(data_dir: Path, table: str) -> int:
 def first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A data directory after one full run; tests copy it and run again."""
     root = tmp_path_factory.mktemp("nightly")
-    source = _source(root)
+    source = nightly_source(root)
     data_dir = root / "data"
     summary = run(data_dir, source)
-    assert summary.processed == len(GOOD) and summary.failed == len(BAD)
+    assert summary.processed == len(NIGHTLY_GOOD) and summary.failed == len(NIGHTLY_BAD)
     return data_dir, source
 
 
@@ -69,7 +58,7 @@ def test_an_unchanged_rerun_does_no_parsing_no_model_work_and_adds_no_results(es
     before = {t: _count(data_dir, t) for t in ("texts", "chunks", "answers", "findings")}
     summary = run(data_dir, source)
     assert summary.processed == 0
-    assert summary.unchanged == len(GOOD) and summary.skipped == len(GOOD)
+    assert summary.unchanged == len(NIGHTLY_GOOD) and summary.skipped == len(NIGHTLY_GOOD)
     assert summary.answers == 0 and summary.chunks == 0
     assert all(summary.stage_seconds.get(stage, 0.0) == 0.0 for stage in ("extract", "prefill", "decode", "sample"))
     assert summary.documents_in == summary.processed + summary.failed + summary.skipped
@@ -81,7 +70,7 @@ def test_an_unchanged_rerun_does_no_parsing_no_model_work_and_adds_no_results(es
 def test_a_file_that_failed_is_not_parsed_again_until_asked(estate: tuple[Path, Path]) -> None:
     data_dir, source = estate
     summary = run(data_dir, source)
-    assert summary.failed == len(BAD) and summary.document_failures == {"empty_file": len(BAD)}
+    assert summary.failed == len(NIGHTLY_BAD) and summary.document_failures == {"empty_file": len(NIGHTLY_BAD)}
     (row,) = _query(
         data_dir,
         f"select status, reason, message from document_versions where run_id = '{summary.run_id}'"
@@ -92,7 +81,7 @@ def test_a_file_that_failed_is_not_parsed_again_until_asked(estate: tuple[Path, 
     assert failures == [("empty_file",)]  # the run still accounts for it, with its reason
 
     retried = run(data_dir, source, retry_failed=True)
-    assert retried.failed == len(BAD) and retried.document_failures == {"empty_file": len(BAD)}
+    assert retried.failed == len(NIGHTLY_BAD) and retried.document_failures == {"empty_file": len(NIGHTLY_BAD)}
     (message,) = _query(
         data_dir, f"select message from document_versions where run_id = '{retried.run_id}' and status = 'failed'"
     )[0]
@@ -101,19 +90,19 @@ def test_a_file_that_failed_is_not_parsed_again_until_asked(estate: tuple[Path, 
 
 def test_changing_one_file_processes_that_file_only(estate: tuple[Path, Path], tmp_path: Path) -> None:
     data_dir, source = estate
-    changed = source / GOOD[0]
+    changed = source / NIGHTLY_GOOD[0]
     original = changed.read_bytes()
     try:
         changed.write_bytes(original + "\nAddendum signed in Zurich.\n".encode("utf-16-be"))
         summary = run(data_dir, source)
     finally:
         changed.write_bytes(original)
-    assert summary.processed == 1 and summary.unchanged == len(GOOD) - 1
+    assert summary.processed == 1 and summary.unchanged == len(NIGHTLY_GOOD) - 1
     run_id = summary.run_id
     processed = _query(
         data_dir, f"select uri from document_versions where run_id = '{run_id}' and status = 'processed'"
     )
-    assert [p[0].rsplit("/", 1)[-1] for p in processed] == [GOOD[0]]
+    assert [p[0].rsplit("/", 1)[-1] for p in processed] == [NIGHTLY_GOOD[0]]
 
 
 def test_changing_one_task_re_extracts_that_task_only_without_parsing(
@@ -125,8 +114,8 @@ def test_changing_one_task_re_extracts_that_task_only_without_parsing(
     text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
     (tasks / "key_terms.yaml").write_text(text.replace("Read the text", "Read the document"))
     summary = run(data_dir, source, task_dir=tasks)
-    assert summary.processed == len(GOOD)
-    assert summary.answers == len(GOOD)  # one chunk each (max_chunks_per_document=1), one task
+    assert summary.processed == len(NIGHTLY_GOOD)
+    assert summary.answers == len(NIGHTLY_GOOD)  # one chunk each (max_chunks_per_document=1), one task
     run_id = summary.run_id
     # The processed documents reused their earlier parse (the failed one is tried again, and fails again).
     reparsed = (
@@ -143,7 +132,7 @@ def test_landed_parses_are_read_back_together_as_they_were_landed(first: tuple[P
     data_dir, _ = first
     settings = load_settings(data_dir=data_dir)
     landed = _query(data_dir, "select content_sha256, text from texts order by 1")
-    assert len(landed) == len(GOOD)
+    assert len(landed) == len(NIGHTLY_GOOD)
     found = load_parsed(open_store(settings), [sha for sha, _ in landed] + ["0" * 64], settings)
     assert sorted(found) == [sha for sha, _ in landed]  # an unknown content is simply not found
     for sha, text in landed:
@@ -155,8 +144,8 @@ def test_landed_parses_are_read_back_together_as_they_were_landed(first: tuple[P
 
 def test_the_same_bytes_at_a_new_uri_are_not_parsed_again(estate: tuple[Path, Path]) -> None:
     data_dir, source = estate
-    copy = source / ("copy-of-" + GOOD[1])
-    shutil.copy(source / GOOD[1], copy)
+    copy = source / ("copy-of-" + NIGHTLY_GOOD[1])
+    shutil.copy(source / NIGHTLY_GOOD[1], copy)
     try:
         summary = run(data_dir, source)
     finally:
@@ -174,7 +163,7 @@ def test_the_same_bytes_at_a_new_uri_are_not_parsed_again(estate: tuple[Path, Pa
 
 def test_a_deleted_document_is_marked_and_its_findings_stay_flagged(estate: tuple[Path, Path]) -> None:
     data_dir, source = estate
-    gone = source / GOOD[1]
+    gone = source / NIGHTLY_GOOD[1]
     keep = gone.read_bytes()
     gone.unlink()
     try:
@@ -207,7 +196,7 @@ def test_a_second_run_on_the_same_data_exits_with_a_clear_message(estate: tuple[
 
 @pytest.mark.parametrize("point", ["parse", "extract", "mid-write", "land", "before-manifest", "after-manifest"])
 def test_a_crash_at_any_point_loses_and_duplicates_nothing(point: str, tmp_path: Path) -> None:
-    source = _source(tmp_path)
+    source = nightly_source(tmp_path)
     data_dir = tmp_path / "data"
     env = dict(os.environ, ASSAY_CRASH_AT=point)
     crashed = subprocess.run(
@@ -234,10 +223,10 @@ def test_a_crash_at_any_point_loses_and_duplicates_nothing(point: str, tmp_path:
         runs = con.execute("select count(*) from runs").fetchone()
     finally:
         con.close()
-    assert sorted(Path(uri).name for uri, _ in processed) == sorted(GOOD)
+    assert sorted(Path(uri).name for uri, _ in processed) == sorted(NIGHTLY_GOOD)
     assert all(count == 1 for _, count in processed), processed  # every document processed exactly once
     assert duplicates == (0,)
     if point == "after-manifest":
-        assert summary.unchanged == len(GOOD) and runs == (2,)  # the crashed run had landed
+        assert summary.unchanged == len(NIGHTLY_GOOD) and runs == (2,)  # the crashed run had landed
     else:
-        assert summary.processed == len(GOOD) and runs == (1,)  # its work was rolled back and redone
+        assert summary.processed == len(NIGHTLY_GOOD) and runs == (1,)  # its work was rolled back and redone

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,19 +22,8 @@ from pipeline.lake_store import open_store
 from pipeline.ledger import Ledger, verify
 from pipeline.settings import load_settings
 from pipeline.tasks import BUILTIN_TASK_DIR
-from tests.conftest import DOCUMENTS, ROOT, S3Bucket
+from tests.conftest import NIGHTLY_BAD, NIGHTLY_GOOD, ROOT, S3Bucket, nightly_source
 from tests.jobrunner import run
-
-GOOD = ["unstructured__fake-text-utf-16-be.txt", "docling__kvp_data_example.html"]
-BAD = ["unstructured__empty.txt"]
-
-
-def _source(tmp_path: Path) -> Path:
-    source = tmp_path / "in"
-    source.mkdir()
-    for name in GOOD + BAD:
-        shutil.copy(DOCUMENTS / name, source / name)
-    return source
 
 
 def _query(data_dir: Path, sql: str) -> list[dict[str, object]]:
@@ -50,11 +38,11 @@ def test_a_run_lands_on_s3_and_is_queried_reused_and_verified_there(
     s3: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASSAY_LAKE_STORE", json.dumps(s3.store_settings("nightly/lake")))
-    source = _source(tmp_path)
+    source = nightly_source(tmp_path)
     data_dir = tmp_path / "data"
 
     first = run(data_dir, source)
-    assert first.processed == len(GOOD) and first.failed == len(BAD) and first.findings > 0
+    assert first.processed == len(NIGHTLY_GOOD) and first.failed == len(NIGHTLY_BAD) and first.findings > 0
     assert not (data_dir / "lake").exists()  # nothing landed locally
     keys = s3.keys("nightly/lake/")
     manifests = Ledger(open_store(load_settings(data_dir=data_dir))).manifests()
@@ -71,7 +59,7 @@ def test_a_run_lands_on_s3_and_is_queried_reused_and_verified_there(
 
     # Unchanged: no parsing, no model work, no new results.
     again = run(data_dir, source)
-    assert again.processed == 0 and again.answers == 0 and again.unchanged == len(GOOD)
+    assert again.processed == 0 and again.answers == 0 and again.unchanged == len(NIGHTLY_GOOD)
 
     # A changed task re-extracts from the chunks read back from S3, without parsing.
     tasks = tmp_path / "tasks"
@@ -79,7 +67,7 @@ def test_a_run_lands_on_s3_and_is_queried_reused_and_verified_there(
     text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
     (tasks / "key_terms.yaml").write_text(text.replace("Read the text", "Read the document"))
     changed = run(data_dir, source, task_dir=tasks)
-    assert changed.processed == len(GOOD) and changed.answers == len(GOOD)
+    assert changed.processed == len(NIGHTLY_GOOD) and changed.answers == len(NIGHTLY_GOOD)
     reparsed = _query(
         data_dir,
         f"select count(*) as n from documents where run_id = '{changed.run_id}' and status = 'processed'"
@@ -107,7 +95,7 @@ def test_a_crash_while_landing_on_s3_loses_and_duplicates_nothing(
     point: str, s3: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASSAY_LAKE_STORE", json.dumps(s3.store_settings("lake")))
-    source = _source(tmp_path)
+    source = nightly_source(tmp_path)
     data_dir = tmp_path / "data"
     crashed = subprocess.run(
         [sys.executable, "-m", "tests.jobrunner", str(data_dir), str(source)],
@@ -126,15 +114,15 @@ def test_a_crash_while_landing_on_s3_loses_and_duplicates_nothing(
     assert verify(store).ok, verify(store)
     quarantined = s3.keys("lake/_quarantine/")
     if point == "after-manifest":
-        assert not quarantined and summary.unchanged == len(GOOD)  # the crashed run had landed
+        assert not quarantined and summary.unchanged == len(NIGHTLY_GOOD)  # the crashed run had landed
     else:
         # What the killed run put on the store but never committed is moved out of the lake, not lost.
         assert {k.split("/", 3)[3] for k in quarantined} == {k.removeprefix("lake/") for k in left}
-        assert summary.processed == len(GOOD)
+        assert summary.processed == len(NIGHTLY_GOOD)
     assert summary.documents_in == summary.processed + summary.failed + summary.skipped
     processed = _query(
         data_dir, "select uri, count(*) as n from document_versions where status = 'processed' group by uri"
     )
-    assert sorted(Path(str(r["uri"])).name for r in processed) == sorted(GOOD)
+    assert sorted(Path(str(r["uri"])).name for r in processed) == sorted(NIGHTLY_GOOD)
     assert all(r["n"] == 1 for r in processed), processed  # every document processed exactly once
     assert _query(data_dir, "select count(*) - count(distinct finding_id) as n from findings") == [{"n": 0}]
