@@ -60,10 +60,10 @@ def peer_baseline(folder: Path, threads: int) -> dict[str, Any]:
     from unstructured.chunking.title import chunk_by_title
     from unstructured.partition.auto import partition
 
-    from pipeline.extraction import build_messages
-    from pipeline.model_files import resolve_model_file
-    from pipeline.settings import ModelSettings
-    from pipeline.tasks import find_task
+    from pipeline.core.settings import ModelSettings
+    from pipeline.core.tasks import find_task
+    from pipeline.extract.model_files import resolve_model_file
+    from pipeline.extract.prompts import build_messages
 
     task = find_task(TASK)
     usage0, started = _usage(), time.perf_counter()
@@ -144,9 +144,9 @@ def peer_baseline(folder: Path, threads: int) -> dict[str, Any]:
 
 def peer_f1(values: dict[str, dict[str, list[str]]], gold_path: Path) -> float:
     """The peer's values per document (first value per field, union of parties), normalised, scored."""
-    from pipeline.evaluation import f1_of, load_gold, score_field
-    from pipeline.normalise import normalise
-    from pipeline.tasks import find_task
+    from pipeline.audit.evaluation import f1_of, load_gold, score_field
+    from pipeline.core.tasks import find_task
+    from pipeline.reduce.normalise import normalise
 
     task = find_task(TASK)
     counts = []

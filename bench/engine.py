@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,14 +31,15 @@ sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (offline switches)
 from bench.cpp_reference import batched_bench  # noqa: E402
-from pipeline.batched_engine import BatchedEngine  # noqa: E402
-from pipeline.chunks import chunk_document  # noqa: E402
-from pipeline.extraction import build_messages, parse_answer  # noqa: E402
-from pipeline.hashing import sha256_bytes  # noqa: E402
-from pipeline.model_files import resolve_model_file  # noqa: E402
-from pipeline.partition import partition_bytes  # noqa: E402
-from pipeline.settings import ChunkingSettings, ModelSettings  # noqa: E402
-from pipeline.tasks import find_task  # noqa: E402
+from pipeline.core.hashing import sha256_bytes  # noqa: E402
+from pipeline.core.settings import ChunkingSettings, ModelSettings  # noqa: E402
+from pipeline.core.tasks import find_task  # noqa: E402
+from pipeline.extract.answers import parse_answer  # noqa: E402
+from pipeline.extract.prompts import build_messages  # noqa: E402
+from pipeline.extract.batched import BatchedEngine  # noqa: E402
+from pipeline.extract.model_files import resolve_model_file  # noqa: E402
+from pipeline.parse.chunking import chunk_document  # noqa: E402
+from pipeline.parse.partition import partition_bytes  # noqa: E402
 
 NDA_DIR = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev"
 
@@ -65,8 +67,8 @@ def line(name: str, chunks: int, seconds: float, prompt_tokens: int, generated: 
 
 
 def run_naive(
-    settings: ModelSettings, prompts_messages: list[list[dict[str, str]]], schema: dict
-) -> tuple[float, int, int, int]:  # type: ignore[type-arg]
+    settings: ModelSettings, prompts_messages: list[list[dict[str, str]]], schema: dict[str, Any]
+) -> tuple[float, int, int, int]:
     from llama_cpp import Llama
 
     llm = Llama(
@@ -178,8 +180,8 @@ def main() -> None:
         engine_s,
         engine_pt,
         engine_gt,
-        f"schema-valid {valid}/{len(chunks)}; grammar full passes {engine.grammar_full_passes}/"
-        f"{engine.grammar_checks} steps; loops stopped "
+        f"schema-valid {valid}/{len(chunks)}; grammar full passes {engine.grammar.full_passes}/"
+        f"{engine.grammar.checks} steps; loops stopped "
         f"{sum(g.finish_reason == 'repetition' for g in generations)}",
     )
 

@@ -19,12 +19,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_GOLD = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev" / "labels.jsonl"
 
 
-def run_eval(args: argparse.Namespace, routed: bool) -> dict[str, object]:
+def run_eval(args: argparse.Namespace, routed: bool) -> dict[str, Any]:
     name = f"{args.task}-{'routed' if routed else 'all-chunks'}" + (f"-{args.name_suffix}" if args.name_suffix else "")
     command = [str(Path(sys.executable).parent / "assay"), "--data-dir", str(args.data_dir)]
     if args.config:
@@ -38,7 +39,7 @@ def run_eval(args: argparse.Namespace, routed: bool) -> dict[str, object]:
         sys.stderr.write(result.stderr[-4000:])
         raise SystemExit(f"assay eval failed for {name}")
     print(result.stdout, flush=True)
-    summary = json.loads((args.data_dir / "evals" / name / "report" / "summary.json").read_text())
+    summary: dict[str, Any] = json.loads((args.data_dir / "evals" / name / "report" / "summary.json").read_text())
     summary["folder"] = str(args.data_dir / "evals" / name / "report")
     return summary
 
@@ -55,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.gold.is_file():
         raise SystemExit(f"no gold labels at {args.gold}")
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for routed in (True, False):
         label = "routed" if routed else "all-chunks"
         if args.only and args.only != label:
@@ -68,12 +69,12 @@ def main() -> None:
             f"chunks_to_model={s['chunks_routed']}/{s['chunks']} run_seconds={s.get('run_seconds')}"
         )
     if len(results) == 2:
-        routed, every = results["routed"], results["all-chunks"]
-        fewer = float(every["model_tokens_per_document"]) / max(float(routed["model_tokens_per_document"]), 1.0)
-        delta = (float(routed["overall_f1"]) - float(every["overall_f1"])) * 100
+        some, every = results["routed"], results["all-chunks"]
+        fewer = float(every["model_tokens_per_document"]) / max(float(some["model_tokens_per_document"]), 1.0)
+        delta = (float(some["overall_f1"]) - float(every["overall_f1"])) * 100
         print(
-            f"routing: tokens_per_doc {every['model_tokens_per_document']} -> {routed['model_tokens_per_document']} "
-            f"({fewer:.2f}x fewer), f1 {every['overall_f1']} -> {routed['overall_f1']} ({delta:+.1f} points)"
+            f"routing: tokens_per_doc {every['model_tokens_per_document']} -> {some['model_tokens_per_document']} "
+            f"({fewer:.2f}x fewer), f1 {every['overall_f1']} -> {some['overall_f1']} ({delta:+.1f} points)"
         )
 
 

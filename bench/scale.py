@@ -44,6 +44,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from pipeline.core.settings import Settings  # noqa: E402
+from pipeline.extract.engine import Generation, Messages, ModelIdentity, use_engine  # noqa: E402
+
 CORPUS = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev" / "documents"
 CACHE = ROOT / "bench" / ".cache" / "scale"
 SHARD_SIZE_FULL = 16
@@ -61,8 +65,6 @@ class StandInEngine:
     )
 
     def __init__(self) -> None:
-        from pipeline.engine import ModelIdentity
-
         self.identity = ModelIdentity(
             name="STAND-IN (no model)",
             path="",
@@ -73,20 +75,27 @@ class StandInEngine:
             runtime="bench/scale.py stand-in",
         )
 
-    def render_prompt(self, messages: list[dict[str, str]]) -> str:
+    n_ctx = 2048
+
+    def render_prompt(self, messages: Messages) -> str:
         return "\n".join(m["content"] for m in messages)
 
-    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Any]:
-        from pipeline.engine import Generation
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4
 
+    def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
+        return self.generate_many([prompt], schema_json, max_tokens)[0]
+
+    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
         return [Generation(self.ANSWER, "stop", len(p) // 4, 20) for p in prompts]
 
+    def model_seconds(self) -> tuple[float, float] | None:
+        return None
 
-def _use_stand_in() -> None:
-    from pipeline import job
 
-    engine = StandInEngine()
-    job.get_engine = lambda settings: engine  # type: ignore[assignment,return-value]
+def _use_stand_in(settings: Settings) -> None:
+    """Every run with these settings gets the stand-in instead of loading the model."""
+    use_engine(settings.model, StandInEngine())
 
 
 # -- estates ------------------------------------------------------------------------------------
@@ -178,28 +187,22 @@ def _peak_rss_mb(sampler: _DescendantPeak | None = None) -> tuple[float, float]:
 
 
 def _settings(data_dir: Path, shard_size: int) -> Any:
-    from pipeline.settings import load_settings
+    from pipeline.core.settings import load_settings
 
     return load_settings(data_dir=data_dir, tasks=["key_terms"], shard_size=shard_size)
 
 
 def _run_job(estate: Path, data_dir: Path, shard_size: int) -> dict[str, Any]:
     """One whole run through the job functions, shards planned as a stream, with the stand-in model."""
-    import pipeline  # noqa: F401
     from connectors.registry import resolve_sources
-    from pipeline import job
+    from pipeline.run.local import run_locally
 
-    _use_stand_in()
     settings = _settings(data_dir, shard_size)
+    _use_stand_in(settings)
     sampler = _DescendantPeak()
     started = time.perf_counter()
-    context = job.new_run(settings, resolve_sources([str(estate)], settings))
-    reports = []
-    documents = 0
-    for shard in job.iter_shards(job.list_documents(context.sources), settings.shard_size):
-        documents += len(shard.documents)
-        reports.append(job.process_shard(context, shard))
-    summary = job.finish_run(context, reports, documents)
+    summary = run_locally(settings, resolve_sources([str(estate)], settings))
+    documents = summary.documents_in
     seconds = time.perf_counter() - started
     own, children = _peak_rss_mb(sampler)
     return {
@@ -223,22 +226,24 @@ def child_full(estate: Path, data_dir: Path) -> dict[str, Any]:
 
 def child_discover(estate: Path, data_dir: Path) -> dict[str, Any]:
     """First discovery, bookkeeping only: list + hash, record in the state store, mark work done."""
-    import pipeline  # noqa: F401
     from connectors.registry import resolve_sources
-    from pipeline import job
-    from pipeline.incremental import extract_fingerprint, parse_fingerprint
-    from pipeline.model_files import resolve_model_file
+    from pipeline.core.tasks import find_task
+    from pipeline.extract.model_files import resolve_model_file
+    from pipeline.run.context import get_state, state_url
+    from pipeline.run.plan import ShardPlan, list_documents
+    from pipeline.state.incremental import extract_fingerprint, parse_fingerprint
+    from pipeline.state.store import WorkMark
 
     settings = _settings(data_dir, SHARD_SIZE_BOOKKEEPING)
     started = time.perf_counter()
     sources = resolve_sources([str(estate)], settings)
-    state = job.get_state(job.state_url(settings))
-    tasks = [job.find_task(name) for name in settings.tasks]
+    state = get_state(state_url(settings))
+    tasks = [find_task(name) for name in settings.tasks]
     model_sha256 = resolve_model_file(settings.model).sha256
     run_id = "discovery-" + uuid.uuid4().hex[:8]
     state.run_started(run_id)
     documents = 0
-    for shard in job.iter_shards(job.list_documents(sources), SHARD_SIZE_BOOKKEEPING):
+    for shard in ShardPlan(list_documents(sources), SHARD_SIZE_BOOKKEEPING):
         seen = []
         done = []
         for planned in shard.documents:
@@ -246,9 +251,10 @@ def child_discover(estate: Path, data_dir: Path) -> dict[str, Any]:
             assert ref.sha256
             seen.append((ref.source, ref.uri, ref.version, ref.sha256, ref.size, None))
             parse_fp = parse_fingerprint(ref.sha256, settings)
-            done.append((parse_fp, "parse", ref.sha256, None))
+            done.append(WorkMark(parse_fp, "parse", ref.sha256, None))
             done += [
-                (extract_fingerprint(parse_fp, t, model_sha256, settings), "extract", ref.sha256, t.name) for t in tasks
+                WorkMark(extract_fingerprint(parse_fp, t, model_sha256, settings), "extract", ref.sha256, t.name)
+                for t in tasks
             ]
         state.record_seen(run_id, seen)
         state.mark_done(run_id, done)
@@ -265,10 +271,9 @@ def child_rerun(estate: Path, data_dir: Path) -> dict[str, Any]:
 
 def child_rerun_flow(estate: Path, data_dir: Path) -> dict[str, Any]:
     """The unchanged re-run again, through the Prefect flow (`assay run`, ephemeral Prefect) as operators run it."""
-    import pipeline  # noqa: F401
     from flows.assay_run import assay_run
 
-    _use_stand_in()
+    _use_stand_in(_settings(data_dir, SHARD_SIZE_BOOKKEEPING))
     started = time.perf_counter()
     overrides = {"data_dir": str(data_dir), "tasks": ["key_terms"], "shard_size": SHARD_SIZE_BOOKKEEPING}
     summary = assay_run([str(estate)], overrides=overrides)

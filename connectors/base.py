@@ -1,22 +1,7 @@
-"""What every connector provides."""
+"""What every connector provides: the `Connector` protocol of the core (pipeline/core/connector.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from pipeline.core.connector import Connector
 
-from pipeline.documents import DocumentRef
-
-
-class Connector(Protocol):
-    """Lists documents of one source and reads their bytes.
-
-    `list()` must be cheap per document (no content reads beyond what identity
-    needs) and stream, so that an estate of millions never sits in memory.
-    """
-
-    source_name: str
-
-    def list(self) -> Iterator[DocumentRef]: ...
-
-    def read(self, ref: DocumentRef) -> bytes: ...
+__all__ = ["Connector"]

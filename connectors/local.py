@@ -7,11 +7,24 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
-from pipeline.documents import DocumentRef
-from pipeline.errors import ConfigError, DocumentError, Reason
-from pipeline.hashing import sha256_file
-from pipeline.settings import SourceSettings
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.core.documents import DocumentRef
+from pipeline.core.errors import ConfigError, DocumentError, Reason
+from pipeline.core.hashing import sha256_file
+
+
+class LocalFolderConfig(BaseModel):
+    """`connector = "local"`: a folder (or one file) on this machine or a mounted share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connector: Literal["local"] = "local"
+    path: str = Field(description="The folder (or file) to read, absolute or relative to the working directory.")
+    include: list[str] = Field(default_factory=lambda: ["**/*"], description="Globs on the path under the folder.")
+    exclude: list[str] = Field(default_factory=list, description="Globs of files to leave out.")
 
 
 class LocalFolderConnector:
@@ -21,11 +34,12 @@ class LocalFolderConnector:
     time (also its version marker) and the SHA-256 of its bytes.
     """
 
-    def __init__(self, source_name: str, settings: SourceSettings) -> None:
+    def __init__(self, source_name: str, config: LocalFolderConfig) -> None:
         self.source_name = source_name
-        self.root = Path(settings.path).expanduser().resolve()
-        self.include = settings.include or ["**/*"]
-        self.exclude = settings.exclude
+        self.config = config
+        self.root = Path(config.path).expanduser().resolve()
+        self.include = config.include or ["**/*"]
+        self.exclude = config.exclude
         if not self.root.exists():
             raise ConfigError(f"source {source_name!r}: path does not exist: {self.root}")
 

@@ -1,44 +1,92 @@
-"""The explicit registry of connectors: name in config -> class.
+"""The explicit registry of connectors: the `connector` key of a source -> its config model and class.
 
-Adding a connector is one module plus one line here (docs/connectors.md).
+A source's settings are validated against its connector's own pydantic config
+(`extra="forbid"`): the registry is a discriminated union on `connector`, so an
+unknown connector or an unknown key is an error that names it. Adding a
+connector is one module plus one line here (docs/connectors.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from connectors.base import Connector
-from connectors.local import LocalFolderConnector
-from pipeline.errors import ConfigError
-from pipeline.settings import Settings, SourceSettings
+from pydantic import BaseModel, ValidationError
 
-ConnectorFactory = Callable[[str, SourceSettings], Connector]
+from connectors.local import LocalFolderConfig, LocalFolderConnector
+from pipeline.core.connector import Connector
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import Settings, SourceSettings
 
-CONNECTORS: dict[str, ConnectorFactory] = {
-    "local": LocalFolderConnector,
+
+@dataclass(frozen=True)
+class ConnectorKind:
+    """One kind of source: its config model and how to make a connector from it."""
+
+    config: type[BaseModel]
+    make: Callable[[str, Any], Connector]
+
+
+CONNECTORS: dict[str, ConnectorKind] = {
+    "local": ConnectorKind(LocalFolderConfig, LocalFolderConnector),
 }
 
 
-def make_connector(source_name: str, settings: SourceSettings) -> Connector:
-    try:
-        factory = CONNECTORS[settings.connector]
-    except KeyError:
+def _kind_and_config(source_name: str, options: Mapping[str, Any] | SourceSettings) -> tuple[ConnectorKind, BaseModel]:
+    raw = options.options() if isinstance(options, SourceSettings) else dict(options)
+    kind_name = str(raw.get("connector", "local"))
+    kind = CONNECTORS.get(kind_name)
+    if kind is None:
         known = ", ".join(sorted(CONNECTORS))
-        raise ConfigError(f"unknown connector {settings.connector!r} (known: {known})") from None
-    return factory(source_name, settings)
+        raise ConfigError(f"source {source_name!r}: unknown connector {kind_name!r} (known: {known})")
+    try:
+        return kind, kind.config.model_validate({**raw, "connector": kind_name})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"source {source_name!r} ({kind_name}): {problems}") from None
 
 
-def resolve_sources(names_or_paths: list[str], settings: Settings) -> dict[str, SourceSettings]:
-    """Each argument is a configured source name, or a local path (a file or a folder)."""
-    resolved: dict[str, SourceSettings] = {}
+def source_config(source_name: str, options: Mapping[str, Any] | SourceSettings) -> BaseModel:
+    """The source's settings validated against its connector's config model."""
+    return _kind_and_config(source_name, options)[1]
+
+
+def make_connector(source_name: str, options: Mapping[str, Any] | SourceSettings) -> Connector:
+    """A connector for a source, from its settings (validated here)."""
+    kind, config = _kind_and_config(source_name, options)
+    return kind.make(source_name, config)
+
+
+def validate_sources(settings: Settings) -> None:
+    """Check every configured source against its connector's config (a typo fails before any run starts)."""
+    for name, options in settings.sources.items():
+        source_config(name, options)
+
+
+def resolve_sources(names_or_paths: Iterable[str], settings: Settings) -> dict[str, Connector]:
+    """Each argument is a configured source name, or a local path (a file or a folder): its connector."""
+    resolved: dict[str, Connector] = {}
     for item in names_or_paths:
         if item in settings.sources:
-            resolved[item] = settings.sources[item]
+            resolved[item] = make_connector(item, settings.sources[item])
         elif Path(item).exists():
             path = str(Path(item).resolve())
-            resolved[path] = SourceSettings(connector="local", path=path)
+            resolved[path] = make_connector(path, {"connector": "local", "path": path})
         else:
             known = ", ".join(sorted(settings.sources)) or "none configured"
             raise ConfigError(f"{item!r} is neither a configured source ({known}) nor an existing path")
     return resolved
+
+
+def rebuild_sources(recorded: Mapping[str, Mapping[str, Any]], settings: Settings) -> dict[str, Connector]:
+    """The connectors of a run another process started (a shared run's worker), from their recorded configs.
+
+    A source this worker's settings also name is built from them (its secrets come from this worker's own
+    configuration and environment, never from the record); any other from the record.
+    """
+    return {
+        name: make_connector(name, settings.sources[name] if name in settings.sources else options)
+        for name, options in recorded.items()
+    }

@@ -1,1 +1,1 @@
-"""Thin Prefect wrappers around `pipeline.job` (deployments: deploy/prefect.yaml)."""
+"""Thin Prefect wrappers around `pipeline.run` (deployments: deploy/prefect.yaml)."""

@@ -2,7 +2,7 @@
 
 Deployed as `assay-shard-worker/default` (deploy/prefect.yaml) on a work pool; the
 `assay-run` flow with `shard_workers=N` starts N runs of it. Each run joins the
-run through the state store (pipeline/shared_run.py) and works until no shard is
+run through the state store (pipeline/run/shared.py) and works until no shard is
 free. Start as many Prefect workers on as many machines as you like: a shard is
 leased by one of them at a time and completed once.
 """
@@ -15,8 +15,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from pipeline import shared_run
-from pipeline.settings import load_settings
+from connectors.registry import rebuild_sources
+from pipeline.core.settings import load_settings
+from pipeline.run import shared
 
 
 @flow(name="assay-shard-worker", log_prints=False)
@@ -26,8 +27,8 @@ def assay_shard_worker(
     """Process free shards of run `run_id` until none is left; the shard indexes this worker did."""
     logger = get_run_logger()
     settings = load_settings(Path(config_file) if config_file else None, **(overrides or {}))
-    context = shared_run.join_run(settings, run_id)
-    owner = f"{shared_run.worker_name()}:{flow_run.id}"
-    done = shared_run.work_on_shards(context, owner=owner)
+    context = shared.join_run(settings, run_id, rebuild_sources)
+    owner = f"{shared.worker_name()}:{flow_run.id}"
+    done = shared.work_on_shards(context, owner=owner)
     logger.info("worker %s did shards %s of run %s", owner, done, run_id)
     return done

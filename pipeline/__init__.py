@@ -1,9 +1,9 @@
 """Assay's pure core: no Prefect import here (tests/test_layering.py enforces it).
 
 Importing the package first switches every library to offline, telemetry-off
-mode (see `pipeline.offline`).
+mode (see `pipeline.core.offline`).
 """
 
-from pipeline import offline as _offline
+from pipeline.core import offline as _offline
 
 _offline.enforce()

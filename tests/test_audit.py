@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from assay.cli import cli
-from pipeline.model_files import resolve_model_file
-from pipeline.settings import ModelSettings
+from pipeline.core.settings import ModelSettings
+from pipeline.extract.model_files import resolve_model_file
 from tests.conftest import DOCUMENTS
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
-from pipeline.batched_engine import BatchedEngine, plan_kv
-from pipeline.engine import SequentialEngine
-from pipeline.errors import ExtractionError, ModelError, Reason
-from pipeline.extraction import build_messages, parse_answer
-from pipeline.model_files import resolve_model_file
-from pipeline.settings import ModelSettings
-from pipeline.tasks import find_task
+from pipeline.core.errors import ExtractionError, ModelError, Reason
+from pipeline.core.settings import ModelSettings
+from pipeline.core.tasks import Task, find_task
+from pipeline.extract.answers import parse_answer
+from pipeline.extract.batched import BatchedEngine
+from pipeline.extract.decoding import plan_kv
+from pipeline.extract.model_files import resolve_model_file
+from pipeline.extract.prompts import build_messages
+from pipeline.extract.sequential import SequentialEngine
 
 CHUNKS = [
     "MUTUAL NONDISCLOSURE AGREEMENT. This Agreement is entered into as of March 3, 2011 by and between "
@@ -35,13 +38,16 @@ def engine(settings: ModelSettings) -> BatchedEngine:
     return BatchedEngine(resolve_model_file(settings), settings)
 
 
+TaskAndPrompts = tuple[Task, list[str]]
+
+
 @pytest.fixture(scope="module")
-def task_and_prompts(engine: BatchedEngine) -> tuple[object, list[str]]:
+def task_and_prompts(engine: BatchedEngine) -> TaskAndPrompts:
     task = find_task("key_terms")
     return task, [engine.render_prompt(build_messages(task, chunk)) for chunk in CHUNKS]
 
 
-def test_answers_are_schema_valid_or_explicit_failures(engine: BatchedEngine, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+def test_answers_are_schema_valid_or_explicit_failures(engine: BatchedEngine, task_and_prompts: TaskAndPrompts) -> None:
     task, prompts = task_and_prompts
     generations = engine.generate_many(prompts, json.dumps(task.output_schema))
     assert len(generations) == len(prompts)  # more prompts than slots: slots were reused
@@ -57,20 +63,24 @@ def test_answers_are_schema_valid_or_explicit_failures(engine: BatchedEngine, ta
         assert len(generation.token_offsets) == len(generation.token_logprobs) == generation.completion_tokens
     assert valid >= 2
     # the cheap path did most of the work: few rejections, and fewer full passes still
-    assert engine.grammar_checks > engine.grammar_rejections > 0
-    assert engine.grammar_full_passes <= engine.grammar_rejections
+    assert engine.grammar.checks > engine.grammar.rejections > 0
+    assert engine.grammar.full_passes <= engine.grammar.rejections
 
 
-def test_the_cheap_grammar_path_picks_what_a_full_pass_picks(engine: BatchedEngine, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+def test_the_cheap_grammar_path_picks_what_a_full_pass_picks(
+    engine: BatchedEngine, task_and_prompts: TaskAndPrompts
+) -> None:
     task, _ = task_and_prompts
     rng = np.random.default_rng(7)
     for _ in range(5):
         logits = rng.normal(size=engine._n_vocab).astype(np.float32)
-        sampler = engine._grammar_sampler(json.dumps(task.output_schema))
-        assert engine._next_allowed(sampler, logits) == engine._best_allowed(sampler, logits)
+        sampler = engine.grammar.sampler(json.dumps(task.output_schema))
+        assert engine.grammar.next_allowed(sampler, logits) == engine.grammar.best_allowed(sampler, logits)
 
 
-def test_batched_matches_sequential_shape(engine: BatchedEngine, settings: ModelSettings, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+def test_batched_matches_sequential_shape(
+    engine: BatchedEngine, settings: ModelSettings, task_and_prompts: TaskAndPrompts
+) -> None:
     """Both engines give schema-valid JSON on the same prompts. Byte-identity is measured, not promised:
     llama.cpp's logits differ slightly with batch composition (docs/performance.md has the share)."""
     task, prompts = task_and_prompts
@@ -83,13 +93,15 @@ def test_batched_matches_sequential_shape(engine: BatchedEngine, settings: Model
                 assert isinstance(parse_answer(task, generation), dict)
 
 
-def test_single_sequence_is_repeatable(engine: BatchedEngine, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+def test_single_sequence_is_repeatable(engine: BatchedEngine, task_and_prompts: TaskAndPrompts) -> None:
     task, prompts = task_and_prompts
     schema = json.dumps(task.output_schema)
     assert engine.generate(prompts[0], schema, 40).text == engine.generate(prompts[0], schema, 40).text
 
 
-def test_failures_end_one_sequence_and_the_others_go_on(engine: BatchedEngine, task_and_prompts) -> None:  # type: ignore[no-untyped-def]
+def test_failures_end_one_sequence_and_the_others_go_on(
+    engine: BatchedEngine, task_and_prompts: TaskAndPrompts
+) -> None:
     task, prompts = task_and_prompts
     too_long = engine.render_prompt(build_messages(task, CHUNKS[0] * 60))
     mixed = [prompts[0], too_long, prompts[1]]
@@ -104,31 +116,23 @@ def test_failures_end_one_sequence_and_the_others_go_on(engine: BatchedEngine, t
 
 
 def test_a_grammar_dead_end_fails_that_sequence_only(
-    engine: BatchedEngine,
-    task_and_prompts,  # type: ignore[no-untyped-def]
-    monkeypatch: pytest.MonkeyPatch,
+    engine: BatchedEngine, task_and_prompts: TaskAndPrompts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fault injection: the grammar rejects every token of the second sequence after a few steps."""
+    """Fault injection: the grammar allows no token at all for the second sequence."""
     task, prompts = task_and_prompts
-    real_allowed, real_best = engine._allowed, engine._best_allowed
+    real_choose, real_admit = engine.grammar.choose, engine._admit
     poisoned: set[int] = set()
 
-    def allowed(sampler, token):  # type: ignore[no-untyped-def]
-        return False if id(sampler) in poisoned else real_allowed(sampler, token)
+    def choose(sampler: Any, token: int, logits: Any) -> int | None:
+        return None if id(sampler) in poisoned else real_choose(sampler, token, logits)
 
-    def best(sampler, logits):  # type: ignore[no-untyped-def]
-        return None if id(sampler) in poisoned else real_best(sampler, logits)
-
-    real_admit = engine._admit
-
-    def admit(request, slot, tokens, schema, budget):  # type: ignore[no-untyped-def]
+    def admit(request: int, slot: int, tokens: list[int], schema: str | None, budget: int) -> Any:
         sequence = real_admit(request, slot, tokens, schema, budget)
         if request == 1:
             poisoned.add(id(sequence.sampler))
         return sequence
 
-    monkeypatch.setattr(engine, "_allowed", allowed)
-    monkeypatch.setattr(engine, "_best_allowed", best)
+    monkeypatch.setattr(engine.grammar, "choose", choose)
     monkeypatch.setattr(engine, "_admit", admit)
     generations = engine.generate_many(prompts[:3], json.dumps(task.output_schema), 30)
     assert [g.finish_reason for g in generations] == ["length", "dead_end", "length"]
@@ -158,7 +162,7 @@ def test_the_batched_engine_is_greedy_only() -> None:
 
 
 def test_loop_detection_on_token_sequences() -> None:
-    from pipeline.batched_engine import _looping
+    from pipeline.extract.decoding import looping as _looping
 
     assert _looping([5, 6, 7, 8] * 6)  # "non-profit, " over and over
     assert _looping([1] * 24)

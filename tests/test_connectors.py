@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.registry import make_connector, resolve_sources
-from pipeline.errors import ConfigError
-from pipeline.settings import SourceSettings, load_settings
+from connectors.local import LocalFolderConfig
+from connectors.registry import make_connector, resolve_sources, validate_sources
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import load_settings
 
 
 def _tree(root: Path) -> None:
@@ -22,7 +23,7 @@ def _tree(root: Path) -> None:
 
 def test_lists_recursively_with_identity(tmp_path: Path) -> None:
     _tree(tmp_path)
-    refs = list(make_connector("docs", SourceSettings(path=str(tmp_path))).list())
+    refs = list(make_connector("docs", {"path": str(tmp_path)}).list())
     assert [r.name for r in refs] == [
         "b.txt",
         "skip.tmp",
@@ -39,30 +40,40 @@ def test_lists_recursively_with_identity(tmp_path: Path) -> None:
 
 def test_include_and_exclude_globs(tmp_path: Path) -> None:
     _tree(tmp_path)
-    settings = SourceSettings(path=str(tmp_path), include=["**/*.txt", "**/*.pdf"], exclude=["a/*.txt"])
-    names = [r.name for r in make_connector("docs", settings).list()]
+    options = {"path": str(tmp_path), "include": ["**/*.txt", "**/*.pdf"], "exclude": ["a/*.txt"]}
+    names = [r.name for r in make_connector("docs", options).list()]
     assert names == ["b.txt", "one.pdf"]
 
 
 def test_read_returns_the_bytes(tmp_path: Path) -> None:
     _tree(tmp_path)
-    connector = make_connector("docs", SourceSettings(path=str(tmp_path)))
+    connector = make_connector("docs", {"path": str(tmp_path)})
     ref = next(r for r in connector.list() if r.name == "one.pdf")
     assert connector.read(ref) == b"%PDF-1.4 one"
 
 
-def test_unknown_connector_and_missing_path(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown connector"):
-        make_connector("x", SourceSettings(connector="ftp", path=str(tmp_path)))
+def test_unknown_connector_unknown_key_and_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown connector 'ftp'"):
+        make_connector("x", {"connector": "ftp", "path": str(tmp_path)})
     with pytest.raises(ConfigError, match="does not exist"):
-        make_connector("x", SourceSettings(path=str(tmp_path / "missing")))
+        make_connector("x", {"path": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match=r"source 'x' \(local\): includes: Extra inputs are not permitted"):
+        make_connector("x", {"path": str(tmp_path), "includes": ["*.pdf"]})
 
 
 def test_sources_resolve_from_names_or_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings(sources={"contracts": {"path": str(tmp_path)}})
     resolved = resolve_sources(["contracts", str(tmp_path)], settings)
-    assert resolved["contracts"].path == str(tmp_path)
-    assert resolved[str(tmp_path.resolve())].connector == "local"
+    assert resolved["contracts"].config == LocalFolderConfig(path=str(tmp_path))
+    assert resolved[str(tmp_path.resolve())].config == LocalFolderConfig(path=str(tmp_path.resolve()))
     with pytest.raises(ConfigError, match="neither a configured source"):
         resolve_sources(["nowhere"], settings)
+
+
+def test_a_typo_in_a_configured_source_fails_before_any_run(tmp_path: Path) -> None:
+    config = tmp_path / "assay.toml"
+    config.write_text(f'[sources.contracts]\nconnector = "local"\npath = "{tmp_path}"\nexlude = ["*.tmp"]\n')
+    settings = load_settings(config)  # the core does not read a connector's keys...
+    with pytest.raises(ConfigError, match="source 'contracts' \\(local\\): exlude"):
+        validate_sources(settings)  # ...its connector does, before the run starts

@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from pipeline.lake import SCHEMAS
+from pipeline.land.tables import SCHEMAS
 from tests.conftest import ROOT
 
 
@@ -50,7 +50,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 def test_the_operations_guide_shows_every_setting_and_its_example_loads(tmp_path: Path) -> None:
     """Every settings key (top level and nested sections) is in the example config, and it is valid."""
-    from pipeline.settings import Settings, load_settings
+    from pipeline.core.settings import Settings, load_settings
 
     text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     example = text.split("```toml\n", 1)[1].split("```", 1)[0]
@@ -59,6 +59,7 @@ def test_the_operations_guide_shows_every_setting_and_its_example_loads(tmp_path
     assert shown == set(Settings.model_fields)
     for section in ("parsing", "chunking", "model", "lake_store", "lake_mirror"):
         model = Settings.model_fields[section].annotation
+        assert model is not None
         fields = next(a for a in getattr(model, "__args__", (model,)) if a is not type(None)).model_fields
         block = example.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
         # set, or shown in a comment (a model path, the S3 keys): each key is named in its section

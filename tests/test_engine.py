@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engine import ContextOverflow, Generation, SequentialEngine
-from pipeline.errors import ExtractionError, ModelIntegrityError, Reason
-from pipeline.extraction import build_messages, parse_answer
-from pipeline.model_files import EMBEDDED_MODELS, resolve_model_file
-from pipeline.settings import ModelSettings
-from pipeline.tasks import find_task
+from pipeline.core.errors import ContextOverflow, ExtractionError, ModelIntegrityError, Reason
+from pipeline.core.settings import ModelSettings
+from pipeline.core.tasks import find_task
+from pipeline.extract.answers import parse_answer
+from pipeline.extract.engine import Generation
+from pipeline.extract.model_files import EMBEDDED_MODELS, resolve_model_file
+from pipeline.extract.prompts import build_messages
+from pipeline.extract.sequential import SequentialEngine
 
 CHUNK = (
     "MUTUAL NONDISCLOSURE AGREEMENT. This Agreement is entered into as of March 3, 2011 by and between "

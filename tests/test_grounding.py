@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.extraction import ground_value
-from pipeline.grounding import GroundingStatus, ground
-from pipeline.hashing import sha256_bytes
-from pipeline.partition import partition_bytes
+from pipeline.core.hashing import sha256_bytes
+from pipeline.extract.answers import ground_value
+from pipeline.extract.grounding import GroundingStatus, ground
+from pipeline.parse.partition import partition_bytes
 from tests.conftest import DOCUMENTS
 
 
@@ -28,7 +28,7 @@ def test_exact(nda_text: str) -> None:
     _start, quote = _passage(nda_text)
     found = ground(quote, nda_text)
     assert found.status is GroundingStatus.EXACT
-    assert nda_text[found.start : found.end] == quote  # type: ignore[misc]
+    assert nda_text[found.start : found.end] == quote
 
 
 def test_normalised_case_whitespace_and_quotes(nda_text: str) -> None:

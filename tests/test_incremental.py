@@ -13,13 +13,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline import warehouse
-from pipeline.incremental import load_parsed
-from pipeline.lake_store import open_store
-from pipeline.ledger import verify
-from pipeline.settings import load_settings
-from pipeline.state.store import RunInProgress, StateStore, default_url
-from pipeline.tasks import BUILTIN_TASK_DIR
+from pipeline.core.errors import RunInProgress
+from pipeline.core.settings import load_settings
+from pipeline.core.tasks import BUILTIN_TASK_DIR
+from pipeline.land import warehouse
+from pipeline.land.ledger import verify
+from pipeline.land.store import open_store
+from pipeline.state.incremental import load_parsed
+from pipeline.state.store import StateStore, default_url
 from tests.conftest import NIGHTLY_BAD, NIGHTLY_GOOD, ROOT, nightly_source
 from tests.jobrunner import run
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ledger import Ledger
+from pipeline.land.ledger import Ledger
 from tests.conftest import DOCUMENTS, S3Bucket
 from tests.jobrunner import run
 

@@ -11,21 +11,19 @@ from click.testing import CliRunner
 
 from assay.cli import cli
 from connectors.registry import resolve_sources
-from pipeline import job
-from pipeline.ledger import Ledger, verify
-from pipeline.settings import load_settings
+from pipeline.core.settings import load_settings
+from pipeline.land.ledger import Ledger, verify
+from pipeline.run.local import run_locally
+from pipeline.run.summary import RunSummary
 from tests.conftest import DOCUMENTS
 
 # Documents that fail fast (no model work): the ledger tests need real runs, not real findings.
 QUICK = ["unstructured__empty.txt", "docling__qr_bill_example.jpg", "unstructured__password.pdf"]
 
 
-def _run(data_dir: Path, source: Path) -> job.RunSummary:
+def _run(data_dir: Path, source: Path) -> RunSummary:
     settings = load_settings(data_dir=data_dir)
-    context = job.new_run(settings, resolve_sources([str(source)], settings))
-    shards = job.plan_shards(job.list_documents(context.sources), settings.shard_size)
-    reports = [job.process_shard(context, shard) for shard in shards]
-    return job.finish_run(context, reports, sum(len(s.documents) for s in shards))
+    return run_locally(settings, resolve_sources([str(source)], settings))
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import DocumentError, Reason
-from pipeline.hashing import sha256_bytes
-from pipeline.parse_workers import ParsePool
-from pipeline.partition import partition_bytes
-from pipeline.settings import ChunkingSettings, ParsingSettings
+from pipeline.core.errors import DocumentError, Reason
+from pipeline.core.hashing import sha256_bytes
+from pipeline.core.settings import ChunkingSettings, ParsingSettings
+from pipeline.parse.partition import partition_bytes
+from pipeline.parse.workers import ParsePool
 from tests.conftest import DOCUMENTS
 
 THREE_PAGES = DOCUMENTS.parent / "nda" / "documents" / "5fef505c7e8c60c597f150f2f2976684.pdf"
@@ -71,10 +71,10 @@ FAULTS = """
 import sys
 from pathlib import Path
 import pipeline
-from pipeline.errors import DocumentError
-from pipeline.hashing import sha256_bytes
-from pipeline.parse_workers import ParsePool
-from pipeline.settings import ChunkingSettings, ParsingSettings
+from pipeline.core.errors import DocumentError
+from pipeline.core.hashing import sha256_bytes
+from pipeline.parse.workers import ParsePool
+from pipeline.core.settings import ChunkingSettings, ParsingSettings
 
 pool = ParsePool(ParsingSettings(workers=1, timeout_s=float(sys.argv[2]), memory_mb=2048))
 data = Path(sys.argv[1]).read_bytes()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.chunks import chunk_document
-from pipeline.errors import DocumentError, Reason
-from pipeline.hashing import sha256_bytes, sha256_text
-from pipeline.partition import partition_bytes
-from pipeline.settings import ChunkingSettings
+from pipeline.core.errors import DocumentError, Reason
+from pipeline.core.hashing import sha256_bytes, sha256_text
+from pipeline.core.settings import ChunkingSettings
+from pipeline.parse.chunking import chunk_document
+from pipeline.parse.partition import partition_bytes
 from tests.conftest import DOCUMENTS
 
 READABLE = {

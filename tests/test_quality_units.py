@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from pipeline import normalise
-from pipeline.chunks import Chunk
-from pipeline.errors import ConfigError
-from pipeline.evaluation import comparison_key, load_gold, to_dataset_format
-from pipeline.reduce import reduce_document
-from pipeline.routing import route
-from pipeline.rules import apply_rules, iban_ok, luhn_ok
-from pipeline.tasks import BUILTIN_TASK_DIR, find_task
+from pipeline.audit.evaluation import comparison_key, load_gold, to_dataset_format
+from pipeline.core.documents import Chunk
+from pipeline.core.errors import ConfigError
+from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task
+from pipeline.extract.routing import route
+from pipeline.extract.rules import apply_rules, iban_ok, luhn_ok
+from pipeline.land.tables import FindingRow
+from pipeline.reduce import normalise
+from pipeline.reduce.values import ValuesOf, reduce_document
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LIBRARY = ("nda_key_terms", "contract_clauses", "pii_inventory", "document_profile")
@@ -168,19 +169,40 @@ def _finding(
     confidence: float | None = 0.8,
     start: int = 0,
     finding_id: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "finding_id": finding_id or f"{field}-{value}-{method}-{start}",
-        "field": field,
-        "value": value,
-        "method": method,
-        "grounding_status": "exact" if grounded else "ungrounded",
-        "confidence": confidence if method == "model" else None,
-        "evidence_text": value if grounded else None,
-        "evidence_start": start if grounded else None,
-        "evidence_end": start + len(value) if grounded else None,
-        "evidence_page": 1 if grounded else None,
-    }
+) -> FindingRow:
+    """A finding as reduce sees it (the lineage columns it does not read are placeholders)."""
+    return FindingRow(
+        run_id="r",
+        finding_id=finding_id or f"{field}-{value}-{method}-{start}",
+        task="t",
+        task_version="v",
+        field=field,
+        item_index=0,
+        value=value,
+        value_json=json.dumps(value),
+        method=method,
+        grounding_status="exact" if grounded else "ungrounded",
+        grounding_score=100.0 if grounded else 0.0,
+        confidence=confidence if method == "model" else None,
+        evidence_text=value if grounded else None,
+        evidence_start=start if grounded else None,
+        evidence_end=start + len(value) if grounded else None,
+        evidence_page=1 if grounded else None,
+        content_sha256="c",
+        document_uri="file:///d",
+        document_version="1",
+        text_sha256="t",
+        parser="p",
+        parser_version="1",
+        chunking="{}",
+        schema_sha256="s",
+        fingerprint="f",
+        created_at=NOW,
+    )
+
+
+NOW = datetime(2026, 12, 2, tzinfo=UTC)
+OF = ValuesOf(run_id="r", content_sha256="c", document_uri="file:///d", created_at=NOW)
 
 
 def test_reduce_merges_normalised_candidates_and_flags_disagreement() -> None:
@@ -198,19 +220,19 @@ def test_reduce_merges_normalised_candidates_and_flags_disagreement() -> None:
         _finding("party", "Visser Precision Cast, LLC", method="rule", start=80),
         _finding("term", "made up", grounded=False),
     ]
-    rows = {(r["field"], r["item_index"]): r for r in reduce_document(task, findings, {"run_id": "r"})}
+    rows = {(r.field, r.item_index): r for r in reduce_document(task, findings, OF)}
     date = rows[("effective_date", 0)]
-    assert date["value"] == "2014-05-20" and date["support"] == 2 and date["methods"] == "model,rule"
-    assert date["status"] == "disagreement"  # 2015-06-01 is also grounded: kept for review, not dropped
-    alternatives = {a["value"] for a in json.loads(date["alternatives"])}
+    assert date.value == "2014-05-20" and date.support == 2 and date.methods == "model,rule"
+    assert date.status == "disagreement"  # 2015-06-01 is also grounded: kept for review, not dropped
+    alternatives = {a["value"] for a in json.loads(date.alternatives)}
     assert {"2015-06-01", "clicking"} <= alternatives  # "clicking" is no date: never chosen
-    assert rows[("jurisdiction", 0)]["value"] == "New York"
-    assert rows[("jurisdiction", 0)]["status"] == "chosen"  # the ungrounded Delaware cannot compete
-    parties = [rows[("party", i)]["value"] for i in range(2)]
+    assert rows[("jurisdiction", 0)].value == "New York"
+    assert rows[("jurisdiction", 0)].status == "chosen"  # the ungrounded Delaware cannot compete
+    parties = [rows[("party", i)].value for i in range(2)]
     assert parties == ["Liquidmetal Technologies, Inc.", "Visser Precision Cast, LLC"]
     assert ("party", 2) not in rows  # "the Company" is a role, not a party
-    assert rows[("term", 0)]["status"] == "unsupported" and rows[("term", 0)]["value"] is None
-    assert rows[("party", 0)]["finding_id"] == "party-Liquidmetal Technologies, Inc.-rule-40"
+    assert rows[("term", 0)].status == "unsupported" and rows[("term", 0)].value is None
+    assert rows[("party", 0)].finding_id == "party-Liquidmetal Technologies, Inc.-rule-40"
 
 
 def test_reduce_ranks_rule_support_first_and_folds_short_names_into_full_ones() -> None:
@@ -228,11 +250,11 @@ def test_reduce_ranks_rule_support_first_and_folds_short_names_into_full_ones() 
         _finding("party", "Counsel", confidence=0.99, start=300),
         _finding("party", "State of Delaware", confidence=0.99, start=400),
     ]
-    rows = reduce_document(task, findings, {})
-    jurisdiction = next(r for r in rows if r["field"] == "jurisdiction")
-    assert jurisdiction["value"] == "New York" and jurisdiction["status"] == "disagreement"
-    assert json.loads(jurisdiction["alternatives"])[0]["value"] == "Georgia"  # kept for review
-    parties = [(r["value"], r["support"]) for r in rows if r["field"] == "party"]
+    rows = reduce_document(task, findings, OF)
+    jurisdiction = next(r for r in rows if r.field == "jurisdiction")
+    assert jurisdiction.value == "New York" and jurisdiction.status == "disagreement"
+    assert json.loads(jurisdiction.alternatives)[0]["value"] == "Georgia"  # kept for review
+    parties = [(r.value, r.support) for r in rows if r.field == "party"]
     assert parties == [("Georgia Power Company", 3), ("Teva Pharmaceutical Industries, Ltd.", 2)]
 
 
@@ -244,11 +266,11 @@ def test_reduce_takes_an_ungrounded_summary_but_never_an_ungrounded_type() -> No
             _finding("summary", "An NDA between two firms.", grounded=False),
             _finding("document_type", "invoice", grounded=False),
         ],
-        {},
+        OF,
     )
-    by_field = {r["field"]: r for r in rows}
-    assert by_field["summary"]["value"] == "An NDA between two firms." and by_field["summary"]["status"] == "chosen"
-    assert by_field["document_type"]["status"] == "unsupported"
+    by_field = {r.field: r for r in rows}
+    assert by_field["summary"].value == "An NDA between two firms." and by_field["summary"].status == "chosen"
+    assert by_field["document_type"].status == "unsupported"
 
 
 def test_kleister_comparison() -> None:

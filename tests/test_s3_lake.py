@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from assay.cli import cli
-from pipeline.lake_store import open_store
-from pipeline.ledger import Ledger, verify
-from pipeline.settings import load_settings
-from pipeline.tasks import BUILTIN_TASK_DIR
+from pipeline.core.settings import load_settings
+from pipeline.core.tasks import BUILTIN_TASK_DIR
+from pipeline.land.ledger import Ledger, verify
+from pipeline.land.store import open_store
 from tests.conftest import NIGHTLY_BAD, NIGHTLY_GOOD, ROOT, S3Bucket, nightly_source
 from tests.jobrunner import run
 

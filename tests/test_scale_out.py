@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipeline import warehouse
-from pipeline.settings import load_settings
+from pipeline.core.settings import load_settings
+from pipeline.land import warehouse
 from tests.conftest import DOCUMENTS, ROOT, S3Bucket, skip_or_fail
 
 DOCS = [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.settings import load_settings
+from pipeline.core.settings import load_settings
 
 
 def test_defaults_need_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -34,7 +34,11 @@ def test_precedence_overrides_env_toml(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.shard_size == 5  # env beats TOML
     assert settings.model.max_tokens == 100  # TOML beats default
     assert settings.model.n_threads == 1
-    assert settings.sources["contracts"].include == ["**/*.pdf"]
+    assert settings.sources["contracts"].options() == {
+        "connector": "local",
+        "path": "/srv/contracts",
+        "include": ["**/*.pdf"],
+    }
 
 
 def test_assay_config_env_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -49,10 +53,16 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
+def test_unknown_keys_are_rejected_and_named(tmp_path: Path) -> None:
     config = tmp_path / "assay.toml"
     config.write_text("shard_sise = 3\n")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="shard_sise"):
+        load_settings(config)
+    config.write_text("[model]\nn_thread = 2\n")  # a typo in a nested section
+    with pytest.raises(ValidationError, match=r"model\.n_thread\s+Extra inputs are not permitted"):
+        load_settings(config)
+    config.write_text('[model]\nengine = "turbo"\n')
+    with pytest.raises(ValidationError, match="'batched' or 'sequential'"):
         load_settings(config)
 
 

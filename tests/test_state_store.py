@@ -15,8 +15,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, insert, text
 
+from pipeline.core.errors import RunInProgress
 from pipeline.state import schema
-from pipeline.state.store import RunInProgress, StateStore, default_url
+from pipeline.state.store import StateStore, WorkMark, default_url
 from tests.conftest import skip_or_fail
 
 
@@ -82,8 +83,8 @@ def test_a_dead_holders_lock_is_taken_over(store: StateStore) -> None:
 
 
 def test_work_marks_and_rollback(store: StateStore) -> None:
-    store.mark_done("r1", [("fp-a", "parse", "sha-a", None), ("fp-b", "extract", "sha-a", "key_terms")])
-    store.mark_done("r1", [("fp-a", "parse", "sha-a", None)])  # idempotent
+    store.mark_done("r1", [WorkMark("fp-a", "parse", "sha-a", None), WorkMark("fp-b", "extract", "sha-a", "key_terms")])
+    store.mark_done("r1", [WorkMark("fp-a", "parse", "sha-a", None)])  # idempotent
     assert store.done(["fp-a", "fp-b", "fp-c"]) == {"fp-a", "fp-b"}
     assert store.forget_run("r1") == 2
     assert store.done(["fp-a", "fp-b"]) == set()
@@ -159,7 +160,7 @@ def test_an_expired_lease_is_taken_over_and_the_dead_worker_cannot_complete(stor
 def test_the_same_work_reported_twice_in_one_run_is_marked_once(tmp_path: Path) -> None:
     """Two files with the same bytes that fail the same way both report the same `failed` work."""
     store = StateStore(default_url(tmp_path))
-    item = ("f" * 64, "failed", "e" * 64, "empty_file")
+    item = WorkMark("f" * 64, "failed", "e" * 64, "empty_file")
     store.mark_done("run-1", [item, item])
     assert store.failures_landed(["f" * 64]) == {"f" * 64: ("empty_file", "run-1")}
     store.mark_done("run-2", [item])  # already there: kept as the first run landed it

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.hashing import sha256_bytes
-from pipeline.tasks import BUILTIN_TASK_DIR, find_task
+from pipeline.core.errors import ConfigError
+from pipeline.core.hashing import sha256_bytes
+from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task
 
 
 def test_builtin_key_terms() -> None:
@@ -39,19 +39,19 @@ def test_invalid_tasks_are_refused(tmp_path: Path) -> None:
 
 def test_a_run_pins_its_task_definitions_when_it_starts(tmp_path: Path) -> None:
     """A task file edited while a run goes on does not change the tasks of that run's later shards."""
-    from pipeline import job
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
+    from pipeline.run.context import abort_run, new_run
 
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
     (tasks / "key_terms.yaml").write_text(text)
     settings = Settings(data_dir=tmp_path / "data", task_dirs=[tasks])
-    context = job.new_run(settings, {})
+    context = new_run(settings, {})
     try:
-        pinned = context.tasks()[0].version
+        pinned = context.tasks[0].version
         (tasks / "key_terms.yaml").write_text(text.replace("Read the text", "Read the contract"))
-        assert context.tasks()[0].version == pinned == sha256_bytes(text.encode())
+        assert context.tasks[0].version == pinned == sha256_bytes(text.encode())
         assert find_task("key_terms", [tasks]).version != pinned
     finally:
-        job.abort_run(context)
+        abort_run(context)

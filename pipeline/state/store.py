@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from alembic import command
 from alembic.config import Config
@@ -26,15 +26,20 @@ from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, in
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from pipeline.errors import AssayError
+from pipeline.core.errors import RunInProgress
 from pipeline.state import schema
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LAKE_LOCK = "lake"
 
 
-class RunInProgress(AssayError):
-    """Another run holds the lock on this data directory."""
+class WorkMark(NamedTuple):
+    """A piece of work whose results a run landed (`work_done`), so later runs skip it."""
+
+    fingerprint: str
+    kind: Literal["parse", "extract", "failed"]
+    content_sha256: str
+    task: str | None  # extract: the task; failed: the failure reason; parse: None
 
 
 def default_url(data_dir: Path) -> str:
@@ -291,8 +296,8 @@ class StateStore:
                 found.update((r.fingerprint, (str(r.task), r.run_id)) for r in rows)
         return found
 
-    def mark_done(self, run_id: str, items: Iterable[tuple[str, str, str, str | None]]) -> None:
-        """Record (fingerprint, kind, content_sha256, task) as landed by `run_id`."""
+    def mark_done(self, run_id: str, items: Iterable[WorkMark]) -> None:
+        """Record work as landed by `run_id`."""
         now = datetime.now(UTC)
         # One row per fingerprint: the same work can be reported twice (two files with the same bytes
         # that both fail the same way are both parsed: empty files are never treated as duplicates).

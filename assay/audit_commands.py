@@ -1,0 +1,164 @@
+"""`assay verify`, `replay`, `review`, `export`, `report`, `warehouse`: the auditor's and reviewer's commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from assay.context import CliContext
+from assay.output import console
+from pipeline.land import warehouse
+from pipeline.land.store import open_store
+
+
+@click.command()
+@click.pass_obj
+def verify(obj: CliContext) -> None:
+    """Re-hash the lake and walk the manifest chain; exit 1 on any change, gap or stray file."""
+    from pipeline.land.ledger import verify as verify_lake
+
+    report = verify_lake(open_store(obj.settings()))
+    console.print(f"manifests: {report.manifests}, files checked: {report.files_checked}")
+    console.print(f"head manifest SHA-256: {report.head_sha256}  (record it elsewhere to anchor the chain)")
+    for label, items in (
+        ("changed", report.changed),
+        ("removed", report.removed),
+        ("added", report.added),
+        ("broken chain", report.broken_links),
+    ):
+        for item in items:
+            console.print(f"[red]{label}:[/red] {item}", highlight=False)
+    if not report.ok:
+        console.print("[red bold]verification FAILED[/red bold]")
+        sys.exit(1)
+    console.print("[green]verified: every file matches its manifest and the chain is unbroken[/green]")
+
+
+@click.command()
+@click.argument("finding_id", required=False)
+@click.option("--sample", type=int, help="Replay a random sample of N findings of --run.")
+@click.option("--run", "run_id", help="The run to sample from.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
+@click.pass_obj
+def replay(obj: CliContext, finding_id: str | None, sample: int | None, run_id: str | None, seed: int) -> None:
+    """Re-run the recorded chunk with the recorded model, prompt, schema and settings; does the value reproduce?"""
+    from pipeline.audit.replay import record_replays, replay_finding, sample_findings
+
+    if bool(finding_id) == bool(sample):
+        raise click.UsageError("give either FINDING_ID or --sample N --run RUN_ID")
+    if sample and not run_id:
+        raise click.UsageError("--sample needs --run")
+    settings = obj.settings()
+    with warehouse.read_only(settings) as con:
+        ids = [finding_id] if finding_id else sample_findings(con, str(run_id), int(sample or 0), seed)
+        if not ids:
+            raise click.ClickException(f"no findings in run {run_id!r}")
+        try:
+            results = [replay_finding(con, one, settings) for one in ids]
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+    for result in results:
+        if result.reproduced is None:
+            mark = "[yellow]refused[/yellow]"
+        else:
+            mark = "[green]reproduced[/green]" if result.reproduced else "[red]NOT reproduced[/red]"
+        raw = (
+            ""
+            if result.raw_identical is None
+            else f" (raw answer {'identical' if result.raw_identical else 'differs'})"
+        )
+        console.print(f"{result.finding_id}: {mark}{raw}: {result.message}", highlight=False)
+    record_replays(settings, results)
+    replayed = [r for r in results if r.status == "replayed"]
+    if replayed:
+        rate = sum(1 for r in replayed if r.reproduced) / len(replayed)
+        console.print(f"reproducibility: {rate:.3f} ({len(replayed)} replayed, {len(results) - len(replayed)} refused)")
+    if any(r.status == "refused" for r in results) or any(r.reproduced is False for r in results):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("finding_id")
+@click.option("--accept", "decision", flag_value="accept", help="The finding is right.")
+@click.option("--reject", "decision", flag_value="reject", help="The finding is wrong.")
+@click.option("--correct", "corrected", metavar="VALUE", help="The right value.")
+@click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="Who decides (default: $USER).")
+@click.option("--comment", help="Why.")
+@click.pass_obj
+def review(
+    obj: CliContext, finding_id: str, decision: str | None, corrected: str | None, reviewer: str, comment: str | None
+) -> None:
+    """Record a review decision on a finding (appended to the lake, visible in the views)."""
+    from pipeline.audit.review import Decision, record_decision
+
+    if corrected is not None:
+        if decision:
+            raise click.UsageError("give one of --accept, --reject, --correct VALUE")
+        decision = "correct"
+    if not decision:
+        raise click.UsageError("give one of --accept, --reject, --correct VALUE")
+    record = record_decision(obj.settings(), finding_id, Decision(decision), reviewer, corrected, comment)
+    console.print(
+        f"recorded {record.decision.value} of {finding_id} by {record.reviewer} (decision {record.decision_id})",
+        highlight=False,
+    )
+
+
+@click.command()
+@click.argument("sql", required=False)
+@click.option("--view", help="Export a whole view instead of SQL, e.g. findings_to_review.")
+@click.option(
+    "--out",
+    "outputs",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Output file, .csv or .xlsx (repeatable).",
+)
+@click.pass_obj
+def export(obj: CliContext, sql: str | None, view: str | None, outputs: tuple[Path, ...]) -> None:
+    """Write a review file (CSV and/or XLSX) of a query's result or a view."""
+    from pipeline.audit.export import export_query
+
+    if bool(sql) == bool(view):
+        raise click.UsageError("give either SQL or --view NAME")
+    if view and not view.replace("_", "").isalnum():
+        raise click.UsageError("--view takes a view name")
+    statement = sql or f"SELECT * FROM {view}"
+    with warehouse.read_only(obj.settings()) as con:
+        try:
+            count = export_query(con, statement, list(outputs))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    for path in outputs:
+        console.print(f"wrote {count} rows to {path}", highlight=False)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Default: <data_dir>/reports/<run>.html")
+@click.pass_obj
+def report(obj: CliContext, run_id: str, out: Path | None) -> None:
+    """Write a static HTML report of a run (charts of findings, grounding, confidence, coverage, failures)."""
+    from pipeline.audit.report import write_run_report
+
+    settings = obj.settings()
+    target = out or settings.data_dir / "reports" / f"{run_id}.html"
+    with warehouse.read_only(settings) as con:
+        try:
+            write_run_report(con, run_id, target)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+    console.print(f"report written to {target}", highlight=False)
+
+
+@click.command(name="warehouse")
+@click.pass_obj
+def rebuild_warehouse(obj: CliContext) -> None:
+    """Re-create the warehouse views from sql/*.sql (e.g. after moving the data folder)."""
+    settings = obj.settings()
+    warehouse.build(settings.warehouse_path, open_store(settings))
+    console.print(f"views rebuilt in {settings.warehouse_path}")

@@ -1,0 +1,86 @@
+"""How the CLI writes to the terminal: tables, progress, and the command to type next."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.core import progress as progress_events
+
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pipes get whole tables
+err_console = Console(stderr=True)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[tuple[Any, ...]], title: str | None = None) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column in ("run_id", "started", "status"))
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    console.print(table)
+
+
+class _BarProgress:
+    """Progress listener drawing one bar over the run's documents."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task_id = bar.add_task("planning", total=None)
+
+    def documents_planned(self, total: int) -> None:
+        self.bar.update(self.task_id, total=total, description="documents")
+
+    def document_done(self, uri: str, status: str) -> None:
+        self.bar.update(self.task_id, advance=1, description=f"{status}: {uri.rsplit('/', 1)[-1][:40]}")
+
+
+class _LineProgress:
+    """Progress listener for logs and pipes: one line per document, `[done/listed so far]`."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+
+    def documents_planned(self, total: int) -> None:
+        self.total = total
+
+    def document_done(self, uri: str, status: str) -> None:
+        self.done += 1
+        err_console.print(f"[{self.done}/{self.total}] {status}: {uri.rsplit('/', 1)[-1]}", highlight=False)
+
+
+@contextmanager
+def progress_shown(show_bar: bool) -> Iterator[None]:
+    """Progress events of a run: a bar on a terminal, one line per document otherwise."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not show_bar,
+        transient=True,
+    ) as bar:
+        listener = _BarProgress(bar) if show_bar else _LineProgress()
+        with progress_events.listening(listener):
+            yield
+
+
+def assay_invocation(data_dir: Path | None) -> str:
+    """How the user can call this same CLI again (for the hints printed after a run)."""
+    candidate = Path(sys.executable).parent / "assay"
+    if candidate.exists():
+        try:
+            command = str(candidate.relative_to(Path.cwd()))
+        except ValueError:
+            command = str(candidate)
+    else:
+        command = "assay"
+    return command + (f" --data-dir {data_dir}" if data_dir else "")

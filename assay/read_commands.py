@@ -1,0 +1,106 @@
+"""`assay runs`, `assay query`, `assay show`: reading what the runs landed, through the warehouse."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import textwrap
+
+import click
+
+from assay.context import CliContext
+from assay.output import console, print_table
+from pipeline.land import warehouse
+
+CONTEXT_CHARS = 160
+LINEAGE = (
+    "document_uri",
+    "document_version",
+    "content_sha256",
+    "text_sha256",
+    "chunk_id",
+    "chunk_start",
+    "chunk_end",
+    "parser",
+    "parser_version",
+    "chunking",
+    "task_version",
+    "prompt_sha256",
+    "schema_sha256",
+    "model_name",
+    "model_sha256",
+    "model_quantization",
+    "llm_runtime",
+    "sampling",
+    "run_id",
+    "flow_run_id",
+    "answer_id",
+    "fingerprint",
+    "created_at",
+)
+
+
+@click.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_obj
+def query(obj: CliContext, sql: str, fmt: str) -> None:
+    """Run read-only SQL against the warehouse and print the result."""
+    with warehouse.read_only(obj.settings()) as con:
+        columns, rows = warehouse.rows_of(con.execute(sql))
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=1))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        print_table(columns, rows)
+
+
+@click.command()
+@click.option("--limit", default=10, show_default=True)
+@click.pass_obj
+def runs(obj: CliContext, limit: int) -> None:
+    """Recent runs with their counts."""
+    with warehouse.read_only(obj.settings()) as con:
+        columns, rows = warehouse.recent_runs(con, limit)
+    print_table(columns, rows, title="Recent runs")
+
+
+@click.command()
+@click.argument("finding_id")
+@click.pass_obj
+def show(obj: CliContext, finding_id: str) -> None:
+    """A finding, its evidence within the surrounding text, the document, page, model and prompt."""
+    with warehouse.read_only(obj.settings()) as con:
+        finding = warehouse.finding_with_text(con, finding_id)
+    if finding is None:
+        raise click.ClickException(f"no finding {finding_id!r}")
+    text: str = finding.pop("document_text") or ""
+    verified = finding["grounding_status"] != "ungrounded"
+    console.print(
+        f"[bold]Finding {finding_id}[/bold]  {finding['task']}.{finding['field']}"
+        f"[{finding['item_index']}] = [bold]{finding['value']}[/bold]"
+    )
+    console.print(
+        f"grounding: {finding['grounding_status']} (score {finding['grounding_score']})"
+        + ("" if verified else "  [red]NOT VERIFIED: the quote was not found in the document[/red]")
+    )
+    if finding["confidence"] is not None:
+        console.print(f"confidence: {finding['confidence']:.3f}")
+    console.print(f"quote from the model: {finding['evidence_quote']!r}")
+    if verified and text:
+        start, end = int(finding["evidence_start"]), int(finding["evidence_end"])
+        before = text[max(0, start - CONTEXT_CHARS) : start]
+        after = text[end : end + CONTEXT_CHARS]
+        console.print(f"\nevidence, characters {start}-{end} of the document text (page {finding['evidence_page']}):")
+        console.print(
+            textwrap.indent(f"…{before}[reverse]{text[start:end]}[/reverse]{after}…", "  "),
+            markup=True,
+            highlight=False,
+        )
+    console.print("\nlineage:")
+    for key in LINEAGE:
+        console.print(f"  {key}: {finding[key]}", highlight=False, markup=False)

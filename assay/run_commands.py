@@ -1,0 +1,146 @@
+"""`assay run` and `assay eval`: the commands that run the job."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from assay.context import CliContext
+from assay.output import assay_invocation, console, progress_shown
+from pipeline.land import warehouse
+from pipeline.run.summary import RunSummary, render_text
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--task", "tasks", multiple=True, help="Extraction task (repeatable; default: key_terms).")
+@click.option("--shard-size", type=int, help="Documents per Prefect task run.")
+@click.option("--max-chunks-per-document", type=int, help="Extract from at most N chunks per document.")
+@click.option("--threads", type=int, help="llama.cpp threads (default: the cores available).")
+@click.option(
+    "--routing/--no-routing",
+    default=None,
+    help="Send only chunks where a task's signals match (default: settings.routing, on).",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    default=None,
+    help="Parse again the documents that failed in a way the same bytes would fail again (default: not retried).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: on a terminal; otherwise one line per document).",
+)
+@click.pass_obj
+def run(
+    obj: CliContext,
+    sources: tuple[str, ...],
+    tasks: tuple[str, ...],
+    shard_size: int | None,
+    max_chunks_per_document: int | None,
+    threads: int | None,
+    routing: bool | None,
+    retry_failed: bool | None,
+    progress: bool | None,
+) -> None:
+    """Process SOURCES (folders, files, or configured source names) and land the findings.
+
+    The run is a Prefect flow run (`assay-run`); exits 1 when the run did not account for every document.
+    """
+    from flows.assay_run import assay_run
+
+    overrides: dict[str, Any] = {}
+    if obj.data_dir is not None:
+        overrides["data_dir"] = str(obj.data_dir)
+    if tasks:
+        overrides["tasks"] = list(tasks)
+    if shard_size:
+        overrides["shard_size"] = shard_size
+    if max_chunks_per_document:
+        overrides["max_chunks_per_document"] = max_chunks_per_document
+    if threads:
+        overrides["model"] = {"n_threads": threads}
+    if routing is not None:
+        overrides["routing"] = routing
+    if retry_failed:
+        overrides["retry_failed"] = True
+    with progress_shown(sys.stderr.isatty() if progress is None else progress):
+        summary = assay_run(list(sources), overrides=overrides, config_file=obj.config_file)
+    _print_summary(obj, summary)
+    if summary.status != "completed":
+        sys.exit(1)
+
+
+def _print_summary(obj: CliContext, summary: RunSummary) -> None:
+    first, *rest = render_text(summary)
+    console.print()
+    console.print(first, style="bold", highlight=False)
+    for line in rest:
+        console.print(line, highlight=False)
+    invocation = assay_invocation(obj.data_dir)
+    with warehouse.read_only(obj.settings()) as con:
+        example = warehouse.example_finding(con, summary.run_id)
+    console.print("\nLook at the results:")
+    console.print(f'  {invocation} query "select field, value, grounding_status from findings limit 20"', markup=False)
+    console.print(f"  {invocation} show {example or 'FINDING_ID'}", markup=False)
+    console.print(f"(or open {summary.warehouse} read-only with any DuckDB client)", highlight=False)
+
+
+@click.command(name="eval")
+@click.option("--task", "task_name", help="The task to evaluate (its field names must match the gold keys).")
+@click.option(
+    "--gold",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Gold labels, JSON lines (Kleister style); documents are found relative to this file.",
+)
+@click.option("--limit", type=int, help="Evaluate the first N labelled documents only.")
+@click.option("--name", help="Name of this evaluation (default: task, model and routing).")
+@click.option("--routing/--no-routing", default=True, show_default=True, help="Route chunks by the task's signals.")
+@click.option("--threads", type=int, help="llama.cpp threads (default: the cores available).")
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Compare two evaluation folders instead of running one.",
+)
+@click.pass_obj
+def evaluate(
+    obj: CliContext,
+    task_name: str | None,
+    gold: Path | None,
+    limit: int | None,
+    name: str | None,
+    routing: bool,
+    threads: int | None,
+    compare: tuple[Path, Path] | None,
+) -> None:
+    """Run a task over labelled documents and report precision, recall, F1, grounding and calibration.
+
+    Each evaluation has its own data folder, DATA_DIR/evals/NAME (lake, warehouse, and the report:
+    report.md, summary.json, fields/documents/calibration.parquet). Re-running an evaluation with the
+    same settings reuses the landed results.
+    """
+    from flows.assay_run import assay_run
+    from pipeline.audit import evaluation
+    from pipeline.audit.evaluation_run import GOLD_SOURCE, evaluate_task
+
+    if compare:
+        click.echo(evaluation.compare_reports(*compare))
+        return
+    if not task_name or gold is None:
+        raise click.UsageError("--task and --gold are required (or --compare A B)")
+
+    def run_flow(overrides: dict[str, Any]) -> RunSummary:
+        with progress_shown(False):
+            return assay_run([GOLD_SOURCE], overrides=overrides, config_file=obj.config_file)
+
+    evaluated = evaluate_task(
+        obj.settings(), task_name, gold, run_flow, limit=limit, name=name, routing=routing, threads=threads
+    )
+    click.echo(evaluated.markdown.read_text(encoding="utf-8"))
+    click.echo(f"Report: {evaluated.markdown} (and summary.json, fields/documents/calibration.parquet beside it)")

@@ -1,0 +1,36 @@
+"""The contract between a source of documents and a run (the connectors live in connectors/).
+
+A run is handed its sources as `Connector`s; the core never picks or builds
+one. `list()` streams `DocumentRef`s, cheaply (no content read beyond what
+identity needs), so an estate of millions never sits in memory; `read(ref)`
+returns the bytes. A connector raises `DocumentError` for a document it cannot
+read (terminal for that document) and `TransientError` for what may work when
+tried again (the run retries it, pipeline/core/retry.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from pipeline.core.documents import DocumentRef
+
+
+class Connector(Protocol):
+    """Lists the documents of one named source and reads their bytes."""
+
+    @property
+    def source_name(self) -> str:
+        """The source's name: every `DocumentRef` it lists carries it."""
+        ...
+
+    @property
+    def config(self) -> BaseModel:
+        """The connector's own settings (recorded with each run, secrets masked)."""
+        ...
+
+    def list(self) -> Iterator[DocumentRef]: ...
+
+    def read(self, ref: DocumentRef) -> bytes: ...

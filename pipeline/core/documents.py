@@ -1,0 +1,86 @@
+"""Documents: a `DocumentRef` (where a document was seen), a `ParsedDocument` and its `Chunk`s.
+
+A ref comes from a connector before any bytes are read. A parsed document is
+the canonical text that every offset in the lake points into: the texts of
+unstructured's elements joined with `ELEMENT_SEPARATOR`, plus the page each
+character range came from. A chunk is a piece of that text with its exact
+`[start, end)` offsets (pipeline/parse/chunking.py makes them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+ELEMENT_SEPARATOR = "\n\n"
+
+
+class DocumentRef(BaseModel):
+    """One document as a connector lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    uri: str
+    version: str
+    size: int
+    modified_at: datetime | None = None
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+class PageSpan(BaseModel):
+    """Characters [start, end) of the canonical text came from `page` (None: no page concept)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    page: int | None
+    start: int
+    end: int
+
+
+class ParsedDocument(BaseModel):
+    """The canonical text of one document's content and where each part of it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    content_sha256: str
+    filetype: str
+    text: str
+    text_sha256: str
+    element_spans: tuple[PageSpan, ...]
+    page_count: int | None
+    parser: str
+    parser_version: str
+
+    def pages_between(self, start: int, end: int) -> list[int]:
+        """Page numbers of the elements that overlap characters [start, end)."""
+        pages = {
+            span.page for span in self.element_spans if span.page is not None and span.start < end and span.end > start
+        }
+        return sorted(pages)
+
+    def page_at(self, offset: int) -> int | None:
+        for span in self.element_spans:
+            if span.start <= offset < span.end:
+                return span.page
+        return None
+
+
+class Chunk(BaseModel):
+    """Characters [start, end) of a document's canonical text; `text` is always that slice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chunk_id: str
+    content_sha256: str
+    ordinal: int
+    start: int
+    end: int
+    pages: tuple[int, ...]
+    text: str
+    placement: str  # "exact" (substring search) or "elements" (span of its elements)

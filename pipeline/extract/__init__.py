@@ -1,0 +1,1 @@
+"""Chunks -> grounded findings: model files and engines, prompts, routing, rules, answers, grounding."""

@@ -1,0 +1,390 @@
+"""The batched engine: one model, one context, N sequences decoded together (llama.cpp low-level API).
+
+How a call of `generate_many(prompts, schema)` runs:
+
+- Shared prefix. The prompts of one task differ only after the chunk starts,
+  so their longest common token prefix (system prompt, instructions, answer
+  shape) is evaluated once into a reserved sequence and copied into each new
+  sequence's KV cache (`llama_memory_seq_cp`); each sequence then prefills
+  only its own suffix.
+- Continuous batching. Every step builds one `llama_batch` holding the next
+  token of every decoding sequence plus, in the room left (`n_batch`), prompt
+  pieces of sequences still prefilling, and makes one `llama_decode`. A
+  finished sequence frees its slot at once for the next prompt.
+- Cheap grammar. Each sequence has its own grammar sampler (cloned from one
+  compiled per schema). Greedy decoding takes the arg-max token and asks the
+  grammar about that one token only; when it is rejected, the next best
+  candidates are asked one by one, and only if none is allowed does the grammar
+  filter the whole vocabulary. The result is the token a full pass would pick.
+- Per-sequence failures (`finish_reason`): `length` (token budget spent),
+  `repetition` (the answer ends in the same tokens repeated back to back: a
+  loop that would only run to the budget), `dead_end` (the grammar allows no
+  token), `overflow` (prompt + budget do not fit the sequence's context,
+  refused before any work). The others go on.
+- Log-probabilities of the chosen tokens come from the raw logits, as in the
+  sequential engine, so values carry the same kind of confidence.
+
+Memory: the KV cache is sized from the model's shape and the settings, reported,
+and checked against free memory before the context is created; a configuration
+that does not fit is refused with a message, not an out-of-memory crash.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.errors import ModelError
+from pipeline.core.settings import ModelSettings
+from pipeline.extract.decoding import common_prefix, looping, plan_kv
+from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
+from pipeline.extract.grammar import CheapGrammar
+from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Sequence:
+    """One request in flight in one slot."""
+
+    request: int
+    seq_id: int
+    tokens: list[int]
+    budget: int
+    sampler: Any
+    n_past: int = 0
+    prompt_left: list[int] = field(default_factory=list)
+    next_token: int | None = None
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    logits_index: int | None = None
+
+
+class BatchedEngine:
+    """N parallel sequences in one llama.cpp context. Not thread-safe: calls are serialised by a lock."""
+
+    def __init__(self, model_file: ModelFile, settings: ModelSettings) -> None:
+        import llama_cpp
+        from llama_cpp import _logger as llama_logger
+
+        if settings.temperature != 0:
+            raise ModelError("the batched engine decodes greedily: set model.temperature = 0 or engine = sequential")
+        llama_logger.set_verbose(False)  # llama.cpp's own logging: errors only
+        self._ll = llama_cpp
+        self.settings = settings
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = settings.n_gpu_layers
+        model = llama_cpp.llama_model_load_from_file(str(model_file.path).encode(), params)
+        if not model:
+            raise ModelError(f"cannot load {model_file.path}")
+        self._model = model
+        self.kv_plan = plan_kv(
+            llama_cpp.llama_model_n_layer(model),
+            llama_cpp.llama_model_n_embd(model),
+            llama_cpp.llama_model_n_head(model),
+            llama_cpp.llama_model_n_head_kv(model),
+            llama_cpp.llama_model_size(model) if settings.n_gpu_layers == 0 else 0,
+            settings,
+        )
+        logger.info("%s", self.kv_plan.describe())
+        if not self.kv_plan.fits:
+            llama_cpp.llama_model_free(model)
+            raise ModelError(
+                f"this configuration does not fit in memory: {self.kv_plan.describe()}. "
+                "Lower model.n_parallel or model.n_ctx."
+            )
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = self.kv_plan.n_ctx_total
+        cparams.n_batch = settings.n_batch
+        cparams.n_ubatch = settings.n_batch
+        cparams.n_seq_max = settings.n_parallel + 1
+        cparams.n_threads = settings.n_threads
+        cparams.n_threads_batch = settings.n_threads
+        # One KV stream per sequence: attention then spans only its own cells (a unified cache was ~9%
+        # slower here, and more so as sequences are added). The prefix is copied whole (see _admit).
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise ModelError(f"cannot create a context for {model_file.path} ({self.kv_plan.describe()})")
+        self._ctx = ctx
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, settings.n_parallel + 1)
+        self._prefix_seq = settings.n_parallel
+        self._prefix: list[int] = []
+        self.grammar = CheapGrammar(llama_cpp, self._vocab, self._n_vocab)
+        self._lock = threading.Lock()
+        self.stop_loops = True  # end a sequence that repeats itself (finish_reason "repetition")
+        # Time inside llama_decode: steps that carried prompt tokens (prefill, with the decoding tokens
+        # that rode along) and steps that only generated (decode). The rest of a run is sampling + grammar.
+        self.seconds_prefill = 0.0
+        self.seconds_decode = 0.0
+        self._ignore_eos = False
+
+        file_type = int(self._meta("general.file_type") or -1)
+        self.identity = ModelIdentity(
+            name=model_file.name,
+            path=str(model_file.path),
+            sha256=model_file.sha256,
+            quantization=GGUF_FILE_TYPES.get(file_type, f"file_type={file_type}"),
+            n_params=int(llama_cpp.llama_model_n_params(model)),
+            architecture=self._meta("general.architecture") or "unknown",
+            runtime=f"llama-cpp-python {llama_cpp.__version__} / llama.cpp {llama_cpp.llama_version().decode()}",
+        )
+        self._chat_template = self._meta("tokenizer.chat_template")
+
+    # -- model facts -------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        size = 1 << 16
+        buffer = ctypes.create_string_buffer(size)
+        written = self._ll.llama_model_meta_val_str(self._model, key.encode(), buffer, size)
+        return buffer.value.decode("utf-8", "replace") if written >= 0 else None
+
+    @property
+    def n_ctx(self) -> int:
+        return self.settings.n_ctx
+
+    def tokenize(self, text: str) -> list[int]:
+        raw = text.encode("utf-8")
+        room = len(raw) + 16
+        buffer = (self._ll.llama_token * room)()
+        count = self._ll.llama_tokenize(self._vocab, raw, len(raw), buffer, room, False, True)
+        if count < 0:
+            raise ModelError(f"tokenizer needs {-count} tokens, had room for {room}")
+        return list(buffer[:count])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def _piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        written = self._ll.llama_token_to_piece(self._vocab, token, buffer, 64, 0, False)
+        if written < 0:
+            buffer = ctypes.create_string_buffer(-written)
+            written = self._ll.llama_token_to_piece(self._vocab, token, buffer, -written, 0, False)
+        return buffer.raw[:written]
+
+    def render_prompt(self, messages: Messages) -> str:
+        if not self._chat_template:
+            raise ModelError("the model file has no chat template")
+        eos = self._piece(self._ll.llama_vocab_eos(self._vocab)).decode("utf-8", "replace")
+        bos = self._piece(self._ll.llama_vocab_bos(self._vocab)).decode("utf-8", "replace")
+        return render_chat(self._chat_template, bos, eos, messages)
+
+    # -- decoding ----------------------------------------------------------------------------
+
+    def model_seconds(self) -> tuple[float, float] | None:
+        return self.seconds_prefill, self.seconds_decode
+
+    def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
+        return self.generate_many([prompt], schema_json, max_tokens)[0]
+
+    def generate_many(
+        self, prompts: list[str], schema_json: str | None, max_tokens: int | None = None, ignore_eos: bool = False
+    ) -> list[Generation]:
+        """Complete every prompt under the grammar of `schema_json`; results in the order of `prompts`.
+
+        `schema_json=None` decodes without a grammar and `ignore_eos` always spends the whole budget: both
+        exist for benchmarks at a fixed shape (bench/engine.py), not for extraction.
+        """
+        with self._lock:
+            self._ignore_eos = ignore_eos
+            return self._run([self.tokenize(p) for p in prompts], schema_json, max_tokens or self.settings.max_tokens)
+
+    def generate_tokens(
+        self, token_lists: list[list[int]], max_tokens: int, ignore_eos: bool = True
+    ) -> list[Generation]:
+        """Decode prompts given as tokens, without a grammar (benchmarks at llama-batched-bench's shape)."""
+        with self._lock:
+            self._ignore_eos = ignore_eos
+            return self._run(token_lists, None, max_tokens)
+
+    def _run(self, token_lists: list[list[int]], schema_json: str | None, budget: int) -> list[Generation]:
+        ll = self._ll
+        results: list[Generation | None] = [None] * len(token_lists)
+        runnable = []
+        for index, tokens in enumerate(token_lists):
+            if len(tokens) + budget > self.settings.n_ctx:
+                results[index] = Generation(
+                    text="", finish_reason="overflow", prompt_tokens=len(tokens), completion_tokens=0
+                )
+            else:
+                runnable.append(index)
+        if not runnable:
+            return [r for r in results if r is not None]
+
+        self._load_prefix(common_prefix([token_lists[i] for i in runnable]))
+        queue = deque(runnable)
+        slots: list[_Sequence | None] = [None] * self.settings.n_parallel
+        while queue or any(slots):
+            for slot_index, slot in enumerate(slots):
+                if slot is None and queue:
+                    request = queue.popleft()
+                    slots[slot_index] = self._admit(request, slot_index, token_lists[request], schema_json, budget)
+            self._step([s for s in slots if s is not None])
+            for slot_index, slot in enumerate(slots):
+                if slot is not None and slot.logits_index is not None:
+                    finished = self._sample(slot)
+                    if finished is not None:
+                        results[slot.request] = finished
+                        if slot.sampler is not None:
+                            ll.llama_sampler_free(slot.sampler)
+                        ll.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                        slots[slot_index] = None
+        return [r for r in results if r is not None]
+
+    def _load_prefix(self, prefix: list[int]) -> None:
+        """Evaluate the shared prefix into the reserved sequence (kept across calls while it matches)."""
+        ll = self._ll
+        keep = len(common_prefix([self._prefix, prefix])) if self._prefix else 0
+        if keep < len(self._prefix):
+            ll.llama_memory_seq_rm(self._memory, self._prefix_seq, keep, -1)
+        position = keep
+        while position < len(prefix):
+            piece = prefix[position : position + self.settings.n_batch]
+            self._batch.n_tokens = 0
+            for offset, token in enumerate(piece):
+                self._add(token, position + offset, self._prefix_seq, False)
+            self._decode()
+            position += len(piece)
+        self._prefix = list(prefix)
+
+    def _admit(
+        self, request: int, slot_index: int, tokens: list[int], schema_json: str | None, budget: int
+    ) -> _Sequence:
+        ll = self._ll
+        seq_id = slot_index
+        ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+        shared = min(len(common_prefix([self._prefix, tokens])), len(tokens) - 1)
+        if shared > 0:
+            # Whole-sequence copies work with per-sequence KV streams too (partial ones need a unified cache).
+            ll.llama_memory_seq_cp(self._memory, self._prefix_seq, seq_id, -1, -1)
+            if shared < len(self._prefix):
+                ll.llama_memory_seq_rm(self._memory, seq_id, shared, -1)
+        return _Sequence(
+            request=request,
+            seq_id=seq_id,
+            tokens=tokens,
+            budget=budget,
+            sampler=self.grammar.sampler(schema_json) if schema_json is not None else None,
+            n_past=shared,
+            prompt_left=tokens[shared:],
+        )
+
+    def _step(self, active: list[_Sequence]) -> None:
+        """One llama_decode: a token for every decoding sequence, prompt pieces in the room left."""
+        self._batch.n_tokens = 0
+        room = self.settings.n_batch
+        for sequence in active:
+            sequence.logits_index = None
+            if sequence.next_token is not None:
+                sequence.logits_index = self._batch.n_tokens
+                self._add(sequence.next_token, sequence.n_past, sequence.seq_id, True)
+                sequence.n_past += 1
+                sequence.next_token = None
+                room -= 1
+        prompt_tokens = 0
+        for sequence in active:
+            if sequence.prompt_left and room > 0:
+                take = sequence.prompt_left[:room]
+                sequence.prompt_left = sequence.prompt_left[len(take) :]
+                for offset, token in enumerate(take):
+                    last = offset == len(take) - 1 and not sequence.prompt_left
+                    if last:
+                        sequence.logits_index = self._batch.n_tokens
+                    self._add(token, sequence.n_past + offset, sequence.seq_id, last)
+                sequence.n_past += len(take)
+                room -= len(take)
+                prompt_tokens += len(take)
+        if self._batch.n_tokens:
+            started = time.perf_counter()
+            self._decode()
+            if prompt_tokens:
+                self.seconds_prefill += time.perf_counter() - started
+            else:
+                self.seconds_decode += time.perf_counter() - started
+
+    def _sample(self, sequence: _Sequence) -> Generation | None:
+        """Pick the next token of a sequence; return its Generation when it is finished."""
+        ll = self._ll
+        assert sequence.logits_index is not None
+        pointer = ll.llama_get_logits_ith(self._ctx, sequence.logits_index)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        token = int(np.argmax(logits))
+        if sequence.sampler is not None:
+            chosen = self.grammar.choose(sequence.sampler, token, logits)
+            if chosen is None:
+                return self._finish(sequence, "dead_end")
+            token = chosen
+        top = float(np.max(logits))
+        log_z = top + math.log(float(np.exp(logits - np.float32(top)).sum(dtype=np.float64)))
+        if ll.llama_vocab_is_eog(self._vocab, token) and not self._ignore_eos:
+            return self._finish(sequence, "stop")
+        if sequence.sampler is not None:
+            ll.llama_sampler_accept(sequence.sampler, token)
+        sequence.generated.append(token)
+        sequence.logprobs.append(float(logits[token]) - log_z)
+        if len(sequence.generated) >= sequence.budget:
+            return self._finish(sequence, "length")
+        if self.stop_loops and looping(sequence.generated):
+            return self._finish(sequence, "repetition")
+        sequence.next_token = token
+        return None
+
+    def _finish(self, sequence: _Sequence, reason: str) -> Generation:
+        pieces = [self._piece(t) for t in sequence.generated]
+        offsets: list[int] = []
+        produced = b""
+        for piece in pieces:
+            offsets.append(len(produced.decode("utf-8", "ignore")))
+            produced += piece
+        return Generation(
+            text=produced.decode("utf-8", "replace"),
+            finish_reason=reason,
+            prompt_tokens=len(sequence.tokens),
+            completion_tokens=len(sequence.generated),
+            token_offsets=offsets,
+            token_logprobs=list(sequence.logprobs),
+        )
+
+    def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:
+        batch = self._batch
+        i = batch.n_tokens
+        batch.token[i] = token
+        batch.pos[i] = position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
+        batch.n_tokens = i + 1
+
+    def _decode(self) -> None:
+        status = self._ll.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            raise ModelError(f"llama_decode failed with status {status} (KV cache full?)")
+
+    def close(self) -> None:
+        ll = self._ll
+        self.grammar.close()
+        if getattr(self, "_batch", None) is not None:
+            ll.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            ll.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            ll.llama_model_free(self._model)
+            self._model = None

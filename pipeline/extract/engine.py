@@ -1,0 +1,145 @@
+"""The model engine seam: what every engine is (`Engine`), what it returns (`Generation`), and the factory.
+
+Two engines run a GGUF through llama-cpp-python, grammar-constrained, greedy by
+default: `BatchedEngine` (pipeline/extract/batched.py, the default: N sequences
+decoded together) and `SequentialEngine` (pipeline/extract/sequential.py, one
+prompt at a time through the high-level `Llama` API). `get_engine` makes one
+per model configuration per process and keeps it: loading costs seconds, and
+every shard of a run reuses it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.core.settings import ModelSettings
+from pipeline.extract.model_files import resolve_model_file
+
+Messages = Sequence[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Everything about the model that lineage records."""
+
+    name: str
+    path: str
+    sha256: str
+    quantization: str
+    n_params: int
+    architecture: str
+    runtime: str  # e.g. "llama-cpp-python 0.3.36 / llama.cpp 0.5.0-dev"
+
+
+@dataclass
+class Generation:
+    """One answer: its text, why it stopped, and per-token log-probabilities."""
+
+    text: str
+    finish_reason: str  # "stop" | "length" (budget) | "repetition" (loop) | "dead_end" (grammar) | "overflow"
+    prompt_tokens: int
+    completion_tokens: int
+    token_offsets: list[int] = field(default_factory=list)  # start char of each scored token in text
+    token_logprobs: list[float] = field(default_factory=list)
+
+    def confidence(self, start: int | None = None, end: int | None = None) -> float | None:
+        """exp(mean log-prob) of the tokens overlapping characters [start, end) of `text`."""
+        values = [
+            lp
+            for offset, lp in zip(self.token_offsets, self.token_logprobs, strict=True)
+            if (start is None or offset >= start - 1) and (end is None or offset < end)
+        ]
+        if not values:
+            return None
+        return math.exp(sum(values) / len(values))
+
+
+def sampling_settings(settings: ModelSettings) -> dict[str, Any]:
+    """The settings that decide which tokens come out (part of lineage and fingerprints)."""
+    return {
+        "temperature": settings.temperature,
+        "seed": settings.seed,
+        "max_tokens": settings.max_tokens,
+        "top_k": 1 if settings.temperature == 0 else 40,
+        "grammar": "json_schema",
+    }
+
+
+class Engine(Protocol):
+    """A loaded model that answers prompts under a JSON-Schema grammar. Not thread-safe: one caller at a time."""
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+    @property
+    def n_ctx(self) -> int:
+        """Tokens one sequence holds: prompt and answer."""
+        ...
+
+    def render_prompt(self, messages: Messages) -> str:
+        """The exact prompt text the model sees (its own chat template applied)."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation: ...
+
+    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
+        """One answer per prompt, in order; a prompt that does not fit gets `finish_reason = "overflow"`."""
+        ...
+
+    def model_seconds(self) -> tuple[float, float] | None:
+        """(prefill, decode) seconds spent inside llama.cpp so far, when the engine measures them."""
+        ...
+
+
+def render_chat(template: str, bos: str, eos: str, messages: Messages) -> str:
+    """Apply a model's Jinja2 chat template (from its GGUF) to messages, with the generation prompt."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    return str(formatter(messages=list(messages)).prompt)  # type: ignore[arg-type]
+
+
+def system_info() -> str:
+    """llama.cpp's view of the CPU features it uses (different kernels can change the logits)."""
+    import llama_cpp
+
+    return str(llama_cpp.llama_print_system_info().decode().strip(" |"))
+
+
+# One engine per model configuration per process.
+_ENGINES: dict[str, Engine] = {}
+
+
+def _key(settings: ModelSettings) -> str:
+    return settings.model_dump_json()
+
+
+def get_engine(settings: ModelSettings) -> Engine:
+    """The process's engine for these model settings, loaded (after its file's SHA-256 is checked) on first use."""
+    key = _key(settings)
+    if key not in _ENGINES:
+        model_file = resolve_model_file(settings)
+        if settings.engine == "batched":
+            from pipeline.extract.batched import BatchedEngine
+
+            _ENGINES[key] = BatchedEngine(model_file, settings)
+        else:
+            from pipeline.extract.sequential import SequentialEngine
+
+            _ENGINES[key] = SequentialEngine(model_file, settings)
+    return _ENGINES[key]
+
+
+def loaded_engine(settings: ModelSettings) -> Engine | None:
+    """The engine for these settings if this process has loaded it (a run that needed no model has not)."""
+    return _ENGINES.get(_key(settings))
+
+
+def use_engine(settings: ModelSettings, engine: Engine) -> None:
+    """Make `engine` the one these settings get (benchmarks measure the rest of the path with a stand-in)."""
+    _ENGINES[_key(settings)] = engine

@@ -1,0 +1,159 @@
+"""The sequential engine: one prompt at a time through llama-cpp-python's high-level `Llama` API.
+
+The grammar of each task's JSON Schema is compiled once and reused. Per-token
+log-probabilities are taken from the raw logits (before the grammar masks them)
+by a logits processor: they measure how sure the model itself was, and become
+each value's confidence.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.errors import ContextOverflow, ModelError
+from pipeline.core.settings import ModelSettings
+from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
+from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile
+
+
+class _LogprobRecorder:
+    """A logits processor that records log p(chosen token) under the raw logits.
+
+    At each step it sees the token chosen at the previous step as the last input
+    id, so it scores that token with the previous step's log-softmax.
+    """
+
+    def __init__(self, prompt_len: int) -> None:
+        self.prompt_len = prompt_len
+        self.previous: np.ndarray | None = None
+        self.logprobs: list[float] = []
+        self.token_ids: list[int] = []
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self.previous is not None and len(input_ids) > self.prompt_len:
+            token = int(input_ids[-1])
+            self.token_ids.append(token)
+            self.logprobs.append(float(self.previous[token]))
+        shifted = scores.astype(np.float64) - float(np.max(scores))
+        self.previous = shifted - math.log(float(np.exp(shifted).sum()))
+        return scores
+
+
+class SequentialEngine:
+    """One model, one sequence at a time. Not thread-safe: calls are serialised by a lock."""
+
+    def __init__(self, model_file: ModelFile, settings: ModelSettings) -> None:
+        import llama_cpp
+        from llama_cpp import Llama, __version__
+
+        self.settings = settings
+        try:
+            self._llm = Llama(
+                model_path=str(model_file.path),
+                n_ctx=settings.n_ctx,
+                n_batch=settings.n_batch,
+                n_threads=settings.n_threads,
+                n_threads_batch=settings.n_threads,
+                n_gpu_layers=settings.n_gpu_layers,
+                seed=settings.seed,
+                verbose=False,
+            )
+        except Exception as exc:
+            raise ModelError(f"cannot load {model_file.path}: {exc}") from exc
+        metadata = self._llm.metadata
+        file_type = int(metadata.get("general.file_type", -1))
+        self.identity = ModelIdentity(
+            name=model_file.name,
+            path=str(model_file.path),
+            sha256=model_file.sha256,
+            quantization=GGUF_FILE_TYPES.get(file_type, f"file_type={file_type}"),
+            n_params=int(self._llm._model.n_params()),
+            architecture=str(metadata.get("general.architecture", "unknown")),
+            runtime=f"llama-cpp-python {__version__} / llama.cpp {llama_cpp.llama_version().decode()}",
+        )
+        self._grammars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._llm.n_ctx())
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _grammar(self, schema_json: str) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        grammar = self._grammars.get(schema_json)
+        if grammar is None:
+            grammar = LlamaGrammar.from_json_schema(schema_json, verbose=False)
+            self._grammars[schema_json] = grammar
+        return grammar
+
+    def render_prompt(self, messages: Messages) -> str:
+        """The exact prompt text the model sees (its own chat template applied)."""
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError("the model file has no chat template")
+        eos = self._llm.detokenize([self._llm.token_eos()]).decode("utf-8", "replace")
+        bos = self._llm.detokenize([self._llm.token_bos()]).decode("utf-8", "replace")
+        return render_chat(template, bos, eos, messages)
+
+    def model_seconds(self) -> tuple[float, float] | None:
+        """Not measured by this engine: its whole call counts as extraction time."""
+        return None
+
+    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
+        """One prompt after the other (the batched engine decodes them together)."""
+        results = []
+        for prompt in prompts:
+            try:
+                results.append(self.generate(prompt, schema_json, max_tokens))
+            except ContextOverflow as exc:
+                results.append(Generation("", "overflow", exc.prompt_tokens, 0))
+        return results
+
+    def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
+        """Complete `prompt` under the grammar of `schema_json`; greedy when temperature is 0."""
+        from llama_cpp import LogitsProcessorList
+
+        budget = max_tokens or self.settings.max_tokens
+        with self._lock:
+            prompt_tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            if len(prompt_tokens) + budget > self.n_ctx:
+                raise ContextOverflow(len(prompt_tokens), budget, self.n_ctx)
+            recorder = _LogprobRecorder(prompt_len=len(prompt_tokens))
+            result = self._llm.create_completion(
+                prompt=prompt_tokens,
+                max_tokens=budget,
+                temperature=self.settings.temperature,
+                top_k=1 if self.settings.temperature == 0 else 40,
+                seed=self.settings.seed,
+                grammar=self._grammar(schema_json),
+                logits_processor=LogitsProcessorList([recorder]),
+            )
+        choice = result["choices"][0]  # type: ignore[index]
+        text = str(choice["text"])
+        usage = result["usage"]  # type: ignore[index]
+        offsets = self._token_offsets(recorder.token_ids)
+        return Generation(
+            text=text,
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+            prompt_tokens=int(usage["prompt_tokens"]),
+            completion_tokens=int(usage["completion_tokens"]),
+            token_offsets=offsets,
+            token_logprobs=recorder.logprobs[: len(offsets)],
+        )
+
+    def _token_offsets(self, token_ids: list[int]) -> list[int]:
+        """Start offset in the answer text of each scored generated token."""
+        offsets: list[int] = []
+        produced = b""
+        for token in token_ids:
+            offsets.append(len(produced.decode("utf-8", "ignore")))
+            produced += self._llm.detokenize([token])
+        return offsets

@@ -1,0 +1,205 @@
+"""Bytes -> canonical text, with unstructured's `partition` (auto type detection).
+
+Known traps handled here (../docs/architecture.md, "Parsing"):
+- an empty file, or a PDF partitioned to zero elements (unstructured's fast
+  strategy returns [] silently when a PDF has no text layer or a dependency
+  is missing), must be a recorded failure, never an empty success;
+- encrypted PDFs and corrupt files raise assorted library exceptions, mapped
+  here to stable reason codes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+from pipeline.core.documents import ELEMENT_SEPARATOR, PageSpan, ParsedDocument
+from pipeline.core.errors import DocumentError, Reason
+from pipeline.core.hashing import sha256_text
+
+logger = logging.getLogger(__name__)
+
+PARSER_NAME = "unstructured"
+PARSER_VERSION = version("unstructured")
+
+# unstructured FileType names that Assay partitions with the fast strategy, no OCR and no
+# system converters (tested in tests/test_partition.py).
+SUPPORTED_TYPES = {"pdf", "docx", "pptx", "xlsx", "xls", "html", "xml", "eml", "msg", "md", "txt", "csv", "tsv"}
+
+# Types unstructured knows but that need something Assay does not install, and what.
+NEEDS = {
+    "doc": "LibreOffice (soffice) to convert legacy Word files",
+    "ppt": "LibreOffice (soffice) to convert legacy PowerPoint files",
+    "rtf": "pandoc",
+    "odt": "pandoc",
+    "epub": "pandoc",
+    "org": "pandoc",
+    "rst": "pandoc",
+    "jpg": "OCR (tesseract)",
+    "png": "OCR (tesseract)",
+    "tiff": "OCR (tesseract)",
+    "bmp": "OCR (tesseract)",
+    "heic": "OCR (tesseract)",
+    "webp": "OCR (tesseract)",
+}
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    """A parsed document and unstructured's elements (needed for chunking)."""
+
+    document: ParsedDocument
+    elements: list[Any]
+
+
+def detect_filetype(data: bytes, filename: str) -> str:
+    from unstructured.file_utils.filetype import detect_filetype as _detect
+
+    try:
+        detected = _detect(file=io.BytesIO(data), metadata_file_path=filename)
+    except Exception as exc:  # detection failures mean we cannot tell what it is
+        raise DocumentError(Reason.UNSUPPORTED_TYPE, f"cannot detect the file type: {exc}") from exc
+    return str(detected.name).lower()
+
+
+def check_pdf_readable(data: bytes) -> None:
+    """Encrypted PDFs that need a user password, and PDFs whose structure cannot be read."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(Reason.ENCRYPTED, "the PDF is encrypted and needs a password to open")
+    except DocumentError:
+        raise
+    except PdfReadError as exc:
+        message = str(exc)
+        reason = Reason.ENCRYPTED if "password" in message.lower() or "decrypt" in message.lower() else Reason.CORRUPT
+        raise DocumentError(reason, f"the PDF cannot be read: {message}") from exc
+    except Exception as exc:  # pypdf raises assorted errors on broken files
+        raise DocumentError(Reason.CORRUPT, f"the PDF cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _require_pdf_dependencies() -> None:
+    """unstructured returns zero elements, silently, when pikepdf is missing: refuse instead."""
+    try:
+        import pdfminer  # noqa: F401
+        import pikepdf  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - an install problem, not a document problem
+        raise RuntimeError(f"PDF support is incomplete ({exc}); reinstall Assay's dependencies") from exc
+
+
+def _classify_exception(exc: BaseException) -> Reason:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if any(word in text for word in ("password", "encrypt", "decrypt")):
+        return Reason.ENCRYPTED
+    if any(word in text for word in ("unsupported", "not supported", "invalid file", "unknown file type")):
+        return Reason.UNSUPPORTED_TYPE
+    return Reason.CORRUPT
+
+
+def partition_bytes(data: bytes, filename: str, content_sha256: str, strategy: str = "fast") -> Partitioned:
+    """Partition one document; raise `DocumentError` with a reason when it cannot be used."""
+    filetype = check_partitionable(data, filename)
+    elements = partition_elements(data, filename, strategy, filetype)
+    return Partitioned(document=build_document(elements, content_sha256, filetype), elements=elements)
+
+
+def check_partitionable(data: bytes, filename: str) -> str:
+    """The file's type, or a `DocumentError` when it is empty, unsupported or an unreadable PDF."""
+    if not data.strip():
+        raise DocumentError(Reason.EMPTY_FILE, "the file is empty")
+    filetype = detect_filetype(data, filename)
+    if filetype not in SUPPORTED_TYPES:
+        needs = f": it needs {NEEDS[filetype]}" if filetype in NEEDS else ""
+        raise DocumentError(Reason.UNSUPPORTED_TYPE, f"file type {filetype!r} is not supported{needs}", filetype)
+    if filetype == "pdf":
+        _require_pdf_dependencies()
+        try:
+            check_pdf_readable(data)
+        except DocumentError as exc:
+            exc.filetype = filetype
+            raise
+    return filetype
+
+
+def partition_elements(data: bytes, filename: str, strategy: str, filetype: str, first_page: int = 1) -> list[Any]:
+    """unstructured's elements with text; `first_page` numbers the pages of a part of a larger PDF."""
+    from unstructured.partition.auto import partition
+
+    try:
+        elements = partition(
+            file=io.BytesIO(data),
+            metadata_filename=filename,
+            strategy=strategy,
+            languages=["eng"],
+        )
+    except DocumentError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # libraries raise anything on broken input
+        reason = _classify_exception(exc)
+        raise DocumentError(reason, f"{type(exc).__name__}: {exc}"[:2000], filetype) from exc
+    elements = [el for el in elements if (el.text or "").strip()]
+    if first_page != 1:
+        for element in elements:
+            if element.metadata.page_number is not None:
+                element.metadata.page_number += first_page - 1
+    return elements
+
+
+def build_document(elements: list[Any], content_sha256: str, filetype: str) -> ParsedDocument:
+    """The canonical text of a document from its elements (in order), with the page of each range."""
+    if not elements:
+        hint = " (a scan without a text layer needs OCR)" if filetype == "pdf" else ""
+        raise DocumentError(Reason.NO_TEXT, f"partitioning produced no text{hint}", filetype)
+
+    spans: list[PageSpan] = []
+    parts: list[str] = []
+    cursor = 0
+    for index, element in enumerate(elements):
+        if index:
+            cursor += len(ELEMENT_SEPARATOR)
+        text = element.text
+        parts.append(text)
+        spans.append(PageSpan(page=element.metadata.page_number, start=cursor, end=cursor + len(text)))
+        cursor += len(text)
+    text = ELEMENT_SEPARATOR.join(parts)
+    pages = {span.page for span in spans if span.page is not None}
+    return ParsedDocument(
+        content_sha256=content_sha256,
+        filetype=filetype,
+        text=text,
+        text_sha256=sha256_text(text),
+        element_spans=tuple(spans),
+        page_count=max(pages) if pages else None,
+        parser=PARSER_NAME,
+        parser_version=PARSER_VERSION,
+    )
+
+
+def pdf_page_count(data: bytes) -> int:
+    from pypdf import PdfReader
+
+    return len(PdfReader(io.BytesIO(data)).pages)
+
+
+def split_pdf(data: bytes, pages_per_part: int) -> list[tuple[int, bytes]]:
+    """A PDF cut into page ranges: (first page number, bytes of a PDF holding those pages) each."""
+    from pypdf import PdfReader, PdfWriter
+
+    reader = PdfReader(io.BytesIO(data))
+    parts: list[tuple[int, bytes]] = []
+    for first in range(0, len(reader.pages), pages_per_part):
+        writer = PdfWriter()
+        for page in reader.pages[first : first + pages_per_part]:
+            writer.add_page(page)
+        buffer = io.BytesIO()
+        writer.write(buffer)
+        parts.append((first + 1, buffer.getvalue()))
+    return parts

@@ -1,0 +1,253 @@
+"""Partitioning in worker processes, so that no file can take the run down (the Apache Tika pattern).
+
+unstructured and the libraries under it (pdfminer, python-docx, lxml, ...) can
+hang on a crafted file, eat memory without bound, or crash the interpreter. So a
+run does not partition in its own process: a pool of parsing processes
+(`pebble`) does, each with
+
+- a time limit per file (`parsing.timeout_s`): a file still parsing is killed
+  with its worker and recorded as `parse_timeout`;
+- a memory cap (`parsing.memory_mb`, the process's address space): a file that
+  needs more is recorded as `parse_out_of_memory`;
+- recycling after `parsing.files_per_worker` files, so slow leaks cannot pile up;
+- crash isolation: a worker that dies (segfault, killed) is replaced and its
+  file recorded as `parser_crashed` with the signal or exit code.
+
+A PDF longer than `parsing.pdf_pages_per_part` pages is cut into page ranges,
+each parsed as its own job (its own time limit and memory), and the parts'
+elements are joined in page order before chunking: the document keeps one
+canonical text with true page numbers.
+
+Workers start from a fork server that has imported the parsing libraries
+once, so a recycled worker is cheap. Parsing and decoding never overlap in a
+run (a shard parses, then decodes), so the pool takes the cores while it works
+and the model takes them afterwards (docs/scaling.md).
+
+`ASSAY_PARSE_FAULT=<hang|leak|crash>:<file name>` makes a worker misbehave on
+that file: fault injection for the tests, nothing else.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import multiprocessing
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.core.documents import Chunk, ParsedDocument
+from pipeline.core.errors import DocumentError, Reason
+from pipeline.core.settings import ChunkingSettings, ParsingSettings
+from pipeline.parse.chunking import chunk_document
+from pipeline.parse.partition import (
+    build_document,
+    check_partitionable,
+    partition_elements,
+    pdf_page_count,
+    split_pdf,
+)
+
+# Imported once by the fork server, so each (recycled) worker starts with them loaded.
+_PRELOAD = ["pipeline", "pipeline.parse.workers", "unstructured.partition.auto", "unstructured.chunking.title", "pypdf"]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One parse job: a whole file, or a page range of a long PDF."""
+
+    data: bytes
+    filename: str
+    strategy: str
+    pages_per_part: int
+    filetype: str | None = None  # known for a page range
+    first_page: int = 1
+    last_page: int | None = None  # None: the whole file
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """What a worker sends back: the elements, or the page ranges a long PDF must be cut into."""
+
+    filetype: str
+    elements: list[Any] | None = None
+    ranges: list[tuple[int, int, bytes]] | None = None
+
+
+def _inject_fault(filename: str) -> None:
+    fault = os.environ.get("ASSAY_PARSE_FAULT", "")
+    kind, _, target = fault.partition(":")
+    if not fault or target != filename:
+        return
+    if kind == "hang":
+        while True:
+            time.sleep(1)
+    if kind == "leak":
+        hoard = []
+        while True:
+            hoard.append(bytearray(64 * 1024 * 1024))
+    if kind == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _parse_part(part: _Part) -> _Parsed:
+    """In a worker: check and partition a file, or cut a long PDF into page ranges (all of it isolated).
+
+    A MemoryError is the memory cap biting: what the parse held is let go (outside the `except`, so
+    the traceback does not keep it alive) before the worker takes its next file.
+    """
+    try:
+        return _parse_in_worker(part)
+    except MemoryError:
+        pass
+    gc.collect()
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    cap = f"{limit // (1024 * 1024)} MiB (parsing.memory_mb)" if limit > 0 else "the memory available"
+    raise DocumentError(Reason.PARSE_OUT_OF_MEMORY, f"parsing needed more than {cap}", part.filetype)
+
+
+def _parse_in_worker(part: _Part) -> _Parsed:
+    _inject_fault(part.filename)
+    filetype = part.filetype or check_partitionable(part.data, part.filename)
+    if part.filetype is None and filetype == "pdf":
+        pages = pdf_page_count(part.data)
+        if pages > part.pages_per_part:
+            ranges = [
+                (first, min(first + part.pages_per_part - 1, pages), data)
+                for first, data in split_pdf(part.data, part.pages_per_part)
+            ]
+            return _Parsed(filetype, ranges=ranges)
+    elements = partition_elements(part.data, part.filename, part.strategy, filetype, part.first_page)
+    return _Parsed(filetype, elements=elements)
+
+
+def _limit_memory(memory_mb: int) -> None:
+    """Worker initialiser: cap the address space, so a runaway parse fails with MemoryError."""
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _failure(part: _Part, exc: BaseException, limits: ParsingSettings) -> DocumentError:
+    """The DocumentError that a failed parse job stands for."""
+    from pebble import ProcessExpired
+
+    where = "" if part.last_page is None else f" (pages {part.first_page}-{part.last_page})"
+    if isinstance(exc, DocumentError):
+        if where:
+            exc.args = (f"{exc}{where}",)
+        exc.filetype = exc.filetype or part.filetype
+        return exc
+    if isinstance(exc, FutureTimeout):
+        return DocumentError(
+            Reason.PARSE_TIMEOUT,
+            f"parsing{where} took longer than parsing.timeout_s={limits.timeout_s:g}; its worker was stopped",
+            part.filetype,
+        )
+    if isinstance(exc, MemoryError):  # parsing in this process (parsing.workers = 0)
+        return DocumentError(Reason.PARSE_OUT_OF_MEMORY, f"parsing{where} ran out of memory", part.filetype)
+    if isinstance(exc, ProcessExpired):
+        code = exc.exitcode
+        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        return DocumentError(Reason.PARSER_CRASHED, f"the parsing process died{where} ({how})", part.filetype)
+    return DocumentError(Reason.PARSE_ERROR, f"{type(exc).__name__}: {exc}{where}"[:2000], part.filetype)
+
+
+class ParsePool:
+    """The run's parsing processes. `submit` returns at once; `ParseJob.result` waits."""
+
+    def __init__(self, limits: ParsingSettings) -> None:
+        self.limits = limits
+        self._pool: Any = None
+        if limits.processes > 0:
+            from pebble import ProcessPool
+
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_PRELOAD)
+            self._pool = ProcessPool(
+                max_workers=limits.processes,
+                max_tasks=limits.files_per_worker,
+                initializer=_limit_memory,
+                initargs=(limits.memory_mb,),
+                context=context,
+            )
+
+    def schedule(self, part: _Part) -> Callable[[], _Parsed]:
+        """Start one job; the returned callable waits for it (or, with no pool, runs it here)."""
+        if self._pool is None:
+            return lambda: _parse_part(part)
+        future: Future[_Parsed] = self._pool.schedule(_parse_part, args=(part,), timeout=self.limits.timeout_s)
+        return future.result
+
+    def submit(
+        self, data: bytes, filename: str, content_sha256: str, strategy: str, chunking: ChunkingSettings
+    ) -> ParseJob:
+        """Start parsing one document; `result()` on the job gives its text and chunks."""
+        part = _Part(data, filename, strategy, self.limits.pdf_pages_per_part)
+        return ParseJob(self, content_sha256, chunking, part, self.schedule(part))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join()
+            self._pool = None
+
+
+@dataclass
+class ParseJob:
+    """A document being parsed."""
+
+    pool: ParsePool
+    content_sha256: str
+    chunking: ChunkingSettings
+    part: _Part
+    wait: Callable[[], _Parsed]
+    submitted_at: float = field(default_factory=time.perf_counter)  # perf_counter() when handed over
+
+    def result(self) -> tuple[ParsedDocument, list[Chunk]]:
+        """The document and its chunks, or `DocumentError` with the reason it could not be parsed."""
+        parsed = self._wait(self.part, self.wait)
+        elements = parsed.elements
+        if parsed.ranges is not None:
+            # A long PDF: its page ranges in parallel, then their elements in page order.
+            parts = [
+                _Part(data, self.part.filename, self.part.strategy, self.part.pages_per_part, parsed.filetype, a, b)
+                for a, b, data in parsed.ranges
+            ]
+            waits = [self.pool.schedule(p) for p in parts]
+            elements = [el for p, w in zip(parts, waits, strict=True) for el in (self._wait(p, w).elements or [])]
+        document = build_document(elements or [], self.content_sha256, parsed.filetype)
+        return document, chunk_document(document, elements or [], self.chunking)
+
+    def _wait(self, part: _Part, wait: Callable[[], _Parsed]) -> _Parsed:
+        try:
+            return wait()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # every way a parse job can end badly has a reason
+            raise _failure(part, exc, self.pool.limits) from exc
+
+
+_POOLS: dict[str, ParsePool] = {}
+
+
+def get_parse_pool(limits: ParsingSettings) -> ParsePool:
+    """The process's pool for these limits (started on first use, stopped at exit)."""
+    key = limits.model_dump_json()
+    if key not in _POOLS:
+        _POOLS[key] = ParsePool(limits)
+    return _POOLS[key]
+
+
+def close_parse_pools() -> None:
+    for pool in _POOLS.values():
+        pool.close()
+    _POOLS.clear()
+
+
+atexit.register(close_parse_pools)

@@ -1,0 +1,1 @@
+"""Findings -> one value (or list) per document, field and task: normalising by kind, choosing."""

@@ -1,0 +1,86 @@
+"""A run's context: what every shard needs to know about the run it belongs to, and starting a run.
+
+`new_run` checks the configuration (tasks, model file), takes the lake lock,
+repairs what a crashed run left (pipeline/state/recovery.py) and records the
+run as started. The context pins the task definitions as read then: every
+shard uses these, even if a task file changes during the run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline.core.connector import Connector
+from pipeline.core.settings import Settings
+from pipeline.core.tasks import Task, find_task
+from pipeline.extract.model_files import resolve_model_file
+from pipeline.land.lake import Lake
+from pipeline.land.store import open_store
+from pipeline.state.recovery import recover
+from pipeline.state.store import StateStore
+from pipeline.state.store import default_url as default_state_url
+
+
+@dataclass
+class RunContext:
+    """The run's identity, settings, sources (as connectors), pinned tasks and model file."""
+
+    run_id: str
+    flow_run_id: str | None
+    settings: Settings
+    sources: dict[str, Connector]
+    started_at: datetime
+    model_sha256: str
+    state_url: str
+    tasks: tuple[Task, ...] = ()
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(open_store(self.settings))
+
+    @property
+    def state(self) -> StateStore:
+        return get_state(self.state_url)
+
+
+_STATES: dict[str, StateStore] = {}
+
+
+def get_state(url: str) -> StateStore:
+    """One state store (connection pool) per URL per process."""
+    if url not in _STATES:
+        _STATES[url] = StateStore(url)
+    return _STATES[url]
+
+
+def state_url(settings: Settings) -> str:
+    """The state store's URL: `state_url`, or SQLite in the data directory."""
+    if settings.state_url is not None:
+        return settings.state_url.get_secret_value()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return default_state_url(settings.data_dir)
+
+
+def new_run(settings: Settings, sources: dict[str, Connector], flow_run_id: str | None = None) -> RunContext:
+    """Check the configuration, take the lake lock, repair what a crashed run left, and start the run."""
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    # Fail early on an unknown task or a bad model file, before any document is touched; pin the tasks.
+    tasks = tuple(find_task(name, settings.task_dirs) for name in settings.tasks)
+    model_sha256 = resolve_model_file(settings.model).sha256
+    url = state_url(settings)
+    state = get_state(url)
+    state.acquire_lock(run_id)  # raises RunInProgress when another run holds it
+    try:
+        recover(state, open_store(settings))
+        state.run_started(run_id)
+    except BaseException:
+        state.release_lock(run_id)
+        raise
+    return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC), model_sha256, url, tasks)
+
+
+def abort_run(context: RunContext) -> None:
+    """Give up the lock after a failure; the next run's recovery rolls back what this one left."""
+    context.state.release_lock(context.run_id)

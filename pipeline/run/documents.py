@@ -1,0 +1,230 @@
+"""One document's way through a shard, up to the model: skipped, failed, reused, or read and parsed.
+
+Each listed document gets one `DocumentRow`, which ends as processed, failed or
+skipped. A document is skipped as a duplicate of an earlier URI with the same
+bytes, or as unchanged since its last run; failed again without being read
+when the same bytes failed in a way they would fail again; otherwise its
+landed parse is reused, or its bytes are read (through the one retry policy)
+and handed to the parsing processes. Once parsed, its text and chunks are
+landed and its chunks routed, task by task, to wait for the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipeline.core.connector import Connector
+from pipeline.core.documents import Chunk, DocumentRef, ParsedDocument
+from pipeline.core.errors import DocumentError, Reason
+from pipeline.core.faults import crash_point
+from pipeline.core.hashing import canonical_json, sha256_bytes
+from pipeline.core.retry import call_with_retry
+from pipeline.core.tasks import Task
+from pipeline.extract.routing import route
+from pipeline.land.tables import ChunkRow, DocumentRow, RoutingRow, TextRow
+from pipeline.parse.chunking import chunking_key
+from pipeline.parse.workers import ParseJob, ParsePool
+from pipeline.run.plan import PlannedDocument
+from pipeline.run.work import Extraction, Pending, ShardWork
+from pipeline.state.incremental import REMEMBERED_FAILURES, DocumentPlan, extract_fingerprints, parse_fingerprint
+from pipeline.state.store import WorkMark
+
+logger = logging.getLogger(__name__)
+
+
+def document_row(work: ShardWork, ref: DocumentRef) -> DocumentRow:
+    """The document's row, failed until something better is known."""
+    return DocumentRow(
+        run_id=work.context.run_id,
+        source=ref.source,
+        uri=ref.uri,
+        version=ref.version,
+        size_bytes=ref.size,
+        modified_at=ref.modified_at,
+        content_sha256=ref.sha256,
+    )
+
+
+def settle_without_work(work: ShardWork, planned: PlannedDocument, plan: DocumentPlan | None, row: DocumentRow) -> bool:
+    """Skip or fail the document at once when it needs no reading (True), else leave it to be processed."""
+    report = work.report
+    if planned.duplicate_of is not None:
+        row.status, row.reason = "skipped", Reason.DUPLICATE_CONTENT.value
+        row.duplicate_of = planned.duplicate_of
+        row.message = f"same bytes as {planned.duplicate_of}; its results apply"
+        report.skipped += 1
+    elif plan is not None and plan.failed_before is not None:
+        reason, failed_in = plan.failed_before
+        row.status, row.reason = "failed", reason
+        row.message = (
+            f"not retried: the same bytes failed as {reason} in run {failed_in} under the same parser "
+            "settings and limits (change the file or the settings, or run with --retry-failed)"
+        )
+        work.failure("document", reason, row.message, planned.ref, content_sha256=planned.ref.sha256)
+        report.failed += 1
+    elif plan is not None and plan.unchanged:
+        row.status, row.reason = "skipped", Reason.UNCHANGED.value
+        row.message = "unchanged since its last run: nothing to parse or extract"
+        report.skipped += 1
+        report.unchanged += 1
+    else:
+        return False
+    return True
+
+
+@contextmanager
+def document_errors(work: ShardWork, ref: DocumentRef, row: DocumentRow, plan: DocumentPlan | None) -> Iterator[None]:
+    """A document that fails is recorded with its reason, and the shard goes on.
+
+    A failure that the same bytes would meet again (REMEMBERED_FAILURES) is remembered with the
+    run's other work, so later runs do not parse the file again until it or the settings change.
+    """
+    try:
+        yield
+    except DocumentError as exc:
+        row.status, row.reason, row.message = "failed", exc.reason.value, str(exc)
+        row.filetype = row.filetype or exc.filetype
+        work.failure("document", exc.reason.value, str(exc), ref, content_sha256=row.content_sha256)
+        work.report.failed += 1
+        if plan is not None and exc.reason in REMEMBERED_FAILURES and ref.sha256:
+            work.report.done.append(WorkMark(plan.failed_fp, "failed", ref.sha256, exc.reason.value))
+    except Exception as exc:  # a bug or an unforeseen library error: record it, go on
+        logger.exception("internal error on %s", ref.uri)
+        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"[:4000]
+        row.status, row.reason, row.message = "failed", Reason.INTERNAL_ERROR.value, message
+        work.failure("document", Reason.INTERNAL_ERROR.value, message, ref, content_sha256=row.content_sha256)
+        work.report.failed += 1
+
+
+def start_document(
+    work: ShardWork,
+    connector: Connector,
+    ref: DocumentRef,
+    row: DocumentRow,
+    plan: DocumentPlan | None,
+    pool: ParsePool,
+) -> ParseJob | None:
+    """Reuse an earlier parse (and queue the model work still to do), or read the bytes and start parsing."""
+    settings = work.context.settings
+    if ref.size > settings.max_file_bytes:
+        raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
+    reused = work.reusable.pop(ref.sha256, None) if ref.sha256 else None
+    if reused is not None and plan is not None:
+        document, chunks = reused
+        row.content_sha256 = document.content_sha256
+        row.filetype, row.parser, row.parser_version = document.filetype, document.parser, document.parser_version
+        row.parse_seconds = 0.0
+        queue_model_work(work, ref, row, document, chunks, plan.extract_fps)
+        return None
+    started = time.perf_counter()
+    data = call_with_retry(connector.read, ref)
+    row.content_sha256 = sha256_bytes(data)
+    job = pool.submit(data, ref.name, row.content_sha256, settings.parser_strategy, settings.chunking)
+    work.time("parse", time.perf_counter() - started)
+    return job
+
+
+def finish_parsing(
+    work: ShardWork, ref: DocumentRef, row: DocumentRow, plan: DocumentPlan | None, job: ParseJob
+) -> None:
+    """Wait for one document's parse, land its text and chunks, and queue its model work."""
+    context = work.context
+    with document_errors(work, ref, row, plan):
+        waited = time.perf_counter()
+        try:
+            document, chunks = job.result()
+            row.filetype, row.parser, row.parser_version = document.filetype, document.parser, document.parser_version
+        finally:
+            # The run's wall time spent waiting for parsers (parsing in parallel counts once), and
+            # the document's own time from its bytes handed over to its chunks back.
+            now = time.perf_counter()
+            work.time("parse", now - waited)
+            row.parse_seconds = now - job.submitted_at
+        crash_point("parse")
+        parse_fp = parse_fingerprint(document.content_sha256, context.settings)
+        extract_fps = extract_fingerprints(parse_fp, context.tasks, context.model_sha256, context.settings)
+        land_text_and_chunks(work, document, chunks)
+        work.report.done.append(WorkMark(parse_fp, "parse", document.content_sha256, None))
+        queue_model_work(work, ref, row, document, chunks, extract_fps)
+
+
+def land_text_and_chunks(work: ShardWork, document: ParsedDocument, chunks: list[Chunk]) -> None:
+    run_id = work.context.run_id
+    work.rows.texts.append(
+        TextRow(
+            run_id=run_id,
+            content_sha256=document.content_sha256,
+            text_sha256=document.text_sha256,
+            text=document.text,
+            page_spans=canonical_json([span.model_dump() for span in document.element_spans]),
+        )
+    )
+    key = chunking_key(work.context.settings.chunking)
+    work.rows.chunks.extend(
+        ChunkRow(
+            run_id=run_id,
+            chunk_id=chunk.chunk_id,
+            content_sha256=chunk.content_sha256,
+            ordinal=chunk.ordinal,
+            char_start=chunk.start,
+            char_end=chunk.end,
+            pages=list(chunk.pages),
+            text=chunk.text,
+            placement=chunk.placement,
+            chunking=key,
+        )
+        for chunk in chunks
+    )
+
+
+def queue_model_work(
+    work: ShardWork,
+    ref: DocumentRef,
+    row: DocumentRow,
+    document: ParsedDocument,
+    chunks: list[Chunk],
+    extract_fps: dict[str, str],
+) -> None:
+    """Route the document's chunks for each task still to do; the model runs once the shard is parsed."""
+    settings = work.context.settings
+    row.text_sha256, row.text_chars = document.text_sha256, len(document.text)
+    row.pages, row.chunks, row.model_tokens = document.page_count, len(chunks), 0
+    work.report.pages += document.page_count or 1
+    work.report.chunks += len(chunks)
+
+    started = time.perf_counter()
+    for task in work.context.tasks:
+        if task.name not in extract_fps:
+            continue
+        decisions = route(task, chunks, settings.routing, settings.max_chunks_per_document)
+        work.rows.routing.extend(_routing_row(work, document, task, d.chunk, d.routed, d.reason) for d in decisions)
+        routed = [d.chunk for d in decisions if d.routed]
+        row.chunks_extracted += len(routed)
+        work.report.chunks_routed += len(routed)
+        work.report.chunks_not_routed += len(chunks) - len(routed)
+        extraction = Extraction(ref, document, chunks, task, row)
+        work.extractions.append(extraction)
+        work.pending.extend(Pending(extraction, chunk) for chunk in routed)
+        work.report.done.append(WorkMark(extract_fps[task.name], "extract", document.content_sha256, task.name))
+    work.time("route", time.perf_counter() - started)
+    work.report.processed += 1
+    row.status = "processed"
+
+
+def _routing_row(
+    work: ShardWork, document: ParsedDocument, task: Task, chunk: Chunk, routed: bool, reason: str
+) -> RoutingRow:
+    return RoutingRow(
+        run_id=work.context.run_id,
+        content_sha256=document.content_sha256,
+        task=task.name,
+        task_version=task.version,
+        chunk_id=chunk.chunk_id,
+        ordinal=chunk.ordinal,
+        routed=routed,
+        reason=reason,
+    )

@@ -1,0 +1,135 @@
+"""A shard's model step: every routed chunk through the engine, task by task; then rules and reduce per document.
+
+Parsing is done for the whole shard before this starts, so the model and the
+parsing processes never share the cores. All of a task's chunks in the shard go
+to the engine in one call (the batched engine keeps its slots full with them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+from pipeline.core.errors import ExtractionError
+from pipeline.core.faults import crash_point
+from pipeline.core.tasks import Task
+from pipeline.extract.answers import extract_values, parse_answer
+from pipeline.extract.engine import Engine, get_engine
+from pipeline.extract.findings import TaskLineage, answer_row, model_findings, rule_findings
+from pipeline.extract.prompts import build_messages, prompt_template_sha256
+from pipeline.extract.rules import apply_rules
+from pipeline.land.tables import FindingRow
+from pipeline.parse.chunking import chunking_key
+from pipeline.reduce.values import ValuesOf, reduce_document
+from pipeline.run.work import Extraction, Pending, ShardWork
+
+
+def extract_pending(work: ShardWork) -> None:
+    """Run the model over every routed chunk of the shard, then rules and reduce per document and task."""
+    context = work.context
+    if not work.extractions:
+        return
+    engine = get_engine(context.settings.model) if work.pending else None
+    for task in context.tasks:
+        items = [p for p in work.pending if p.extraction.task.name == task.name]
+        extractions = [e for e in work.extractions if e.task.name == task.name]
+        if not extractions:
+            continue
+        lineage = TaskLineage.of(
+            context.run_id,
+            context.flow_run_id,
+            task,
+            chunking_key(context.settings.chunking),
+            context.settings.model,
+            prompt_sha256=prompt_template_sha256(task, engine.render_prompt) if engine else None,
+            model=engine.identity if engine else None,
+        )
+        if items and engine is not None:
+            _ask_the_model(work, engine, lineage, task, items)
+        crash_point("extract")
+        for extraction in extractions:
+            _apply_rules(work, lineage, extraction)
+            _reduce(work, extraction)
+    work.pending.clear()
+    work.extractions.clear()
+
+
+def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: Task, items: list[Pending]) -> None:
+    started = time.perf_counter()
+    before = engine.model_seconds()
+    prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
+    generations = engine.generate_many(prompts, json.dumps(task.output_schema), task.max_tokens)
+    seconds = time.perf_counter() - started
+    after = engine.model_seconds()
+    if before is None or after is None:
+        work.time("extract", seconds)
+    else:  # model time by stage: prefill and decode (inside llama_decode), sample (sampling + grammar + rest)
+        prefill, decode = after[0] - before[0], after[1] - before[1]
+        work.time("prefill", prefill)
+        work.time("decode", decode)
+        work.time("sample", max(0.0, seconds - prefill - decode))
+    for item, generation in zip(items, generations, strict=True):
+        extraction = item.extraction
+        document, chunk = extraction.document, item.chunk
+        work.report.answers += 1
+        extraction.row.model_tokens = (
+            (extraction.row.model_tokens or 0) + generation.prompt_tokens + generation.completion_tokens
+        )
+        try:
+            answer = parse_answer(task, generation)
+        except ExtractionError as exc:
+            work.rows.answers.append(answer_row(lineage, document, chunk, generation, seconds / len(items), exc))
+            work.report.answers_failed += 1
+            work.failure(
+                "extract",
+                exc.reason.value,
+                str(exc),
+                extraction.ref,
+                content_sha256=document.content_sha256,
+                chunk_id=chunk.chunk_id,
+                task=task.name,
+                raw_output=exc.raw_output,
+            )
+            continue
+        landed = answer_row(lineage, document, chunk, generation, seconds / len(items))
+        work.rows.answers.append(landed)
+        grounded = time.perf_counter()
+        values = extract_values(task, answer, generation, document.text, chunk.start, chunk.end)
+        findings = model_findings(lineage, extraction.ref, document, chunk, landed, values)
+        work.time("ground", time.perf_counter() - grounded)
+        _add_findings(work, extraction, findings)
+
+
+def _apply_rules(work: ShardWork, lineage: TaskLineage, extraction: Extraction) -> None:
+    """Values the task's rules find in the whole document text: grounded by construction."""
+    if not extraction.task.rules:
+        return
+    started = time.perf_counter()
+    matches = apply_rules(extraction.task, extraction.document.text)
+    _add_findings(
+        work, extraction, rule_findings(lineage, extraction.ref, extraction.document, extraction.chunks, matches)
+    )
+    work.time("rules", time.perf_counter() - started)
+
+
+def _add_findings(work: ShardWork, extraction: Extraction, findings: list[FindingRow]) -> None:
+    work.rows.findings.extend(findings)
+    work.report.findings += len(findings)
+    extraction.row.findings += len(findings)
+
+
+def _reduce(work: ShardWork, extraction: Extraction) -> None:
+    """Merge the document's findings for the task into its values (lake table `document_values`)."""
+    started = time.perf_counter()
+    document, task = extraction.document, extraction.task
+    findings = [f for f in work.rows.findings if f.content_sha256 == document.content_sha256 and f.task == task.name]
+    values = reduce_document(
+        task,
+        findings,
+        ValuesOf(work.context.run_id, document.content_sha256, extraction.ref.uri, datetime.now(UTC)),
+    )
+    work.rows.document_values.extend(values)
+    work.report.values += sum(1 for v in values if v.value is not None)
+    work.report.disagreements += sum(1 for v in values if v.status == "disagreement")
+    work.time("reduce", time.perf_counter() - started)

@@ -1,0 +1,48 @@
+"""`run_locally()`: the one run loop. The flow, the tests and the benchmarks all call it.
+
+Start the run, stream its shard plan into an executor that turns shards into
+reports, and finish the run from them; on any failure give up the lock (the
+next run's recovery rolls back what this one left). The executor is where runs
+differ: one after the other in this process (`in_order`, the default), Prefect
+tasks on a Dask cluster, or shards queued for workers (flows/assay_run.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pipeline.core.connector import Connector
+from pipeline.core.settings import Settings
+from pipeline.run.context import RunContext, abort_run, new_run
+from pipeline.run.counts import ShardReport
+from pipeline.run.finish import finish_run
+from pipeline.run.plan import ShardPlan, list_documents
+from pipeline.run.shard import process_shard
+from pipeline.run.summary import RunSummary
+
+ShardExecutor = Callable[[RunContext, ShardPlan], Sequence[ShardReport]]
+Finisher = Callable[[RunContext, Sequence[ShardReport], int, float], RunSummary]
+
+
+def in_order(context: RunContext, plan: ShardPlan) -> list[ShardReport]:
+    """Every shard in this process, one after the other, as the plan streams them."""
+    return [process_shard(context, shard) for shard in plan]
+
+
+def run_locally(
+    settings: Settings,
+    sources: dict[str, Connector],
+    *,
+    flow_run_id: str | None = None,
+    execute: ShardExecutor = in_order,
+    finish: Finisher = finish_run,
+) -> RunSummary:
+    """Run the job over `sources` with `settings`; the run's summary."""
+    context = new_run(settings, sources, flow_run_id=flow_run_id)
+    try:
+        plan = ShardPlan(list_documents(context.sources), settings.shard_size)
+        reports = execute(context, plan)
+        return finish(context, reports, plan.documents, plan.seconds)
+    except BaseException:
+        abort_run(context)
+        raise

@@ -1,0 +1,103 @@
+"""Processing one shard: plan its work, parse what changed, ask the model, land every table's rows.
+
+The contract every shard keeps: each of its documents ends in exactly one
+`documents` row, processed, failed or skipped. Work whose fingerprint already
+landed is skipped (pipeline/state/incremental.py). The shard's files are
+written as it ends; they count only once the run's manifest lists them
+(pipeline/run/finish.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+from pipeline.core import progress
+from pipeline.core.documents import DocumentRef
+from pipeline.core.faults import crash_point
+from pipeline.land.store import open_store
+from pipeline.land.tables import DocumentRow
+from pipeline.parse.workers import ParseJob, get_parse_pool
+from pipeline.run.context import RunContext
+from pipeline.run.counts import ShardReport
+from pipeline.run.documents import document_errors, document_row, finish_parsing, settle_without_work, start_document
+from pipeline.run.extraction import extract_pending
+from pipeline.run.plan import Shard
+from pipeline.run.work import ShardWork
+from pipeline.state.incremental import DocumentPlan, load_parsed, plan_documents
+
+
+def process_shard(context: RunContext, shard: Shard) -> ShardReport:
+    """Parse, chunk, extract, ground and land one shard of documents, skipping work already landed."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    work = ShardWork(context=context, report=ShardReport(shard_index=shard.index, worker=worker))
+    settings = context.settings
+    fresh = [planned.ref for planned in shard.documents if planned.duplicate_of is None]
+    plans = plan_documents(context.state, fresh, context.tasks, context.model_sha256, settings)
+    _load_reusable(work, fresh, plans)
+    pool = get_parse_pool(settings.parsing)
+    # Documents handed to the parsing processes, oldest first; at most two per process at a time
+    # (their bytes wait in memory), finished in listing order.
+    parsing: deque[tuple[DocumentRef, DocumentRow, DocumentPlan | None, ParseJob]] = deque()
+    window = 2 * max(1, settings.parsing.processes)
+    rows: list[DocumentRow] = []
+    for planned in shard.documents:
+        ref = planned.ref
+        row = document_row(work, ref)
+        rows.append(row)
+        plan = plans.get(ref.uri)
+        if settle_without_work(work, planned, plan, row):
+            continue
+        with document_errors(work, ref, row, plan):
+            job = start_document(work, context.sources[ref.source], ref, row, plan, pool)
+            if job is not None:
+                parsing.append((ref, row, plan, job))
+        while len(parsing) >= window:
+            finish_parsing(work, *parsing.popleft())
+    while parsing:
+        finish_parsing(work, *parsing.popleft())
+
+    # Parsing is done for the whole shard before the model starts: the two never share the cores.
+    extract_pending(work)
+    for row in rows:
+        row.processed_at = datetime.now(UTC)
+        work.rows.documents.append(row)
+        progress.document_done(row.uri, row.status)
+    _land(work, shard, rows)
+    return work.report
+
+
+def _load_reusable(work: ShardWork, refs: list[DocumentRef], plans: dict[str, DocumentPlan]) -> None:
+    """Read back, in one go, the landed parses of the shard's documents that only need model work."""
+    wanted = [
+        ref.sha256
+        for ref in refs
+        if ref.sha256 and (plan := plans.get(ref.uri)) is not None and plan.parse_done and not plan.unchanged
+    ]
+    if wanted:
+        started = time.perf_counter()
+        settings = work.context.settings
+        work.reusable = load_parsed(open_store(settings), wanted, settings)
+        work.time("parse", time.perf_counter() - started)
+
+
+def _land(work: ShardWork, shard: Shard, rows: list[DocumentRow]) -> None:
+    """Write the shard's files (one per table with rows) and record the documents as seen."""
+    context = work.context
+    started = time.perf_counter()
+    run_date = context.started_at.date()
+    lake = context.lake
+    for table, table_rows in work.rows.tables():
+        work.report.files.append(lake.write(table, table_rows, context.run_id, shard.part, run_date))
+        crash_point("land")
+    context.state.record_seen(
+        context.run_id,
+        [
+            (r.source, r.uri, r.version, r.content_sha256, r.size_bytes, r.message if r.status == "failed" else None)
+            for r in rows
+        ],
+    )
+    work.time("land", time.perf_counter() - started)

@@ -1,0 +1,85 @@
+"""A run's summary: its counts and where it landed, and the one place it is rendered (text and Markdown)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipeline.run.counts import Counts
+
+
+class RunSummary(Counts):
+    """What a run did, as the CLI prints it, the flow returns it and the Prefect artifact shows it."""
+
+    run_id: str
+    flow_run_id: str | None
+    status: str  # completed | incomplete (not every listed document accounted for)
+    documents_in: int
+    deleted: int = 0
+    duration_s: float
+    pages_per_second: float
+    warehouse: str
+    manifest_sha256: str
+    model_sha256: str
+    workers: list[str] = Field(default_factory=list)  # host:pid of each process that did shards
+    mirror: str | None = None  # what publishing to the S3 mirror did (None: no mirror set)
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items()))
+
+
+def render_text(summary: RunSummary) -> list[str]:
+    """The summary as the lines `assay run` prints (plain text)."""
+    failed, answers = _reasons(summary.document_failures), _reasons(summary.answer_failures)
+    lines = [
+        f"Run {summary.run_id} {summary.status} in {summary.duration_s:.1f} s",
+        f"  documents in:   {summary.documents_in}",
+        f"  processed:      {summary.processed}",
+        f"  failed:         {summary.failed}" + (f"  ({failed})" if failed else ""),
+        f"  skipped:        {summary.skipped}" + (f"  (unchanged {summary.unchanged})" if summary.unchanged else ""),
+    ]
+    if summary.deleted:
+        lines.append(f"  deleted:        {summary.deleted}  (gone from the source; past findings kept)")
+    lines += [
+        f"  pages:          {summary.pages}",
+        f"  chunks:         {summary.chunks}",
+        f"  model answers:  {summary.answers}, failed {summary.answers_failed}" + (f"  ({answers})" if answers else ""),
+        f"  chunks routed:  {summary.chunks_routed} to the model, {summary.chunks_not_routed} not (why: table routing)",
+        f"  findings:       {summary.findings}",
+        f"  values:         {summary.values} per-document values, {summary.disagreements} disagreements to review",
+        f"  pages/second:   {summary.pages_per_second}",
+        "  seconds/stage:  " + ", ".join(f"{k} {v}" for k, v in summary.stage_seconds.items()),
+    ]
+    if summary.mirror is not None:
+        lines.append(f"  mirror:         {summary.mirror}")
+    return lines
+
+
+def render_markdown(summary: RunSummary) -> str:
+    """The summary as Markdown (the flow's artifact)."""
+    lines = [
+        f"# Assay run `{summary.run_id}`: {summary.status}",
+        "",
+        "| documents in | processed | failed | skipped | pages | chunks | answers (failed) | findings | pages/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {summary.documents_in} | {summary.processed} | {summary.failed} | {summary.skipped} | {summary.pages} "
+        f"| {summary.chunks} | {summary.answers} ({summary.answers_failed}) | {summary.findings} "
+        f"| {summary.pages_per_second} |",
+        "",
+        f"Chunks sent to the model: {summary.chunks_routed} (not routed: {summary.chunks_not_routed}); "
+        f"per-document values: {summary.values}, disagreements to review: {summary.disagreements}.",
+        "",
+        "## Seconds per stage",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {stage} | {seconds} |" for stage, seconds in summary.stage_seconds.items()],
+    ]
+    for title, counts in (
+        ("Documents failed, by reason", summary.document_failures),
+        ("Model answers failed, by reason", summary.answer_failures),
+    ):
+        if counts:
+            lines += ["", f"## {title}", "", "| reason | count |", "|---|---|"]
+            lines += [f"| {reason} | {count} |" for reason, count in sorted(counts.items())]
+    return "\n".join(lines)
