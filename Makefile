@@ -14,12 +14,14 @@ export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 endif
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck clean-demo help
+.PHONY: setup demo test test-fast lint typecheck imports check docs-cli clean-demo help
 
 help:
-	@echo "make demo   - set up, then run Assay over samples/ on the embedded model"
-	@echo "make test   - set up, then run the whole test suite"
-	@echo "make lint / make typecheck"
+	@echo "make demo       - set up, then run Assay over samples/ on the embedded model"
+	@echo "make test       - set up, then run the whole test suite (lint, types and imports included)"
+	@echo "make test-fast  - the tests not marked slow: no model, no Prefect run (under two minutes)"
+	@echo "make check      - lint, format check, type check, import contract"
+	@echo "make docs-cli   - regenerate docs/cli.md from the commands' own help"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -37,7 +39,10 @@ demo: setup
 	$(VENV)/bin/assay --data-dir $(DEMO_DATA) run samples/documents --max-chunks-per-document 3
 
 test: setup
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=25
+
+test-fast: setup
+	$(VENV)/bin/pytest -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -45,6 +50,14 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy
+
+imports: setup
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck imports
+
+docs-cli: setup
+	$(VENV)/bin/python -m assay.reference > docs/cli.md
 
 clean-demo:
 	rm -rf $(DEMO_DATA)

@@ -45,7 +45,13 @@ class _Group(click.Group):
 @click.version_option(package_name="assay")
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
-    """Assay: on-prem document analysis with audited findings."""
+    """Assay: on-prem document analysis with audited findings.
+
+    \b
+    Run:    run, eval
+    Read:   runs, query, show
+    Audit:  verify, replay, review, export, report, warehouse
+    """
     ctx.obj = CliContext(config, data_dir)
 
 

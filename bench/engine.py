@@ -23,8 +23,8 @@ import re
 import subprocess
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,9 +35,9 @@ from pipeline.core.hashing import sha256_bytes  # noqa: E402
 from pipeline.core.settings import ChunkingSettings, ModelSettings  # noqa: E402
 from pipeline.core.tasks import find_task  # noqa: E402
 from pipeline.extract.answers import parse_answer  # noqa: E402
-from pipeline.extract.prompts import build_messages  # noqa: E402
 from pipeline.extract.batched import BatchedEngine  # noqa: E402
 from pipeline.extract.model_files import resolve_model_file  # noqa: E402
+from pipeline.extract.prompts import build_messages  # noqa: E402
 from pipeline.parse.chunking import chunk_document  # noqa: E402
 from pipeline.parse.partition import partition_bytes  # noqa: E402
 

@@ -1,85 +1,41 @@
-"""Shared fixtures. Tests use real parts: the real GGUF model, real Prefect, real DuckDB/Parquet."""
+"""Shared fixtures. Tests use real parts: the real GGUF model, real Prefect, real DuckDB/Parquet.
+
+Helpers and the test documents are in tests/support.py. Tiers: `make test-fast` runs what is not marked
+`slow` (no model, no Prefect run: units, under two minutes); `make test` runs everything.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import pipeline  # noqa: F401  (offline switches first)
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-DOCUMENTS = FIXTURES / "documents"
-NETGUARD = Path(__file__).resolve().parent / "netguard"
-
-
-def require_services() -> bool:
-    """Under ASSAY_REQUIRE_SERVICES=1 (CI), a missing system service fails instead of skipping."""
-    return os.environ.get("ASSAY_REQUIRE_SERVICES") == "1"
-
-
-def skip_or_fail(reason: str) -> None:
-    if require_services():
-        pytest.fail(f"required service missing: {reason}")
-    pytest.skip(reason)
-
-
-def network_namespace_prefix() -> list[str]:
-    """`unshare` into a network namespace with only loopback, when this machine allows it."""
-    unshare = shutil.which("unshare")
-    ip = shutil.which("ip")
-    if not unshare or not ip:
-        return []
-    probe = subprocess.run([unshare, "-n", ip, "link", "set", "lo", "up"], capture_output=True)
-    if probe.returncode != 0:
-        return []
-    return [unshare, "-n", "sh", "-c", f'{ip} link set lo up && exec "$@"', "netns"]
-
-
-def offline_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """Environment for a subprocess with outbound connections blocked and logged."""
-    log = tmp_path / "netguard.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["ASSAY_NETGUARD_LOG"] = str(log)
-    env.pop("PREFECT_API_URL", None)
-    # Strip the offline switches so the test proves Assay sets them itself.
-    for key in ("DO_NOT_TRACK", "HF_HUB_OFFLINE", "PREFECT_SERVER_ANALYTICS_ENABLED", "SCARF_NO_ANALYTICS"):
-        env.pop(key, None)
-    return env, log
-
-
-# A small estate for nightly-run tests: two documents that process and one that fails.
-NIGHTLY_GOOD = ["unstructured__fake-text-utf-16-be.txt", "docling__kvp_data_example.html"]
-NIGHTLY_BAD = ["unstructured__empty.txt"]
-
-
-def nightly_source(tmp_path: Path) -> Path:
-    """`tmp_path/in` holding the nightly estate."""
-    source = tmp_path / "in"
-    source.mkdir()
-    for name in NIGHTLY_GOOD + NIGHTLY_BAD:
-        shutil.copy(DOCUMENTS / name, source / name)
-    return source
-
-
-def assay_command() -> list[str]:
-    return [sys.executable, "-m", "assay"]
+from pipeline.land import warehouse
+from pipeline.land.store import local_store
+from tests.support import (
+    E2E_DOCUMENTS,
+    ROOT,
+    S3Bucket,
+    assay_command,
+    copy_documents,
+    network_namespace_prefix,
+    offline_env,
+)
 
 
 @pytest.fixture(scope="session")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """One real `assay run` over tests/fixtures/documents, offline, shared by the tests that read its results."""
+    """One real `assay run` over the end-to-end documents, offline, shared by the tests that read its results.
+
+    Read it only: a test that writes (reviews, replays) works on its own copy (`landed_copy`).
+    """
     tmp = tmp_path_factory.mktemp("e2e")
+    documents = copy_documents(tmp / "documents", E2E_DOCUMENTS)
     data_dir = tmp / "data"
     env, log = offline_env(tmp)
     command = [
@@ -88,7 +44,7 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "--data-dir",
         str(data_dir),
         "run",
-        str(DOCUMENTS),
+        str(documents),
         "--max-chunks-per-document",
         "2",
         "--shard-size",
@@ -96,27 +52,16 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "--no-progress",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
-    return {"result": result, "data_dir": data_dir, "netlog": log}
+    return {"result": result, "data_dir": data_dir, "netlog": log, "documents": documents}
 
 
-@dataclass(frozen=True)
-class S3Bucket:
-    endpoint: str
-    client: Any  # a boto3 S3 client (boto3 ships no type information)
-    bucket: str
-
-    def keys(self, prefix: str) -> set[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return {item["Key"] for page in pages for item in page.get("Contents", [])}
-
-    def store_settings(self, prefix: str) -> dict[str, str]:
-        """The `[lake_store]` / `[lake_mirror]` settings of s3://<bucket>/<prefix> on this endpoint."""
-        return {
-            "url": f"s3://{self.bucket}/{prefix}",
-            "endpoint_url": self.endpoint,
-            "access_key_id": "test",
-            "secret_access_key": "test",
-        }
+@pytest.fixture
+def landed_copy(landed: dict[str, object], tmp_path: Path) -> Path:
+    """A data directory of the end-to-end run's own, to write into; its views read its own lake."""
+    copy = tmp_path / "data"
+    shutil.copytree(Path(str(landed["data_dir"])), copy)
+    warehouse.build(copy / "warehouse.duckdb", local_store(copy / "lake"))
+    return copy
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Run one Assay job in this process without Prefect: `python -m tests.jobrunner DATA_DIR SOURCE [TASK ...]`.
 
-Used by the crash-safety tests, which kill it with SIGKILL at a named point (ASSAY_CRASH_AT).
-Prints the run summary as JSON.
+Used in-process by the nightly-run tests and as a subprocess by the crash-safety tests, which kill it
+with SIGKILL at a named point (ASSAY_CRASH_AT). Tasks are found in the library and in
+tests/fixtures/tasks (`patterns_only` there asks the model nothing). Prints the run summary as JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pipeline.core.settings import load_settings
 from pipeline.run.local import run_locally
 from pipeline.run.summary import RunSummary
 
+TEST_TASKS = Path(__file__).resolve().parent / "fixtures" / "tasks"
+NO_MODEL = ["patterns_only"]  # the tasks of a run that needs no model
+
 
 def run(
     data_dir: Path, source: Path, tasks: list[str] | None = None, task_dir: Path | None = None, **extra: Any
@@ -23,12 +27,11 @@ def run(
     overrides: dict[str, Any] = {"data_dir": data_dir, "max_chunks_per_document": 1, "shard_size": 2, **extra}
     if tasks:
         overrides["tasks"] = tasks
-    if task_dir:
-        overrides["task_dirs"] = [task_dir]
+    overrides["task_dirs"] = [task_dir, TEST_TASKS] if task_dir else [TEST_TASKS]
     settings = load_settings(**overrides)
     return run_locally(settings, resolve_sources([str(source)], settings))
 
 
 if __name__ == "__main__":
-    summary = run(Path(sys.argv[1]), Path(sys.argv[2]))
+    summary = run(Path(sys.argv[1]), Path(sys.argv[2]), tasks=sys.argv[3:] or None)
     print(summary.model_dump_json())

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from pipeline.land.tables import SCHEMAS
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def _documented_columns() -> dict[str, set[str]]:
@@ -40,12 +40,39 @@ def test_every_state_store_column_is_documented() -> None:
     assert documented == {name: set(table.columns.keys()) for name, table in metadata.tables.items()}
 
 
-def test_readme_starts_with_the_two_commands() -> None:
+def test_readme_starts_with_the_two_commands_and_every_make_target_it_names_exists() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     head = readme[:1500]
     assert "make demo" in head and "make test" in head
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in ci
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
+    named = set(re.findall(r"\bmake ([a-z][a-z-]*)", readme))
+    assert named and named <= targets, named - targets
+
+
+def test_every_assay_command_the_readme_shows_exists() -> None:
+    from assay.cli import cli
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"^\.venv/bin/assay (?:--[a-z-]+ \S+ )*([a-z]+)", readme, flags=re.MULTILINE))
+    assert shown and shown <= set(cli.commands), shown - set(cli.commands)  # type: ignore[attr-defined]
+
+
+def test_the_cli_reference_is_the_commands_own_help() -> None:
+    from assay.reference import render
+
+    documented = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert documented == render(), "docs/cli.md is stale: run `make docs-cli`"
+
+
+def test_every_module_the_architecture_names_exists() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:pipeline|connectors|flows|assay|tests|bench)/[A-Za-z0-9_/.]+)`", text))
+    assert len(named) > 20
+    missing = sorted(path for path in named if not (ROOT / path.rstrip("/")).exists())
+    assert not missing, missing
 
 
 def test_the_operations_guide_shows_every_setting_and_its_example_loads(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from pipeline.extract.model_files import EMBEDDED_MODELS, resolve_model_file
 from pipeline.extract.prompts import build_messages
 from pipeline.extract.sequential import SequentialEngine
 
+pytestmark = pytest.mark.slow  # the real model
+
 CHUNK = (
     "MUTUAL NONDISCLOSURE AGREEMENT. This Agreement is entered into as of March 3, 2011 by and between "
     "JDA Software Group, Inc. and Compuware Corporation. This Agreement shall be governed by the laws of "

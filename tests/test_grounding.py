@@ -8,13 +8,13 @@ from pipeline.core.hashing import sha256_bytes
 from pipeline.extract.answers import ground_value
 from pipeline.extract.grounding import GroundingStatus, ground
 from pipeline.parse.partition import partition_bytes
-from tests.conftest import DOCUMENTS
+from tests.support import document
 
 
 @pytest.fixture(scope="module")
 def nda_text() -> str:
     name = "nda-52d16f549c8c3f0b2a1ebab40576f4dc.pdf"
-    data = (DOCUMENTS / name).read_bytes()
+    data = document(name).read_bytes()
     return partition_bytes(data, name, sha256_bytes(data)).document.text
 
 

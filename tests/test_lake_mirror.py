@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.land.ledger import Ledger
-from tests.conftest import DOCUMENTS, S3Bucket
-from tests.jobrunner import run
+from tests.jobrunner import NO_MODEL, run
+from tests.support import S3Bucket, document
 
 
 def test_a_run_publishes_its_committed_lake_to_s3_in_the_same_layout(
@@ -22,11 +22,11 @@ def test_a_run_publishes_its_committed_lake_to_s3_in_the_same_layout(
     source = tmp_path / "in"
     source.mkdir()
     for name in ["docling__kvp_data_example.html", "unstructured__empty.txt"]:
-        shutil.copy(DOCUMENTS / name, source / name)
+        shutil.copy(document(name), source / name)
     mirror = {"url": f"s3://{bucket}/nightly", "endpoint_url": endpoint, "access_key_id": "test"}
     monkeypatch.setenv("ASSAY_LAKE_MIRROR", json.dumps({**mirror, "secret_access_key": "test"}))
     data_dir = tmp_path / "data"
-    summary = run(data_dir, source)
+    summary = run(data_dir, source, NO_MODEL)
     assert summary.mirror is not None and summary.mirror.endswith("0 already there"), summary.mirror
 
     lake = data_dir / "lake"
@@ -46,7 +46,7 @@ def test_a_run_publishes_its_committed_lake_to_s3_in_the_same_layout(
 
     # An object lost on the store (or never sent by a run cut short) is sent again by the next run.
     client.delete_object(Bucket=bucket, Key=findings)
-    again = run(data_dir, source)
+    again = run(data_dir, source, NO_MODEL)
     assert again.unchanged == 1
     newest = Ledger(lake).manifests()[-1]
     assert newest.run_id == again.run_id
@@ -61,7 +61,7 @@ def test_an_unreachable_mirror_is_reported_and_the_run_still_completes(
 ) -> None:
     source = tmp_path / "in"
     source.mkdir()
-    shutil.copy(DOCUMENTS / "unstructured__empty.txt", source / "empty.txt")
+    shutil.copy(document("unstructured__empty.txt"), source / "empty.txt")
     mirror = {
         "url": "s3://assay-lake/x",
         "endpoint_url": "http://127.0.0.1:9",
@@ -69,6 +69,6 @@ def test_an_unreachable_mirror_is_reported_and_the_run_still_completes(
         "secret_access_key": "b",
     }
     monkeypatch.setenv("ASSAY_LAKE_MIRROR", json.dumps(mirror))
-    summary = run(tmp_path / "data", source)
+    summary = run(tmp_path / "data", source, NO_MODEL)
     assert summary.status == "completed" and summary.failed == 1
     assert summary.mirror is not None and summary.mirror.startswith("failed: publishing the lake to s3://assay-lake/x")

@@ -15,7 +15,7 @@ from pipeline.core.settings import load_settings
 from pipeline.land.ledger import Ledger, verify
 from pipeline.run.local import run_locally
 from pipeline.run.summary import RunSummary
-from tests.conftest import DOCUMENTS
+from tests.support import document
 
 # Documents that fail fast (no model work): the ledger tests need real runs, not real findings.
 QUICK = ["unstructured__empty.txt", "docling__qr_bill_example.jpg", "unstructured__password.pdf"]
@@ -33,7 +33,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = root / "in"
     source.mkdir()
     for name in QUICK:
-        shutil.copy(DOCUMENTS / name, source / name)
+        shutil.copy(document(name), source / name)
     data_dir = root / "data"
     _run(data_dir, source)
     _run(data_dir, source)

@@ -16,10 +16,11 @@ from pipeline.core.hashing import sha256_bytes
 from pipeline.core.settings import ChunkingSettings, ParsingSettings
 from pipeline.parse.partition import partition_bytes
 from pipeline.parse.workers import ParsePool
-from tests.conftest import DOCUMENTS
+from tests.support import document, nda_document
 
-THREE_PAGES = DOCUMENTS.parent / "nda" / "documents" / "5fef505c7e8c60c597f150f2f2976684.pdf"
-DOCX = DOCUMENTS / "unstructured__handbook-1p.docx"
+THREE_PAGES = nda_document("5fef505c7e8c60c597f150f2f2976684")
+DOCX = document("unstructured__handbook-1p.docx")
+EML = document("enron__jones-t_inbox_773.eml")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,33 +38,34 @@ def pool() -> Iterator[ParsePool]:
 
 def test_worker_results_equal_in_process_results(pool: ParsePool) -> None:
     # Three documents through two processes recycled every 2 files.
-    jobs = [_submit(pool, DOCX), _submit(pool, DOCUMENTS / "enron__jones-t_inbox_773.eml"), _submit(pool, DOCX)]
-    for job, path in zip(jobs, [DOCX, DOCUMENTS / "enron__jones-t_inbox_773.eml", DOCX], strict=True):
-        document, chunks = job.result()
+    paths = [DOCX, EML, DOCX]
+    jobs = [_submit(pool, path) for path in paths]
+    for job, path in zip(jobs, paths, strict=True):
+        parsed, chunks = job.result()
         data = path.read_bytes()
         expected = partition_bytes(data, path.name, sha256_bytes(data)).document
-        assert document == expected
-        assert chunks and all(document.text[c.start : c.end] == c.text for c in chunks)
+        assert parsed == expected
+        assert chunks and all(parsed.text[c.start : c.end] == c.text for c in chunks)
 
 
 def test_a_long_pdf_is_parsed_in_page_ranges_with_true_page_numbers(pool: ParsePool) -> None:
-    document, chunks = _submit(pool, THREE_PAGES).result()  # 3 pages, 1 page per part: 3 jobs
+    parsed, chunks = _submit(pool, THREE_PAGES).result()  # 3 pages, 1 page per part: 3 jobs
     data = THREE_PAGES.read_bytes()
     whole = partition_bytes(data, THREE_PAGES.name, sha256_bytes(data)).document
-    assert document.page_count == whole.page_count == 3
-    assert {s.page for s in document.element_spans} == {1, 2, 3}
+    assert parsed.page_count == whole.page_count == 3
+    assert {s.page for s in parsed.element_spans} == {1, 2, 3}
     # pdfminer reads page by page, so the page ranges give the same text, page for page.
-    assert document.text == whole.text
-    assert document.element_spans == whole.element_spans
+    assert parsed.text == whole.text
+    assert parsed.element_spans == whole.element_spans
     assert chunks[-1].pages[-1] == 3
 
 
 def test_bad_files_fail_with_their_reason_in_a_worker(pool: ParsePool) -> None:
     with pytest.raises(DocumentError) as empty:
-        _submit(pool, DOCUMENTS / "unstructured__empty.txt").result()
+        _submit(pool, document("unstructured__empty.txt")).result()
     assert empty.value.reason is Reason.EMPTY_FILE
     with pytest.raises(DocumentError) as locked:
-        _submit(pool, DOCUMENTS / "unstructured__password.pdf").result()
+        _submit(pool, document("unstructured__password.pdf")).result()
     assert locked.value.reason is Reason.ENCRYPTED and locked.value.filetype == "pdf"
 
 

@@ -8,8 +8,8 @@ from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.hashing import sha256_bytes, sha256_text
 from pipeline.core.settings import ChunkingSettings
 from pipeline.parse.chunking import chunk_document
-from pipeline.parse.partition import partition_bytes
-from tests.conftest import DOCUMENTS
+from pipeline.parse.partition import Partitioned, partition_bytes
+from tests.support import document
 
 READABLE = {
     "nda-52d16f549c8c3f0b2a1ebab40576f4dc.pdf": "pdf",
@@ -28,24 +28,24 @@ BROKEN = {
 }
 
 
-def _partition(name: str):  # type: ignore[no-untyped-def]
-    data = (DOCUMENTS / name).read_bytes()
+def _partition(name: str) -> Partitioned:
+    data = document(name).read_bytes()
     return partition_bytes(data, name, sha256_bytes(data))
 
 
 @pytest.mark.parametrize(("name", "filetype"), sorted(READABLE.items()))
 def test_readable_documents_give_text_and_exact_chunks(name: str, filetype: str) -> None:
     partitioned = _partition(name)
-    document = partitioned.document
-    assert document.filetype == filetype
-    assert len(document.text) > 100
-    assert document.text_sha256 == sha256_text(document.text)
-    chunks = chunk_document(document, partitioned.elements, ChunkingSettings())
+    parsed = partitioned.document
+    assert parsed.filetype == filetype
+    assert len(parsed.text) > 100
+    assert parsed.text_sha256 == sha256_text(parsed.text)
+    chunks = chunk_document(parsed, partitioned.elements, ChunkingSettings())
     assert chunks
     previous_end = 0
     for ordinal, chunk in enumerate(chunks):
         assert chunk.ordinal == ordinal
-        assert document.text[chunk.start : chunk.end] == chunk.text
+        assert parsed.text[chunk.start : chunk.end] == chunk.text
         assert chunk.start >= previous_end
         previous_end = chunk.end
     assert len({c.chunk_id for c in chunks}) == len(chunks)
@@ -71,7 +71,7 @@ def test_hard_cases_raise_with_a_reason(name: str, reason: Reason) -> None:
 
 
 def test_corrupt_pdf_is_reported_as_corrupt() -> None:
-    data = (DOCUMENTS / "nda-52d16f549c8c3f0b2a1ebab40576f4dc.pdf").read_bytes()
+    data = document("nda-52d16f549c8c3f0b2a1ebab40576f4dc.pdf").read_bytes()
     broken = data[:400]  # a real PDF header, then nothing: cross-reference table and objects gone
     with pytest.raises(DocumentError) as caught:
         partition_bytes(broken, "truncated.pdf", sha256_bytes(broken))

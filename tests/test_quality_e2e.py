@@ -14,10 +14,21 @@ import pytest
 from click.testing import CliRunner
 
 from assay.cli import cli
-from tests.conftest import FIXTURES, ROOT, assay_command, network_namespace_prefix, offline_env
+from pipeline.land import warehouse
+from pipeline.land.store import local_store
+from tests.support import (
+    ROOT,
+    assay_command,
+    document,
+    nda_document,
+    nda_gold,
+    network_namespace_prefix,
+    offline_env,
+)
+
+pytestmark = pytest.mark.slow  # the real model through Prefect flow runs
 
 LIBRARY = ("nda_key_terms", "contract_clauses", "pii_inventory", "document_profile")
-NDA = FIXTURES / "nda"
 
 
 def _rows(data_dir: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -33,8 +44,8 @@ def library_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("library")
     documents = tmp / "documents"
     documents.mkdir()
-    shutil.copy(NDA / "documents" / "5fef505c7e8c60c597f150f2f2976684.pdf", documents / "nda.pdf")
-    shutil.copy(FIXTURES / "documents" / "enron__jones-t_inbox_773.eml", documents / "mail.eml")
+    shutil.copy(nda_document("5fef505c7e8c60c597f150f2f2976684"), documents / "nda.pdf")
+    shutil.copy(document("enron__jones-t_inbox_773.eml"), documents / "mail.eml")
     env, log = offline_env(tmp)
     tasks = [arg for name in LIBRARY for arg in ("--task", name)]
     command = [
@@ -93,18 +104,21 @@ def test_library_values_carry_their_evidence(library_run: Path) -> None:
     assert rule_findings and all(f["answer_id"] is None and f["rule"] for f in rule_findings)
 
 
-def test_a_rule_finding_replays(library_run: Path) -> None:
-    finding = _rows(library_run, "SELECT finding_id FROM findings WHERE method = 'rule' ORDER BY finding_id LIMIT 1")
-    result = CliRunner().invoke(cli, ["--data-dir", str(library_run), "replay", finding[0]["finding_id"]])
+def test_a_rule_finding_replays(library_run: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"  # a copy: replaying records into the lake
+    shutil.copytree(library_run, data_dir)
+    warehouse.build(data_dir / "warehouse.duckdb", local_store(data_dir / "lake"))
+    finding = _rows(data_dir, "SELECT finding_id FROM findings WHERE method = 'rule' ORDER BY finding_id LIMIT 1")
+    result = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "replay", finding[0]["finding_id"]])
     assert result.exit_code == 0, result.output
-    replays = _rows(library_run, "SELECT * FROM replays")
+    replays = _rows(data_dir, "SELECT * FROM replays")
     assert replays[-1]["reproduced"] is True and "found the value again" in replays[-1]["message"]
 
 
 def test_eval_reports_and_compares(tmp_path: Path) -> None:
     runner = CliRunner()
     base = ["--data-dir", str(tmp_path)]
-    gold = str(NDA / "labels.jsonl")
+    gold = str(nda_gold(tmp_path / "gold"))
     routed = runner.invoke(cli, [*base, "eval", "--task", "nda_key_terms", "--gold", gold, "--name", "routed"])
     assert routed.exit_code == 0, routed.output
     folder = tmp_path / "evals" / "routed" / "report"

@@ -17,8 +17,8 @@ from pipeline.extract.rules import apply_rules, iban_ok, luhn_ok
 from pipeline.land.tables import FindingRow
 from pipeline.reduce import normalise
 from pipeline.reduce.values import ValuesOf, reduce_document
+from tests.support import nda_gold
 
-FIXTURES = Path(__file__).parent / "fixtures"
 LIBRARY = ("nda_key_terms", "contract_clauses", "pii_inventory", "document_profile")
 
 
@@ -281,11 +281,12 @@ def test_kleister_comparison() -> None:
 
 
 def test_gold_loading(tmp_path: Path) -> None:
-    gold = load_gold(FIXTURES / "nda" / "labels.jsonl")
-    assert len(gold) == 3 and all((FIXTURES / "nda" / g.file).is_file() for g in gold)
+    labels = nda_gold(tmp_path / "gold")
+    gold = load_gold(labels)
+    assert len(gold) == 3 and all((labels.parent / g.file).is_file() for g in gold)
     assert all(set(g.keys_asked) <= {"effective_date", "jurisdiction", "party", "term"} for g in gold)
     assert all(g.values["party"] for g in gold)
-    assert load_gold(FIXTURES / "nda" / "labels.jsonl", limit=1)[0].file == gold[0].file
+    assert load_gold(labels, limit=1)[0].file == gold[0].file
     (tmp_path / "bad.jsonl").write_text('{"no": "file"}\n')
     with pytest.raises(ConfigError, match=r"bad\.jsonl:1"):
         load_gold(tmp_path / "bad.jsonl")

@@ -21,7 +21,9 @@ from sqlalchemy import create_engine, text
 
 from pipeline.core.settings import load_settings
 from pipeline.land import warehouse
-from tests.conftest import DOCUMENTS, ROOT, S3Bucket, skip_or_fail
+from tests.support import ROOT, S3Bucket, document, skip_or_fail
+
+pytestmark = pytest.mark.slow  # a Prefect server, process workers and a Dask cluster
 
 DOCS = [
     "unstructured__fake-text-utf-16-be.txt",
@@ -42,7 +44,7 @@ def _source(tmp_path: Path) -> Path:
     folder = tmp_path / "in"
     folder.mkdir()
     for name in DOCS:
-        (folder / name).write_bytes((DOCUMENTS / name).read_bytes())
+        (folder / name).write_bytes(document(name).read_bytes())
     return folder
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, insert, text
 from pipeline.core.errors import RunInProgress
 from pipeline.state import schema
 from pipeline.state.store import StateStore, WorkMark, default_url
-from tests.conftest import skip_or_fail
+from tests.support import skip_or_fail
 
 
 def _postgres_url() -> str:

@@ -1,7 +1,9 @@
 """Progress events from the core, for whoever is watching (the CLI's progress bar, logs).
 
-The core calls `report(...)`; a front end installs a listener with
-`listening(listener)`. With no listener, events only go to the log.
+The run calls `documents_planned(total)` as its shard plan grows and
+`document_done(uri, status)` as each document ends; a front end installs a
+listener with `listening(listener)`. Every event also goes to the log
+(`assay.progress`), listener or not.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from pipeline.core.hashing import sha256_text
 
 # version -> digest of the module's code (docstrings and comments do not count): the newest is in force.
 ROUTING_VERSIONS: dict[int, str] = {
-    1: "",
+    1: "f63e497378a3b8884b9dcab4b8a90b6ce9f39d9275a9d1a532dc466f43c410b0",
 }
 RULES_VERSIONS: dict[int, str] = {
-    1: "",
+    1: "90ed01c518c7b0aa05a342e0bcf8ff54b1f00246995eb1ce0b7df32e2e04b9d5",
 }
 
 ROUTING_VERSION = max(ROUTING_VERSIONS)
@@ -32,7 +32,12 @@ EXTRACTION_CODE_VERSION = f"routing-{ROUTING_VERSION}.rules-{RULES_VERSION}"
 
 def code_digest(module: ModuleType) -> str:
     """SHA-256 of a module's code with docstrings and comments left out (formatting does not count either)."""
-    tree = ast.parse(inspect.getsource(module))
+    return code_digest_of_source(inspect.getsource(module))
+
+
+def code_digest_of_source(source: str) -> str:
+    """`code_digest` of Python source text."""
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (

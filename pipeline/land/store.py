@@ -69,6 +69,15 @@ class LakeStore:
                 found[info.path[len(self.root) + 1 :]] = int(info.size or 0)
         return found
 
+    def quarantined_files(self) -> dict[str, int]:
+        """Every file recovery moved out of the lake: `<stamp>/<lake path>` -> size in bytes."""
+        selector = fs.FileSelector(self.quarantine_root, recursive=True, allow_not_found=True)
+        return {
+            info.path[len(self.quarantine_root) + 1 :]: int(info.size or 0)
+            for info in self.filesystem.get_file_info(selector)
+            if info.type == fs.FileType.File
+        }
+
     def data_files(self) -> dict[str, int]:
         """Every file of the lake that a manifest should list (not manifests, not quarantine)."""
         skip = {MANIFEST_DIR}

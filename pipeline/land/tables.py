@@ -35,7 +35,6 @@ _PLAIN: dict[Any, pa.DataType] = {
 }
 
 
-
 @dataclass(kw_only=True, slots=True)
 class RunRow:
     """One run: its settings, versions, model and counts (built by pipeline/run/finish.py)."""

@@ -19,7 +19,7 @@ elements are joined in page order before chunking: the document keeps one
 canonical text with true page numbers.
 
 Workers start from a fork server that has imported the parsing libraries
-once, so a recycled worker is cheap. Parsing and decoding never overlap in a
+and loaded unstructured's language model once, so a recycled worker is cheap. Parsing and decoding never overlap in a
 run (a shard parses, then decodes), so the pool takes the cores while it works
 and the model takes them afterwards (docs/scaling.md).
 
@@ -54,8 +54,9 @@ from pipeline.parse.partition import (
     split_pdf,
 )
 
-# Imported once by the fork server, so each (recycled) worker starts with them loaded.
-_PRELOAD = ["pipeline", "pipeline.parse.workers", "unstructured.partition.auto", "unstructured.chunking.title", "pypdf"]
+# Imported once by the fork server, so each (recycled) worker starts with them loaded, and with the
+# language model unstructured uses (pipeline/parse/preload.py).
+_PRELOAD = ["pipeline", "pipeline.parse.workers", "pipeline.parse.preload"]
 
 
 @dataclass(frozen=True)

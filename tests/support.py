@@ -1,0 +1,145 @@
+"""Helpers the tests share (fixtures live in conftest.py): where the documents are, service checks, offline runs.
+
+Documents come from `samples/documents` (the demo's, shared so that no file is kept twice) and, for the few
+that only tests need, `tests/fixtures/documents` and `tests/fixtures/nda/documents`. Tests never read ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pipeline  # noqa: F401  (offline switches first)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "documents"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TEST_ONLY = FIXTURES / "documents"
+NDA = FIXTURES / "nda"
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+# The end-to-end run's inputs: readable documents of several formats and every kind of hard case.
+E2E_DOCUMENTS = (
+    "docling__kvp_data_example.html",
+    "docling__ocr_test.pdf",
+    "docling__qr_bill_example.jpg",
+    "enron__jones-t_inbox_773.eml",
+    "nda-52d16f549c8c3f0b2a1ebab40576f4dc.pdf",
+    "pdfplumber__empty.pdf",
+    "unstructured__empty.txt",
+    "unstructured__fake-text-utf-16-be.txt",
+    "unstructured__handbook-1p.docx",
+    "unstructured__password.pdf",
+)
+
+# A small estate for nightly-run tests: two documents that process and one that fails.
+NIGHTLY_GOOD = ("unstructured__fake-text-utf-16-be.txt", "docling__kvp_data_example.html")
+NIGHTLY_BAD = ("unstructured__empty.txt",)
+
+
+def document(name: str) -> Path:
+    """A test document by its file name: the samples' copy, or the tests' own."""
+    for folder in (SAMPLES, TEST_ONLY):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"no test document {name!r} in {SAMPLES} or {TEST_ONLY}")
+
+
+def copy_documents(folder: Path, names: Iterable[str]) -> Path:
+    """`folder` (created) holding copies of these documents; returns it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(document(name), folder / name)
+    return folder
+
+
+def nightly_source(tmp_path: Path) -> Path:
+    """`tmp_path/in` holding the nightly estate."""
+    return copy_documents(tmp_path / "in", NIGHTLY_GOOD + NIGHTLY_BAD)
+
+
+def nda_document(md5: str) -> Path:
+    """One of the three labelled Kleister NDAs of the fixtures, by the MD5 name the data set gives it."""
+    own = NDA / "documents" / f"{md5}.pdf"
+    return own if own.is_file() else document(f"nda-{md5}.pdf")
+
+
+def nda_gold(folder: Path) -> Path:
+    """`folder` holding the three labelled NDAs as the gold file names them; returns the gold file."""
+    labels = NDA / "labels.jsonl"
+    for line in labels.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            relative = Path(json.loads(line)["file"])
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(nda_document(relative.stem), folder / relative)
+    shutil.copy(labels, folder / "labels.jsonl")
+    return folder / "labels.jsonl"
+
+
+def require_services() -> bool:
+    """Under ASSAY_REQUIRE_SERVICES=1 (CI), a missing system service fails instead of skipping."""
+    return os.environ.get("ASSAY_REQUIRE_SERVICES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    if require_services():
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+def network_namespace_prefix() -> list[str]:
+    """`unshare` into a network namespace with only loopback, when this machine allows it."""
+    unshare = shutil.which("unshare")
+    ip = shutil.which("ip")
+    if not unshare or not ip:
+        return []
+    probe = subprocess.run([unshare, "-n", ip, "link", "set", "lo", "up"], capture_output=True)
+    if probe.returncode != 0:
+        return []
+    return [unshare, "-n", "sh", "-c", f'{ip} link set lo up && exec "$@"', "netns"]
+
+
+def offline_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Environment for a subprocess with outbound connections blocked and logged."""
+    log = tmp_path / "netguard.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["ASSAY_NETGUARD_LOG"] = str(log)
+    env.pop("PREFECT_API_URL", None)
+    # Strip the offline switches so the test proves Assay sets them itself.
+    for key in ("DO_NOT_TRACK", "HF_HUB_OFFLINE", "PREFECT_SERVER_ANALYTICS_ENABLED", "SCARF_NO_ANALYTICS"):
+        env.pop(key, None)
+    return env, log
+
+
+def assay_command() -> list[str]:
+    return [sys.executable, "-m", "assay"]
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    endpoint: str
+    client: Any  # a boto3 S3 client (boto3 ships no type information)
+    bucket: str
+
+    def keys(self, prefix: str) -> set[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+    def store_settings(self, prefix: str) -> dict[str, str]:
+        """The `[lake_store]` / `[lake_mirror]` settings of s3://<bucket>/<prefix> on this endpoint."""
+        return {
+            "url": f"s3://{self.bucket}/{prefix}",
+            "endpoint_url": self.endpoint,
+            "access_key_id": "test",
+            "secret_access_key": "test",
+        }
