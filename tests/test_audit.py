@@ -106,6 +106,8 @@ def test_export_writes_csv_and_xlsx(landed: dict[str, object], tmp_path: Path) -
     assert sheet.max_row == count + 1
     assert [c.value for c in sheet[1]][:3] == ["finding_id", "run_id", "document_uri"]
     assert _invoke(landed, "export", "select 1", "--out", str(tmp_path / "x.pdf")).exit_code != 0
+    unknown = _invoke(landed, "export", "--view", "findings; drop view runs", "--out", str(csv_path))
+    assert unknown.exit_code == 2 and "no view 'findings; drop view runs'" in unknown.output
 
 
 def test_replay_reproduces_on_the_embedded_model(landed_copy: Path) -> None:

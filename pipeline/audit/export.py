@@ -20,6 +20,14 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def export_view(con: duckdb.DuckDBPyConnection, view: str, outputs: list[Path]) -> int:
+    """Write a whole view of the warehouse to every path in `outputs`. Returns the row count."""
+    known = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if view not in known:
+        raise ValueError(f"no view {view!r} in the warehouse (views: {', '.join(sorted(known))})")
+    return export_query(con, f'SELECT * FROM "{view}"', outputs)
+
+
 def export_query(con: duckdb.DuckDBPyConnection, sql: str, outputs: list[Path]) -> int:
     """Run `sql` and write its result to every path in `outputs` (by suffix). Returns the row count."""
     for path in outputs:
