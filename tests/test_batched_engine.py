@@ -80,19 +80,33 @@ def test_the_cheap_grammar_path_picks_what_a_full_pass_picks(
         assert engine.grammar.next_allowed(sampler, logits) == engine.grammar.best_allowed(sampler, logits)
 
 
-def test_batched_matches_sequential_shape(
+def test_batched_and_sequential_compute_the_same_model(
     engine: BatchedEngine, settings: ModelSettings, task_and_prompts: TaskAndPrompts
 ) -> None:
-    """Both engines give schema-valid JSON on the same prompts. Byte-identity is measured, not promised:
-    llama.cpp's logits differ slightly with batch composition (docs/performance.md has the share)."""
+    """On the tokens both engines chose, their log-probabilities agree.
+
+    Greedy answers may part at a near-tie: llama.cpp's logits differ slightly with the shape of the
+    batch (measured here: a mean difference of about 0.02 nats, at most 0.3). A wrong position, a
+    broken shared-prefix copy or a mixed-up sequence would differ by whole nats from the first token.
+    """
     task, prompts = task_and_prompts
     sequential = SequentialEngine(resolve_model_file(settings), settings)
     schema = json.dumps(task.output_schema)
     batched = engine.generate_many(prompts[:3], schema)
+    differences: list[float] = []
     for one, other in zip(batched, [sequential.generate(p, schema) for p in prompts[:3]], strict=True):
-        for generation in (one, other):
-            if generation.finish_reason == "stop":
-                assert isinstance(parse_answer(task, generation), dict)
+        parted = next((i for i, (a, b) in enumerate(zip(one.text, other.text, strict=False)) if a != b), None)
+        shared = min(len(one.text), len(other.text)) if parted is None else parted
+        same_tokens = [
+            i
+            for i in range(min(len(one.token_offsets), len(other.token_offsets)) - 1)
+            if one.token_offsets[i : i + 2] == other.token_offsets[i : i + 2] and one.token_offsets[i + 1] <= shared
+        ]
+        assert same_tokens and same_tokens[0] == 0, "the engines disagree from the first token"
+        differences += [abs(one.token_logprobs[i] - other.token_logprobs[i]) for i in same_tokens]
+    assert len(differences) >= 100
+    assert sum(differences) / len(differences) < 0.1
+    assert max(differences) < 1.0
 
 
 def test_single_sequence_is_repeatable(engine: BatchedEngine, task_and_prompts: TaskAndPrompts) -> None:
