@@ -247,6 +247,7 @@ CRASHES = [
 ]
 
 
+@pytest.mark.slow  # a job in a process it kills, then the next night
 @pytest.mark.parametrize(("night", "point"), CRASHES, indirect=["night"])
 def test_a_crash_at_any_point_loses_and_duplicates_nothing(night: Night, point: str) -> None:
     crashed = subprocess.run(

@@ -90,6 +90,7 @@ pool.close()
 """
 
 
+@pytest.mark.slow  # waits out a time limit, fills a memory cap, kills a worker
 @pytest.mark.parametrize(
     ("fault", "reason", "words"),
     [

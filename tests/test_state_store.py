@@ -114,8 +114,8 @@ def test_racing_workers_lease_every_shard_exactly_once(store: StateStore) -> Non
     from concurrent.futures import ThreadPoolExecutor
     from datetime import timedelta
 
-    store.add_shards("run-1", [(i, f'["doc-{i}"]') for i in range(40)])
-    store.add_shards("run-other", [(0, "[]")])
+    store.shards.add("run-1", [(i, f'["doc-{i}"]') for i in range(40)])
+    store.shards.add("run-other", [(0, "[]")])
 
     # Each worker with its own engine, as on another machine (made first: Alembic is not thread-safe).
     stores = {name: StateStore(store.url) for name in ["w1", "w2", "w3", "w4"]}
@@ -123,10 +123,10 @@ def test_racing_workers_lease_every_shard_exactly_once(store: StateStore) -> Non
     def worker(name: str) -> list[int]:
         own = stores[name]
         taken: list[int] = []
-        while (lease := own.lease_shard("run-1", name, timedelta(minutes=5))) is not None:
+        while (lease := own.shards.lease("run-1", name, timedelta(minutes=5))) is not None:
             index, documents, attempt = lease
             assert documents == f'["doc-{index}"]' and attempt == 1
-            assert own.complete_shard("run-1", index, name, f'{{"shard_index": {index}}}')
+            assert own.shards.complete("run-1", index, name, f'{{"shard_index": {index}}}')
             taken.append(index)
         own.engine.dispose()
         return taken
@@ -135,26 +135,26 @@ def test_racing_workers_lease_every_shard_exactly_once(store: StateStore) -> Non
         results = list(pool.map(worker, ["w1", "w2", "w3", "w4"]))
     every = sorted(i for taken in results for i in taken)
     assert every == list(range(40))  # all of them, none twice
-    assert store.shard_progress("run-1") == {"pending": 0, "leased": 0, "done": 40}
-    assert store.shard_progress("run-other") == {"pending": 1, "leased": 0, "done": 0}
-    owners = {owner for _, owner, attempts, _ in store.shard_reports("run-1") if attempts == 1}
+    assert store.shards.progress("run-1") == {"pending": 0, "leased": 0, "done": 40}
+    assert store.shards.progress("run-other") == {"pending": 1, "leased": 0, "done": 0}
+    owners = {owner for _, owner, attempts, _ in store.shards.reports("run-1") if attempts == 1}
     assert owners <= {"w1", "w2", "w3", "w4"}
 
 
 def test_an_expired_lease_is_taken_over_and_the_dead_worker_cannot_complete(store: StateStore) -> None:
     from datetime import timedelta
 
-    store.add_shards("run-2", [(0, "[]"), (1, "[]")])
-    assert store.lease_shard("run-2", "dead", timedelta(seconds=-1)) == (0, "[]", 1)  # expired at once
-    assert store.lease_shard("run-2", "alive", timedelta(minutes=5)) == (0, "[]", 2)  # taken over: attempt 2
-    assert not store.renew_lease("run-2", 0, "dead", timedelta(minutes=5))
-    assert not store.complete_shard("run-2", 0, "dead", "{}")
-    assert store.renew_lease("run-2", 0, "alive", timedelta(minutes=5))
-    assert store.complete_shard("run-2", 0, "alive", '{"ok": 1}')
-    assert store.lease_shard("run-2", "alive", timedelta(minutes=5)) == (1, "[]", 1)
-    assert store.complete_shard("run-2", 1, "alive", "{}")
-    assert store.lease_shard("run-2", "late", timedelta(minutes=5)) is None  # done shards are never leased again
-    assert [(i, o, a) for i, o, a, _ in store.shard_reports("run-2")] == [(0, "alive", 2), (1, "alive", 1)]
+    store.shards.add("run-2", [(0, "[]"), (1, "[]")])
+    assert store.shards.lease("run-2", "dead", timedelta(seconds=-1)) == (0, "[]", 1)  # expired at once
+    assert store.shards.lease("run-2", "alive", timedelta(minutes=5)) == (0, "[]", 2)  # taken over: attempt 2
+    assert not store.shards.renew("run-2", 0, "dead", timedelta(minutes=5))
+    assert not store.shards.complete("run-2", 0, "dead", "{}")
+    assert store.shards.renew("run-2", 0, "alive", timedelta(minutes=5))
+    assert store.shards.complete("run-2", 0, "alive", '{"ok": 1}')
+    assert store.shards.lease("run-2", "alive", timedelta(minutes=5)) == (1, "[]", 1)
+    assert store.shards.complete("run-2", 1, "alive", "{}")
+    assert store.shards.lease("run-2", "late", timedelta(minutes=5)) is None  # done shards are never leased again
+    assert [(i, o, a) for i, o, a, _ in store.shards.reports("run-2")] == [(0, "alive", 2), (1, "alive", 1)]
 
 
 def test_the_same_work_reported_twice_in_one_run_is_marked_once(tmp_path: Path) -> None:

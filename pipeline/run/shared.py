@@ -55,7 +55,7 @@ def share_run(context: RunContext, shards: Iterable[Shard]) -> int:
         "tasks": [{"definition": t.definition, "source_path": t.source_path} for t in context.tasks],
     }
     state.save_run_context(context.run_id, json.dumps(joinable))
-    return state.add_shards(
+    return state.shards.add(
         context.run_id,
         ((s.index, json.dumps([d.model_dump(mode="json") for d in s.documents])) for s in shards),
     )
@@ -93,7 +93,7 @@ def work_on_shards(
     owner = owner or worker_name()
     state = context.state
     done: list[int] = []
-    while (taken := state.lease_shard(context.run_id, owner, lease)) is not None:
+    while (taken := state.shards.lease(context.run_id, owner, lease)) is not None:
         index, documents, attempt = taken
         shard = Shard(
             index=index,
@@ -102,7 +102,7 @@ def work_on_shards(
         )
         with _LeaseHeartbeat(context, index, owner, lease):
             report = process_shard(context, shard)
-        if state.complete_shard(context.run_id, index, owner, report.model_dump_json()):
+        if state.shards.complete(context.run_id, index, owner, report.model_dump_json()):
             done.append(index)
             if on_done is not None:
                 on_done(report)
@@ -113,13 +113,13 @@ def wait_for_shards(context: RunContext, workers_alive: Callable[[], bool], poll
     """Wait until every shard is done; work on shards here while no worker is left. The reports, in order."""
     state = context.state
     while True:
-        progress = state.shard_progress(context.run_id)
+        progress = state.shards.progress(context.run_id)
         if progress["pending"] == 0 and progress["leased"] == 0:
             break
         if not workers_alive() and work_on_shards(context):  # free shards (or expired leases) and no worker
             continue
         time.sleep(poll_s)
-    return [ShardReport.model_validate_json(r) for _, _, _, r in state.shard_reports(context.run_id) if r]
+    return [ShardReport.model_validate_json(r) for _, _, _, r in state.shards.reports(context.run_id) if r]
 
 
 class _LeaseHeartbeat:
@@ -134,7 +134,7 @@ class _LeaseHeartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._every):
-            self._state.renew_lease(*self._args)
+            self._state.shards.renew(*self._args)
 
     def __enter__(self) -> _LeaseHeartbeat:
         self._thread.start()

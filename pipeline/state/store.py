@@ -1,12 +1,13 @@
-"""The state store: documents seen, work done, runs, and the run lock, through SQLAlchemy 2.
+"""The state store: documents seen, work done, runs, the run lock, and shard leases, through SQLAlchemy 2.
 
 SQLite by default (`<data_dir>/state.sqlite`), PostgreSQL in production
 (`state_url = "postgresql+psycopg://..."`). The schema is created and upgraded
-by Alembic migrations (`migrations/`), never by hand.
+by Alembic migrations (`migrations/`), never by hand. The shard leases of shared
+runs are `StateStore.shards` (pipeline/state/shards.py).
 
 The lake's manifests are the truth about what has landed; `work_done` is an
-index of it for fast skipping. `reconcile()` (run at the start of every run)
-makes the two agree after a crash.
+index of it for fast skipping. Recovery (pipeline/state/recovery.py, at the start
+of every run) makes the two agree after a crash.
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.core.errors import RunInProgress
 from pipeline.state import schema
+from pipeline.state.shards import ShardLeases
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LAKE_LOCK = "lake"
@@ -74,6 +74,7 @@ class StateStore:
         self.url = url
         self.engine = make_engine(url)
         migrate(self.engine)
+        self.shards = ShardLeases(self.engine)
 
     # -- the run lock ------------------------------------------------------------------------
 
@@ -171,100 +172,6 @@ class StateStore:
         if row is None:
             raise KeyError(run_id)
         return row.status, row.context
-
-    # -- shard leases ------------------------------------------------------------------------
-
-    def add_shards(self, run_id: str, shards: Iterable[tuple[int, str]]) -> int:
-        """Queue (index, documents JSON) shards of a run for workers to lease, in one transaction.
-
-        `shards` may be a stream: it is inserted 1,000 rows at a time, never held whole.
-        """
-        now = datetime.now(UTC)
-        rows = (
-            {"run_id": run_id, "shard_index": i, "documents": d, "status": "pending", "attempts": 0, "updated_at": now}
-            for i, d in shards
-        )
-        added = 0
-        with self.engine.begin() as connection:
-            while batch := list(islice(rows, 1000)):
-                connection.execute(insert(schema.shards), batch)
-                added += len(batch)
-        return added
-
-    def lease_shard(self, run_id: str, owner: str, ttl: timedelta) -> tuple[int, str, int] | None:
-        """Take the next pending shard (or one whose lease expired): (index, documents JSON, attempt), or None.
-
-        The UPDATE is conditional on the shard still being free, so two workers racing for one
-        shard cannot both get it: the loser's update matches no row and it tries the next one.
-        """
-        shards = schema.shards.c
-        while True:
-            now = datetime.now(UTC)
-            free = (shards.run_id == run_id) & (
-                (shards.status == "pending") | ((shards.status == "leased") & (shards.lease_expires_at < now))
-            )
-            with self.engine.begin() as connection:
-                candidate = connection.execute(
-                    select(shards.shard_index, shards.documents, shards.attempts)
-                    .where(free)
-                    .order_by(shards.shard_index)
-                    .limit(1)
-                ).one_or_none()
-                if candidate is None:
-                    return None
-                taken = connection.execute(
-                    update(schema.shards)
-                    .where(free & (shards.shard_index == candidate.shard_index))
-                    .values(
-                        status="leased",
-                        owner=owner,
-                        lease_expires_at=now + ttl,
-                        attempts=shards.attempts + 1,
-                        updated_at=now,
-                    )
-                )
-                if taken.rowcount == 1:
-                    return candidate.shard_index, candidate.documents, candidate.attempts + 1
-
-    def renew_lease(self, run_id: str, index: int, owner: str, ttl: timedelta) -> bool:
-        """Push the lease's expiry on; False when the lease was lost (it expired and was taken)."""
-        with self.engine.begin() as connection:
-            renewed = connection.execute(
-                update(schema.shards)
-                .where(_held(run_id, index, owner))
-                .values(lease_expires_at=datetime.now(UTC) + ttl)
-            )
-        return renewed.rowcount == 1
-
-    def complete_shard(self, run_id: str, index: int, owner: str, report_json: str) -> bool:
-        """Mark a leased shard done with its report; False when this owner no longer holds the lease."""
-        with self.engine.begin() as connection:
-            done = connection.execute(
-                update(schema.shards)
-                .where(_held(run_id, index, owner))
-                .values(status="done", report=report_json, lease_expires_at=None, updated_at=datetime.now(UTC))
-            )
-        return done.rowcount == 1
-
-    def shard_progress(self, run_id: str) -> dict[str, int]:
-        """How many of the run's shards are pending, leased and done."""
-        shards = schema.shards.c
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(shards.status, func.count()).where(shards.run_id == run_id).group_by(shards.status)
-            ).all()
-        return {"pending": 0, "leased": 0, "done": 0, **{status: int(count) for status, count in rows}}
-
-    def shard_reports(self, run_id: str) -> list[tuple[int, str, int, str | None]]:
-        """(index, owner, attempts, report JSON) of every shard of the run, in order."""
-        shards = schema.shards.c
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(shards.shard_index, shards.owner, shards.attempts, shards.report)
-                .where(shards.run_id == run_id)
-                .order_by(shards.shard_index)
-            ).all()
-        return [(r.shard_index, r.owner, r.attempts, r.report) for r in rows]
 
     # -- work done ---------------------------------------------------------------------------
 
@@ -405,17 +312,6 @@ class StateStore:
                 .values(status="deleted", deleted_in_run=run_id, updated_at=now)
             )
         return [(r.uri, r.content_sha256) for r in rows]
-
-
-def _held(run_id: str, index: int, owner: str) -> ColumnElement[bool]:
-    """The shard's row, while `owner` holds its lease."""
-    shards = schema.shards.c
-    return (
-        (shards.run_id == run_id)
-        & (shards.shard_index == index)
-        & (shards.owner == owner)
-        & (shards.status == "leased")
-    )
 
 
 def _lock_is_stale(holder: object, host: str, now: datetime, stale_after: timedelta) -> bool:
