@@ -26,6 +26,14 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "No files found" in message or "No such file" in message:
+                message += (
+                    "\nA lake file the warehouse's views name is not there: run `assay verify` to see what changed"
+                    " (and `assay warehouse` if the data folder was assembled by hand)."
+                )
+            raise click.ClickException(message) from exc
         except (AssayError, FileNotFoundError, duckdb.Error) as exc:
             raise click.ClickException(str(exc)) from exc
 

@@ -11,7 +11,7 @@ import click
 
 from assay.context import CliContext
 from assay.output import console, print_table
-from pipeline.land import warehouse
+from pipeline.land import queries, warehouse
 
 CONTEXT_CHARS = 160
 LINEAGE = (
@@ -48,7 +48,7 @@ LINEAGE = (
 def query(obj: CliContext, sql: str, fmt: str) -> None:
     """Run read-only SQL against the warehouse and print the result."""
     with warehouse.read_only(obj.settings()) as con:
-        columns, rows = warehouse.rows_of(con.execute(sql))
+        columns, rows = queries.rows_of(con.execute(sql))
     if fmt == "json":
         click.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=1))
     elif fmt == "csv":
@@ -65,7 +65,7 @@ def query(obj: CliContext, sql: str, fmt: str) -> None:
 def runs(obj: CliContext, limit: int) -> None:
     """Recent runs with their counts."""
     with warehouse.read_only(obj.settings()) as con:
-        columns, rows = warehouse.recent_runs(con, limit)
+        columns, rows = queries.recent_runs(con, limit)
     print_table(columns, rows, title="Recent runs")
 
 
@@ -75,7 +75,7 @@ def runs(obj: CliContext, limit: int) -> None:
 def show(obj: CliContext, finding_id: str) -> None:
     """A finding, its evidence within the surrounding text, the document, page, model and prompt."""
     with warehouse.read_only(obj.settings()) as con:
-        finding = warehouse.finding_with_text(con, finding_id)
+        finding = queries.finding_with_text(con, finding_id)
     if finding is None:
         raise click.ClickException(f"no finding {finding_id!r}")
     text: str = finding.pop("document_text") or ""

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import duckdb
 
 from assay.context import CliContext
 from assay.output import assay_invocation, console, progress_shown
-from pipeline.land import warehouse
+from pipeline.core.errors import AssayError
+from pipeline.land import queries, warehouse
 from pipeline.run.summary import RunSummary, render_text
 
 
@@ -83,8 +85,11 @@ def _print_summary(obj: CliContext, summary: RunSummary) -> None:
     for line in rest:
         console.print(line, highlight=False)
     invocation = assay_invocation(obj.data_dir)
-    with warehouse.read_only(obj.settings()) as con:
-        example = warehouse.example_finding(con, summary.run_id)
+    try:
+        with warehouse.read_only(obj.settings()) as con:
+            example = queries.example_finding(con, summary.run_id)
+    except (AssayError, duckdb.Error):  # the run is committed; its summary said what went wrong after it
+        example = None
     console.print("\nLook at the results:")
     console.print(f'  {invocation} query "select field, value, grounding_status from findings limit 20"', markup=False)
     console.print(f"  {invocation} show {example or 'FINDING_ID'}", markup=False)

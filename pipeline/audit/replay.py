@@ -225,5 +225,5 @@ def record_replays(settings: Settings, results: list[ReplayResult]) -> str:
     store = open_store(settings)
     written = Lake(store).write("replays", rows, commit_id, "0", now.date())
     Ledger(store).commit("replay", [written], commit_id=commit_id)
-    warehouse.build(settings.warehouse_path, store)
+    warehouse.refresh(settings.warehouse_path, store)  # committed: a catalog problem is only a warning
     return store.describe(written.path)

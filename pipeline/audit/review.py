@@ -74,7 +74,7 @@ def record_decision(
     store = open_store(settings)
     written = Lake(store).write("review_decisions", [row], commit_id, "0", record.decided_at.date())
     Ledger(store).commit("review", [written], commit_id=commit_id)
-    warehouse.build(settings.warehouse_path, store)
+    warehouse.refresh(settings.warehouse_path, store)  # committed: a catalog problem is only a warning
     return record
 
 

@@ -34,7 +34,7 @@ from pipeline.land.store import MANIFEST_DIR, LakeStore, as_store
 
 FORMAT = "assay-manifest/1"
 
-__all__ = ["FORMAT", "MANIFEST_DIR", "FileEntry", "Ledger", "Manifest", "VerifyReport", "verify"]
+__all__ = ["FORMAT", "MANIFEST_DIR", "FileEntry", "Ledger", "Manifest", "VerifyReport", "chain_problems", "verify"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ class Ledger:
     def _names(self) -> list[str]:
         return sorted(r for r in self.store.files(MANIFEST_DIR) if r.endswith(".json"))
 
-    def _read(self, relative: str) -> Manifest:
+    def read(self, relative: str) -> Manifest:
+        """One manifest, by its path in the lake (`_manifests/<name>`)."""
         raw = self.store.read_bytes(relative)
         data = json.loads(raw)
         return Manifest(
@@ -80,12 +81,12 @@ class Ledger:
 
     def manifests(self) -> list[Manifest]:
         """Every manifest in the lake, in sequence order (unparseable ones raise)."""
-        return sorted((self._read(r) for r in self._names()), key=lambda m: (m.sequence, m.name))
+        return sorted((self.read(r) for r in self._names()), key=lambda m: (m.sequence, m.name))
 
     def head(self) -> Manifest | None:
         """The newest manifest, reading only it (names start with the zero-padded sequence)."""
         names = self._names()
-        return self._read(names[-1]) if names else None
+        return self.read(names[-1]) if names else None
 
     def commit(
         self,
@@ -143,6 +144,26 @@ class VerifyReport:
         return not (self.changed or self.removed or self.added or self.broken_links)
 
 
+def chain_problems(manifests: list[Manifest]) -> list[str]:
+    """Where the chain of manifests (in sequence order) has a gap, a fork, or a link that does not match."""
+    problems = []
+    previous: Manifest | None = None
+    for manifest in manifests:
+        expected_sequence = previous.sequence + 1 if previous else 1
+        if manifest.sequence != expected_sequence:
+            problems.append(
+                f"{manifest.name}: sequence {manifest.sequence}, expected {expected_sequence} (a gap or a fork)"
+            )
+        expected_hash = previous.sha256 if previous else None
+        if manifest.previous_sha256 != expected_hash:
+            problems.append(
+                f"{manifest.name}: previous_sha256 {manifest.previous_sha256} does not match the manifest "
+                f"before it ({expected_hash})"
+            )
+        previous = manifest
+    return problems
+
+
 def verify(lake: LakeStore | Path) -> VerifyReport:
     """Re-hash every file of the lake and walk the manifest chain."""
     store = as_store(lake)
@@ -156,20 +177,7 @@ def verify(lake: LakeStore | Path) -> VerifyReport:
     report.manifests = len(manifests)
     report.head_sha256 = manifests[-1].sha256 if manifests else None
 
-    previous: Manifest | None = None
-    for manifest in manifests:
-        expected_sequence = previous.sequence + 1 if previous else 1
-        if manifest.sequence != expected_sequence:
-            report.broken_links.append(
-                f"{manifest.name}: sequence {manifest.sequence}, expected {expected_sequence} (a gap or a fork)"
-            )
-        expected_hash = previous.sha256 if previous else None
-        if manifest.previous_sha256 != expected_hash:
-            report.broken_links.append(
-                f"{manifest.name}: previous_sha256 {manifest.previous_sha256} does not match the manifest "
-                f"before it ({expected_hash})"
-            )
-        previous = manifest
+    report.broken_links += chain_problems(manifests)
 
     listed: dict[str, FileEntry] = {}
     for manifest in manifests:

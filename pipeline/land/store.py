@@ -38,7 +38,7 @@ QUARANTINE_DIR = "_quarantine"  # inside an S3 lake's root; a local lake's quara
 _BLOCK = 8 * 1024 * 1024
 
 # DuckDB must never fetch an extension from the internet (it would, for s3:// paths, without this).
-DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+DUCKDB_CONFIG: dict[str, str | bool] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,12 @@ class LakeStore:
             con.register_filesystem(ArrowFSWrapper(self.filesystem))
         return con
 
-    def connect(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def connect(
+        self, database: str = ":memory:", read_only: bool = False, config: dict[str, str] | None = None
+    ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection that can read this lake and never downloads an extension."""
-        return self.register(duckdb.connect(database, read_only=read_only, config=dict(DUCKDB_CONFIG)))
+        settings: dict[str, str | bool | int | float | list[str]] = {**DUCKDB_CONFIG, **(config or {})}
+        return self.register(duckdb.connect(database, read_only=read_only, config=settings))
 
 
 def local_store(lake_dir: Path, quarantine_dir: Path | None = None) -> LakeStore:

@@ -96,7 +96,8 @@ def finish_run(
     crash_point("after-manifest")
     state.run_finished(context.run_id, "completed")
     state.release_lock(context.run_id)
-    warehouse.build(context.settings.warehouse_path, lake.store)
+    # Committed: nothing below may turn the run into a failure; what goes wrong is reported.
+    warning = warehouse.refresh(context.settings.warehouse_path, lake.store)
     mirror = _publish(context)
     return RunSummary(
         **totals.model_dump(exclude={"stage_seconds"}),
@@ -113,6 +114,7 @@ def finish_run(
         model_sha256=context.model_sha256,
         workers=sorted({r.worker for r in reports if r.worker}),
         mirror=mirror,
+        warnings=[warning] if warning else [],
     )
 
 
@@ -194,9 +196,12 @@ def _publish(context: RunContext) -> str | None:
         return None
     try:
         published = publish(open_store(context.settings), settings)
-    except TransientError as exc:  # the run is complete locally; the next run publishes what is missing
+    except TransientError as exc:  # the run is committed; the next run publishes what is missing
         logger.warning("%s", exc)
         return f"failed: {exc}"
+    except Exception as exc:  # nothing after the commit fails the run
+        logger.exception("publishing to the mirror failed")
+        return f"failed: {type(exc).__name__}: {exc}"
     return (
         f"{published.uploaded} files uploaded ({published.bytes_uploaded} bytes), "
         f"{published.already_there} already there"

@@ -22,6 +22,7 @@ class RunSummary(Counts):
     model_sha256: str
     workers: list[str] = Field(default_factory=list)  # host:pid of each process that did shards
     mirror: str | None = None  # what publishing to the S3 mirror did (None: no mirror set)
+    warnings: list[str] = Field(default_factory=list)  # what went wrong after the commit (the run still landed)
 
 
 def _reasons(counts: dict[str, int]) -> str:
@@ -52,6 +53,7 @@ def render_text(summary: RunSummary) -> list[str]:
     ]
     if summary.mirror is not None:
         lines.append(f"  mirror:         {summary.mirror}")
+    lines += [f"  warning:        {warning}" for warning in summary.warnings]
     return lines
 
 
@@ -75,6 +77,8 @@ def render_markdown(summary: RunSummary) -> str:
         "|---|---|",
         *[f"| {stage} | {seconds} |" for stage, seconds in summary.stage_seconds.items()],
     ]
+    if summary.warnings:
+        lines += ["", "## Warnings", "", *[f"- {warning}" for warning in summary.warnings]]
     for title, counts in (
         ("Documents failed, by reason", summary.document_failures),
         ("Model answers failed, by reason", summary.answer_failures),

@@ -1,0 +1,49 @@
+"""The questions the CLI asks the warehouse, in one place (the CLI itself holds no SQL but the analyst's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+
+def rows_of(cursor: duckdb.DuckDBPyConnection) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The column names and rows of an executed statement."""
+    return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+
+def recent_runs(con: duckdb.DuckDBPyConnection, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The newest runs with their counts (view `run_summary`)."""
+    return rows_of(
+        con.execute(
+            "select run_id, status, strftime(started_at, '%Y-%m-%d %H:%M') as started, duration_s as secs,"
+            ' documents_in as "in", documents_processed as processed, documents_failed as failed,'
+            ' documents_skipped as skipped, chunks, findings, pages_per_second as "pages/s"'
+            " from run_summary limit ?",
+            [limit],
+        )
+    )
+
+
+def finding_with_text(con: duckdb.DuckDBPyConnection, finding_id: str) -> dict[str, Any] | None:
+    """A finding's row (its newest landing) and its document's canonical text (`document_text`)."""
+    columns, rows = rows_of(
+        con.execute(
+            "select f.*, t.text as document_text from findings f"
+            " left join (select distinct content_sha256, text_sha256, text from texts) t"
+            " on t.content_sha256 = f.content_sha256 and t.text_sha256 = f.text_sha256"
+            " where f.finding_id = ? order by f.created_at desc limit 1",
+            [finding_id],
+        )
+    )
+    return dict(zip(columns, rows[0], strict=True)) if rows else None
+
+
+def example_finding(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
+    """A finding of this run worth showing: grounded, most confident first."""
+    row = con.execute(
+        "select finding_id from findings where run_id = ? and grounding_status <> 'ungrounded'"
+        " order by confidence desc limit 1",
+        [run_id],
+    ).fetchone()
+    return str(row[0]) if row else None
