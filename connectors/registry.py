@@ -36,6 +36,7 @@ CONNECTORS: dict[str, ConnectorKind] = {
 
 def _kind_and_config(source_name: str, options: Mapping[str, Any] | SourceSettings) -> tuple[ConnectorKind, BaseModel]:
     raw = options.options() if isinstance(options, SourceSettings) else dict(options)
+    raw.pop("values", None)  # how the source writes values is the core's to read (Settings.conventions)
     kind_name = str(raw.get("connector", "local"))
     kind = CONNECTORS.get(kind_name)
     if kind is None:

@@ -7,13 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.audit.evaluation import comparison_key, load_gold, to_dataset_format
 from pipeline.core.documents import Chunk
 from pipeline.core.errors import ConfigError
+from pipeline.core.settings import ValueConventions
 from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task
 from pipeline.extract.routing import route
-from pipeline.extract.rules import apply_rules, iban_ok, luhn_ok
+from pipeline.extract.rules import apply_rules, eu_vat_ok, iban_ok, luhn_ok, us_ssn_ok
 from pipeline.land.tables import FindingRow
 from pipeline.reduce import normalise
 from pipeline.reduce.values import ValuesOf, reduce_document
@@ -46,17 +48,20 @@ def test_a_task_file_with_a_broken_rule_is_refused(tmp_path: Path) -> None:
         find_task("nda_key_terms", [tmp_path])
 
 
-def test_checksums() -> None:
+def test_checks_are_python_stdnums() -> None:
     assert luhn_ok("4111 1111 1111 1111") and not luhn_ok("4111 1111 1111 1112")
     assert luhn_ok("5500-0000-0000-0004") and not luhn_ok("1234")
     assert iban_ok("GB82 WEST 1234 5698 7654 32") and iban_ok("DE89370400440532013000")
     assert not iban_ok("GB82 WEST 1234 5698 7654 33")
+    assert eu_vat_ok("DE136695976") and eu_vat_ok("FR 40 303 265 045") and not eu_vat_ok("DE136695977")
+    assert us_ssn_ok("536-90-4399") and not us_ssn_ok("078-05-1120")  # a number the SSA voided
 
 
 def test_pii_rules_find_what_patterns_find_reliably_with_offsets() -> None:
     text = (
         "Mail j.doe@example.com or call +44 20 7946 0958. IBAN GB82 WEST 1234 5698 7654 32; "
-        "card 4111 1111 1111 1111, not 4111 1111 1111 1112. SSN 123-45-6789. Date of birth: 12/03/1980."
+        "card 4111 1111 1111 1111, not 4111 1111 1111 1112. SSN 123-45-6789, not 078-05-1120. "
+        "VAT DE 136 695 976, not DE136695977. Date of birth: 12/03/1980."
     )
     matches = apply_rules(find_task("pii_inventory"), text)
     by_field: dict[str, list[str]] = {}
@@ -67,7 +72,8 @@ def test_pii_rules_find_what_patterns_find_reliably_with_offsets() -> None:
     assert by_field["phone_numbers"] == ["+44 20 7946 0958"]  # not the digits inside the IBAN or the cards
     assert by_field["ibans"] == ["GB82 WEST 1234 5698 7654 32"]
     assert by_field["payment_cards"] == ["4111 1111 1111 1111"]  # the Luhn-failing number is dropped
-    assert by_field["national_ids"] == ["123-45-6789"]
+    assert by_field["national_ids"] == ["123-45-6789"]  # the voided number is dropped
+    assert by_field["vat_numbers"] == ["DE 136 695 976"]
     assert by_field["dates_of_birth"] == ["12/03/1980"]
 
 
@@ -114,12 +120,56 @@ def test_nda_rules_on_real_wording() -> None:
         ("person", "4", None),
         ("amount", "$1,000,000", "1000000 USD"),
         ("amount", "EUR 5 million", "5000000 EUR"),
+        ("amount", "EUR 1.000.000,00", "1000000 EUR"),  # was "1 EUR"
+        ("amount", "€ 2.500", "2500 EUR"),  # was "2.5 EUR"
+        ("amount", "USD 12,345.67", "12345.67 USD"),
+        ("amount", "CHF 1'250.50", "1250.5 CHF"),
+        ("amount", "1,5 EUR", "1.5 EUR"),
+        ("amount", "12 apples", None),  # no currency, no amount
+        ("date", "16/03/2026", "2026-03-16"),  # the day is past 12: no order needed
+        ("date", "the 1st day of June, 2011", "2011-06-01"),
+        ("date", "effective as of January 5, 2015 (the Effective Date)", "2015-01-05"),
+        ("date", "dated March 3, 2011 and amended May 1, 2012", None),  # two dates: which one?
+        ("iban", "GB82 WEST 1234 5698 7654 32", "GB82WEST12345698765432"),
+        ("iban", "GB82 WEST 1234 5698 7654 33", None),
+        ("vat", "DE 136 695 976", "DE136695976"),
+        ("payment_card", "4111 1111 1111 1112", None),
         ("phone", "(212) 555-0187", "2125550187"),
         ("language", "English", "en"),
     ],
 )
 def test_normalisers(kind: str, raw: str, expected: str | None) -> None:
     assert normalise.normalise(kind, raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "conventions", "expected"),
+    [
+        ("03/04/2026", ValueConventions(), "2026-03-04"),  # month first: the default (MDY)
+        ("03/04/2026", ValueConventions(date_order="DMY"), "2026-04-03"),
+        ("2026/04/03", ValueConventions(date_order="YMD"), "2026-04-03"),
+        ("le 4 mars 2026", ValueConventions(languages=["fr"]), "2026-03-04"),  # was: nothing
+        ("4. März 2026", ValueConventions(languages=["de"]), "2026-03-04"),  # was: nothing
+        ("4 de marzo de 2026", ValueConventions(languages=["es", "en"]), "2026-03-04"),
+    ],
+)
+def test_dates_are_read_by_how_their_source_writes_them(raw: str, conventions: ValueConventions, expected: str) -> None:
+    assert normalise.normalise("date", raw, conventions) == expected
+
+
+def test_an_ambiguous_amount_follows_the_sources_decimal_separator() -> None:
+    assert normalise.normalise("amount", "EUR 1.500") == "1500 EUR"  # three digits after the point: thousands
+    comma = ValueConventions(decimal_separator=",")
+    assert normalise.normalise("amount", "EUR 1.500,25", comma) == "1500.25 EUR"
+    assert normalise.normalise("amount", "USD 1,500", ValueConventions(decimal_separator=",")) == "1.5 USD"
+
+
+@pytest.mark.parametrize("name", (*LIBRARY, "key_terms"))
+def test_every_field_of_every_library_task_declares_its_kind(name: str) -> None:
+    raw = yaml.safe_load((BUILTIN_TASK_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
+    declared = raw.get("fields") or {}
+    assert set(raw["schema"].get("properties", {})) <= set(declared), name
+    assert all("kind" in spec for spec in declared.values()), name
 
 
 def _chunks(*texts: str) -> list[Chunk]:

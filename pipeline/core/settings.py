@@ -103,6 +103,30 @@ class ModelSettings(_Section):
         return self
 
 
+class ValueConventions(_Section):
+    """How a source writes its values: dates and amounts are read by these (and each value records them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    date_order: Literal["MDY", "DMY", "YMD"] = Field(
+        default="MDY", description="How to read a date like 03/04/2026: MDY (March 4), DMY (3 April) or YMD."
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="ISO 639-1 codes of the languages dates are written in (e.g. 'le 4 mars 2026': fr).",
+    )
+    decimal_separator: Literal[".", ","] | None = Field(
+        default=None, description="In amounts; None: read from the number (1.000.000,00 and 1,000,000.00 both work)."
+    )
+
+    def describe(self) -> str:
+        """One line for lineage: `date_order=DMY languages=fr,en decimal=,`."""
+        return (
+            f"date_order={self.date_order} languages={','.join(self.languages)}"
+            f" decimal={self.decimal_separator or 'auto'}"
+        )
+
+
 class SourceSettings(BaseModel):
     """A named source as the settings file holds it: `connector` names a module of connectors/, the other keys
     are that connector's own settings. The core does not read them: connectors/registry.py validates them
@@ -111,10 +135,13 @@ class SourceSettings(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     connector: str = "local"
+    values: ValueConventions | None = Field(
+        default=None, description="How this source writes dates and amounts (default: the top-level [values])."
+    )
 
     def options(self) -> dict[str, Any]:
-        """Every key of the source, `connector` included."""
-        return self.model_dump()
+        """The connector's own keys, `connector` included (not `values`, which the core reads)."""
+        return self.model_dump(exclude={"values"})
 
 
 class Settings(BaseSettings):
@@ -155,6 +182,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    values: ValueConventions = Field(default_factory=ValueConventions)
     lake_store: S3StoreSettings | None = Field(
         default=None,
         description="Write the lake (Parquet and manifests) to this S3-compatible store instead of data_dir/lake.",
@@ -180,6 +208,11 @@ class Settings(BaseSettings):
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
+
+    def conventions(self, source: str) -> ValueConventions:
+        """How the source of this name writes values: its own `values`, else the top-level ones."""
+        configured = self.sources.get(source)
+        return configured.values if configured is not None and configured.values is not None else self.values
 
     @property
     def lake_dir(self) -> Path:

@@ -37,9 +37,10 @@ FieldKind = Literal[
     "phone",
     "iban",
     "payment_card",
+    "vat",
     "language",
 ]
-RuleCheck = Literal["luhn", "iban"]
+RuleCheck = Literal["luhn", "iban", "eu_vat", "us_ssn"]
 
 
 class FieldSpec(BaseModel):

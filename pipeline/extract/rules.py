@@ -2,14 +2,14 @@
 
 Rules are declared in the task file (`rules:`). A pattern rule yields its named
 group `value` (or the whole match) with the exact character offsets it was found
-at, so every rule value is grounded by construction. `check: luhn` (payment cards)
-and `check: iban` (ISO 13616 mod-97) drop matches whose checksum fails. A detector
-rule (`detector: language`) reads the start of the document text.
+at, so every rule value is grounded by construction. A rule's `check` drops the
+matches whose check digits (or ranges) fail. A detector
+rule (`detector: language`) reads the start of the document text. Checks are
+python-stdnum's: `luhn` (payment cards), `iban`, `eu_vat`, `us_ssn`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pipeline.core.tasks import RuleSpec, Task
@@ -27,31 +27,35 @@ class RuleMatch:
 
 
 def luhn_ok(text: str) -> bool:
-    """The Luhn checksum of the digits in `text` (payment card numbers), 13 to 19 digits."""
-    digits = [int(c) for c in text if c.isdigit()]
-    if not 13 <= len(digits) <= 19:
-        return False
-    total = 0
-    for position, digit in enumerate(reversed(digits)):
-        if position % 2 == 1:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    """A payment card number: 13 to 19 digits that pass the Luhn check (python-stdnum)."""
+    from stdnum import luhn
+
+    digits = "".join(c for c in text if c.isdigit())
+    return 13 <= len(digits) <= 19 and bool(luhn.is_valid(digits))
 
 
 def iban_ok(text: str) -> bool:
-    """The ISO 13616 check (mod 97 == 1) of an IBAN, spaces ignored."""
-    iban = re.sub(r"\s", "", text).upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", iban):
-        return False
-    rearranged = iban[4:] + iban[:4]
-    number = "".join(str(int(c, 36)) for c in rearranged)
-    return int(number) % 97 == 1
+    """An IBAN whose country format and ISO 13616 check digits hold (python-stdnum)."""
+    from stdnum import iban
+
+    return bool(iban.is_valid(text))
 
 
-CHECKS = {"luhn": luhn_ok, "iban": iban_ok}
+def eu_vat_ok(text: str) -> bool:
+    """An EU VAT number whose country's check holds (python-stdnum)."""
+    from stdnum.eu import vat
+
+    return bool(vat.is_valid(text))
+
+
+def us_ssn_ok(text: str) -> bool:
+    """A US social security number in a range the SSA issues (python-stdnum)."""
+    from stdnum.us import ssn
+
+    return bool(ssn.is_valid(text))
+
+
+CHECKS = {"luhn": luhn_ok, "iban": iban_ok, "eu_vat": eu_vat_ok, "us_ssn": us_ssn_ok}
 
 
 def detect_language(text: str) -> str | None:

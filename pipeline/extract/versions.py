@@ -23,6 +23,7 @@ ROUTING_VERSIONS: dict[int, str] = {
 }
 RULES_VERSIONS: dict[int, str] = {
     1: "90ed01c518c7b0aa05a342e0bcf8ff54b1f00246995eb1ce0b7df32e2e04b9d5",
+    2: "ce898f943eb6227af25170851374c9a93447486634d4824a3624187464e3c990",  # python-stdnum checks; eu_vat, us_ssn
 }
 
 ROUTING_VERSION = max(ROUTING_VERSIONS)

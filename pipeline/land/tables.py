@@ -271,6 +271,7 @@ class DocumentValueRow:
     evidence_end: int | None = None
     evidence_page: Int32 | None = None
     alternatives: str
+    conventions: str | None = None
     created_at: Timestamp
 
 

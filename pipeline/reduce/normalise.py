@@ -2,18 +2,24 @@
 
 Each normaliser returns the canonical string, or None when the value cannot be
 read as its kind (it then stays a raw candidate). Dates become ISO 8601 (only when
-day, month and year are all written), durations `<number> <unit>`, amounts
-`<number> <currency>`, jurisdictions the bare place name, party names lose quotes,
-defined-term brackets and role words.
+day, month and year are all written; read with `dateparser` in the source's
+languages and date order), durations `<number> <unit>`, amounts `<number>
+<ISO currency>` (read with `price-parser`: either decimal separator), jurisdictions
+the bare place name, party names lose quotes, defined-term brackets and role
+words, identifiers (IBAN, payment card, VAT) their spaces, checked by
+`python-stdnum`. How a source writes its values (`ValueConventions`) comes from
+the settings, per source, and is recorded with every value.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from typing import Any
 
-from dateutil import parser as date_parser
+from pipeline.core.settings import ValueConventions
+
+DEFAULT_CONVENTIONS = ValueConventions()
 
 _SPACES = re.compile(r"\s+")
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
@@ -29,19 +35,30 @@ def text(value: str) -> str | None:
     return cleaned or None
 
 
-def date(value: str) -> str | None:
-    """ISO date, only if day, month and year are all in the value (two parses with different defaults agree)."""
+def date(value: str, conventions: ValueConventions = DEFAULT_CONVENTIONS) -> str | None:
+    """ISO date, only if day, month and year are all written; a phrase holding exactly one such date gives it."""
     cleaned = clean_text(value)
     if not re.search(r"\d", cleaned):
         return None
-    try:
-        first = date_parser.parse(cleaned, fuzzy=True, default=datetime(1904, 1, 1))
-        second = date_parser.parse(cleaned, fuzzy=True, default=datetime(1908, 2, 2))
-    except (ValueError, OverflowError):
+    import dateparser
+    from dateparser.search import search_dates
+
+    settings: Any = {
+        "DATE_ORDER": conventions.date_order,
+        "REQUIRE_PARTS": ["day", "month", "year"],
+        "PREFER_DAY_OF_MONTH": "first",
+        "RETURN_AS_TIMEZONE_AWARE": False,
+    }
+    parsed = dateparser.parse(cleaned, languages=conventions.languages, settings=settings)
+    if parsed is None:
+        found = search_dates(cleaned, languages=conventions.languages, settings=settings) or []
+        dates = {when.date() for _, when in found}
+        parsed_date = dates.pop() if len(dates) == 1 else None
+    else:
+        parsed_date = parsed.date()
+    if parsed_date is None or not 1900 <= parsed_date.year <= 2100:
         return None
-    if first != second or not 1900 <= first.year <= 2100:
-        return None
-    return first.date().isoformat()
+    return parsed_date.isoformat()
 
 
 _JURISDICTION_NOISE = re.compile(
@@ -171,23 +188,37 @@ def duration(value: str) -> str | None:
     return f"{number} {unit}{'' if number == 1 else 's'}"
 
 
-_CURRENCIES = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "CHF": "CHF", "USD": "USD", "EUR": "EUR"}
-_AMOUNT = re.compile(
-    r"(?P<pre>US\$|\$|€|£|¥|USD|EUR|GBP|CHF)?\s*(?P<number>\d[\d,]*(?:\.\d+)?)\s*(?P<scale>million|billion|thousand)?"
-    r"\s*(?P<post>USD|EUR|GBP|CHF|dollars|euros)?",
-    re.IGNORECASE,
-)
-_SCALES = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+# Currency signs as price-parser finds them -> ISO 4217 codes (a three-letter code stands for itself).
+_CURRENCY_SIGNS = {
+    "$": "USD",
+    "US$": "USD",
+    "€": "EUR",
+    "£": "GBP",
+    "¥": "JPY",
+    "₹": "INR",
+    "Fr.": "CHF",
+    "SFr.": "CHF",
+}
+_CURRENCY_WORDS = {"dollar": "USD", "dollars": "USD", "euro": "EUR", "euros": "EUR", "pounds": "GBP"}
+_SCALE = re.compile(r"\d\s*(?P<scale>thousand|million|billion|mn|bn|m|k)\b", re.IGNORECASE)
+_SCALES = {"thousand": 1_000, "k": 1_000, "million": 1_000_000, "mn": 1_000_000, "m": 1_000_000}
+_SCALES |= {"billion": 1_000_000_000, "bn": 1_000_000_000}
 
 
-def amount(value: str) -> str | None:
-    match = _AMOUNT.search(value)
-    if not match or not (match.group("pre") or match.group("post")):
+def amount(value: str, conventions: ValueConventions = DEFAULT_CONVENTIONS) -> str | None:
+    """`<number> <ISO currency>`: 'EUR 1.000.000,00' and '$1,000,000' alike; no currency, no amount."""
+    from price_parser import Price
+
+    price = Price.fromstring(value, decimal_separator=conventions.decimal_separator)
+    sign = (price.currency or "").strip()
+    words = re.findall(r"[a-z]+", value.lower())
+    currency = _CURRENCY_SIGNS.get(sign) or (sign.upper() if re.fullmatch(r"[A-Za-z]{3}", sign) else None)
+    currency = currency or next((_CURRENCY_WORDS[w] for w in words if w in _CURRENCY_WORDS), None)
+    if price.amount is None or currency is None:
         return None
-    number = float(match.group("number").replace(",", "")) * _SCALES.get((match.group("scale") or "").lower(), 1)
-    code = (match.group("pre") or match.group("post") or "").upper()
-    currency = {"DOLLARS": "USD", "EUROS": "EUR"}.get(code, _CURRENCIES.get(code, code))
-    shown = f"{number:.2f}".rstrip("0").rstrip(".")
+    scale = _SCALE.search(value)
+    number = price.amount * _SCALES[scale.group("scale").lower()] if scale else price.amount
+    shown = f"{number:f}".rstrip("0").rstrip(".") if "." in f"{number:f}" else f"{number:f}"
     return f"{shown} {currency}"
 
 
@@ -204,12 +235,27 @@ def phone(value: str) -> str | None:
 
 
 def iban(value: str) -> str | None:
-    return re.sub(r"\s", "", value).upper() or None
+    """The IBAN without spaces, if its check digits hold (python-stdnum)."""
+    from stdnum import iban as iban_number
+
+    compact = iban_number.compact(value)
+    return compact if iban_number.is_valid(compact) else None
 
 
 def payment_card(value: str) -> str | None:
+    """The card number's digits, if 13 to 19 of them pass the Luhn check (python-stdnum)."""
+    from stdnum import luhn
+
     digits = re.sub(r"\D", "", value)
-    return digits if 13 <= len(digits) <= 19 else None
+    return digits if 13 <= len(digits) <= 19 and luhn.is_valid(digits) else None
+
+
+def vat(value: str) -> str | None:
+    """An EU VAT number, compact and upper case, if its country's check holds (python-stdnum)."""
+    from stdnum.eu import vat as vat_number
+
+    compact = vat_number.compact(value)
+    return compact if vat_number.is_valid(compact) else None
 
 
 _LANGUAGES = {"english": "en", "french": "fr", "german": "de", "spanish": "es", "italian": "it", "dutch": "nl"}
@@ -222,25 +268,30 @@ def language(value: str) -> str | None:
     return _LANGUAGES.get(cleaned)
 
 
-NORMALISERS: dict[str, Callable[[str], str | None]] = {
+PLAIN: dict[str, Callable[[str], str | None]] = {
     "text": text,
-    "date": date,
     "jurisdiction": jurisdiction,
     "party": party,
     "person": person,
     "address": address,
     "duration": duration,
-    "amount": amount,
     "email": email,
     "phone": phone,
     "iban": iban,
     "payment_card": payment_card,
+    "vat": vat,
     "language": language,
 }
+# Kinds whose reading depends on how the source writes them.
+BY_CONVENTION: dict[str, Callable[[str, ValueConventions], str | None]] = {"date": date, "amount": amount}
+KINDS = frozenset(PLAIN) | frozenset(BY_CONVENTION)
 
 
-def normalise(kind: str, value: str) -> str | None:
-    return NORMALISERS[kind](value)
+def normalise(kind: str, value: str, conventions: ValueConventions = DEFAULT_CONVENTIONS) -> str | None:
+    """`value` in the canonical form of its kind, or None when it cannot be read as one."""
+    if kind in BY_CONVENTION:
+        return BY_CONVENTION[kind](value, conventions)
+    return PLAIN[kind](value)
 
 
 def dedupe_key(kind: str, normalised: str) -> str:

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipeline.core.settings import ValueConventions
 from pipeline.core.tasks import Task
 from pipeline.land.tables import DocumentValueRow, FindingRow
-from pipeline.reduce.normalise import dedupe_key, normalise, party_initials, party_key
+from pipeline.reduce.normalise import DEFAULT_CONVENTIONS, dedupe_key, normalise, party_initials, party_key
 
 UNGROUNDED_WEIGHT = 0.2
 DEFAULT_MODEL_CONFIDENCE = 0.5  # when a model value's log-probabilities were not available
@@ -88,11 +89,11 @@ class _Group:
         }
 
 
-def _groups(kind: str, findings: Iterable[FindingRow]) -> list[_Group]:
+def _groups(kind: str, findings: Iterable[FindingRow], conventions: ValueConventions) -> list[_Group]:
     groups: dict[str, _Group] = {}
     for finding in findings:
         raw = str(finding.value)
-        normalised = normalise(kind, raw)
+        normalised = normalise(kind, raw, conventions)
         key = dedupe_key(kind, normalised) if normalised is not None else "raw:" + " ".join(raw.lower().split())
         if not key or key == "raw:":
             continue
@@ -132,19 +133,20 @@ def _merge_short_names(groups: dict[str, _Group]) -> None:
 
 @dataclass(frozen=True)
 class ValuesOf:
-    """Which document, in which run, the values are of (the columns every value row of it shares)."""
+    """Which document, in which run, the values are of, and how its source writes values."""
 
     run_id: str
     content_sha256: str
     document_uri: str
     created_at: datetime
+    conventions: ValueConventions = DEFAULT_CONVENTIONS
 
 
 def reduce_document(task: Task, findings: Sequence[FindingRow], base: ValuesOf) -> list[DocumentValueRow]:
     """The `document_values` rows of one document and task."""
     rows: list[DocumentValueRow] = []
     for name, spec in task.fields.items():
-        groups = _groups(spec.kind, (f for f in findings if f.field == name))
+        groups = _groups(spec.kind, (f for f in findings if f.field == name), base.conventions)
         if not groups:
             continue
         # Choosable: grounded (or a field that need not carry evidence, like a summary), and read as
@@ -206,5 +208,6 @@ def _row(
         evidence_end=best.evidence_end if best else None,
         evidence_page=best.evidence_page if best else None,
         alternatives=json.dumps([g.summary() for g in others], ensure_ascii=False),
+        conventions=base.conventions.describe(),
         created_at=base.created_at,
     )

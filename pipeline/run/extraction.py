@@ -124,11 +124,9 @@ def _reduce(work: ShardWork, extraction: Extraction) -> None:
     started = time.perf_counter()
     document, task = extraction.document, extraction.task
     findings = [f for f in work.rows.findings if f.content_sha256 == document.content_sha256 and f.task == task.name]
-    values = reduce_document(
-        task,
-        findings,
-        ValuesOf(work.context.run_id, document.content_sha256, extraction.ref.uri, datetime.now(UTC)),
-    )
+    conventions = work.context.settings.conventions(extraction.ref.source)
+    of = ValuesOf(work.context.run_id, document.content_sha256, extraction.ref.uri, datetime.now(UTC), conventions)
+    values = reduce_document(task, findings, of)
     work.rows.document_values.extend(values)
     work.report.values += sum(1 for v in values if v.value is not None)
     work.report.disagreements += sum(1 for v in values if v.status == "disagreement")
