@@ -84,10 +84,18 @@ def show(obj: CliContext, finding_id: str) -> None:
         f"[bold]Finding {finding_id}[/bold]  {finding['task']}.{finding['field']}"
         f"[{finding['item_index']}] = [bold]{finding['value']}[/bold]"
     )
+    on = {
+        "evidence": "on the model's quote, which holds the value",
+        "value": "on the value alone: the model's quote was not in the text, or did not hold the value",
+        "rule": f"by the rule {finding['rule']}, where it matched",
+    }.get(str(finding["grounded_on"]), "")
     console.print(
-        f"grounding: {finding['grounding_status']} (score {finding['grounding_score']})"
-        + ("" if verified else "  [red]NOT VERIFIED: the quote was not found in the document[/red]")
+        f"grounding: {finding['grounding_status']} (score {finding['grounding_score']}) {on}".rstrip(),
+        highlight=False,
+        markup=False,
     )
+    if not verified:
+        console.print("[red]NOT VERIFIED: neither the quote nor the value was found where the model read[/red]")
     if finding["confidence"] is not None:
         console.print(f"confidence: {finding['confidence']:.3f}")
     console.print(f"quote from the model: {finding['evidence_quote']!r}")

@@ -34,18 +34,24 @@ CREATE OR REPLACE MACRO findings_below(min_confidence) AS TABLE
 CREATE OR REPLACE VIEW findings_to_review AS
     SELECT * FROM findings_below(0.5);
 
--- Coverage: every input document of every run and what happened to it.
+-- Coverage: every input document of every run and what happened to it, and how its findings are grounded:
+-- on the model's quote (evidence), on the value alone in the chunk it read (value), by a rule, or not at all.
 CREATE OR REPLACE VIEW coverage AS
     SELECT d.run_id, d.uri, d.filetype, d.status, d.reason, d.message, d.duplicate_of, d.pages, d.chunks,
            d.chunks_extracted, coalesce(a.answers, 0) AS answers, coalesce(a.answers_failed, 0) AS answers_failed,
-           d.findings, coalesce(f.verified, 0) AS findings_verified
+           d.findings, coalesce(f.verified, 0) AS findings_verified,
+           coalesce(f.on_evidence, 0) AS findings_on_evidence, coalesce(f.on_value, 0) AS findings_on_value,
+           coalesce(f.by_rule, 0) AS findings_by_rule
     FROM document_versions AS d
     LEFT JOIN (
         SELECT run_id, content_sha256, count(*) AS answers, count(*) FILTER (WHERE status = 'failed') AS answers_failed
         FROM answers GROUP BY ALL
     ) AS a ON a.run_id = d.run_id AND a.content_sha256 = d.content_sha256 AND d.status = 'processed'
     LEFT JOIN (
-        SELECT run_id, document_uri, count(*) FILTER (WHERE grounding_status <> 'ungrounded') AS verified
+        SELECT run_id, document_uri, count(*) FILTER (WHERE grounding_status <> 'ungrounded') AS verified,
+               count(*) FILTER (WHERE grounded_on = 'evidence') AS on_evidence,
+               count(*) FILTER (WHERE grounded_on = 'value') AS on_value,
+               count(*) FILTER (WHERE grounded_on = 'rule') AS by_rule
         FROM findings GROUP BY ALL
     ) AS f ON f.run_id = d.run_id AND f.document_uri = d.uri;
 

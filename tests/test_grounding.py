@@ -80,3 +80,32 @@ def test_a_quote_that_does_not_hold_the_value_does_not_ground_it(nda_text: str) 
     word = quote.split()[1]
     grounding, on = ground_value(word, quote, nda_text, 0, len(nda_text))
     assert on == "evidence" and grounding.verified
+
+
+def test_a_fuzzy_match_outside_the_chunk_does_not_verify() -> None:
+    """The model read one chunk: an approximate match elsewhere in the document is not its evidence."""
+    chunk = "The amounts due are listed in Schedule B. "
+    elsewhere = "Nothing in this Agreement waives rights under Title 11 of the United States Code. "
+    text = chunk + elsewhere
+    quote = "The Law of the United States"  # what a small model wrote; fuzzy-matches "itle 11 of the United States"
+    assert ground(quote, text).status is GroundingStatus.FUZZY  # over the whole text, it would pass
+    found = ground(quote, text, chunk_start=0, chunk_end=len(chunk))
+    assert found.status is GroundingStatus.UNGROUNDED and not found.verified
+    grounding, on = ground_value(quote, quote, text, 0, len(chunk))
+    assert not grounding.verified and on is None  # so it waits for a reviewer
+
+
+def test_a_value_without_its_quote_is_only_looked_for_in_the_chunk() -> None:
+    chunk = "This Agreement starts on the Effective Date. "
+    text = chunk + "Payments are due in New York."
+    grounding, on = ground_value("New York", "governed by the laws of New York", text, 0, len(chunk))
+    assert not grounding.verified and on is None  # the words exist, but not where the model read
+    grounding, on = ground_value("Effective Date", "a quote the model made up", text, 0, len(chunk))
+    assert grounding.verified and on == "value" and text[grounding.start : grounding.end] == "Effective Date"
+
+
+def test_a_verbatim_quote_elsewhere_in_the_document_still_counts() -> None:
+    chunk = "Section 2. Term. "
+    text = chunk + "This Agreement shall remain in force for two (2) years."
+    found = ground("remain in force for two (2) years", text, chunk_start=0, chunk_end=len(chunk))
+    assert found.status is GroundingStatus.EXACT and found.start == text.index("remain")

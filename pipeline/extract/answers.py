@@ -37,14 +37,15 @@ def ground_value(
     """Ground a value through its evidence; a quote that does not contain the value does not count.
 
     If the quote is found and holds the value, the quote's location is the evidence. Otherwise the
-    value itself is looked for in the source; if it is not there either, the value is ungrounded.
+    value itself is looked for in the chunk the model read (not elsewhere: a short value is found
+    anywhere in a long document); if it is not there either, the value is ungrounded.
     """
     value_text = value if isinstance(value, str) else json.dumps(value)
     if evidence:
         found = ground(evidence, document_text, chunk_start, chunk_end)
         if found.verified and normalise_text(value_text) in normalise_text(document_text[found.start : found.end]):
             return found, "evidence"
-    found = ground(value_text, document_text, chunk_start, chunk_end)
+    found = ground(value_text, document_text, chunk_start, chunk_end, within_chunk=True)
     if found.verified:
         return found, "value"
     return Grounding(GroundingStatus.UNGROUNDED, None, None, 0.0), None

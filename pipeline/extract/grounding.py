@@ -8,8 +8,12 @@ Tried in order, stopping at the first that succeeds:
 3. fuzzy: the best approximate alignment (rapidfuzz) scores at least
    `FUZZY_THRESHOLD` out of 100.
 Otherwise the evidence is `ungrounded`: the finding is kept but never
-presented as verified. The search looks in the chunk the answer came from
-first, then in the whole document.
+presented as verified (it waits for review). The model read one chunk, so a
+match must be in it, with one exception: a quote found verbatim (exact or
+normalised) elsewhere in the document also counts, the chunk preferred. A fuzzy
+match only counts inside the chunk (an approximate match anywhere in a long
+document is too easy to find), and a value looked for without its quote
+(`within_chunk=True`) only counts inside the chunk.
 """
 
 from __future__ import annotations
@@ -129,17 +133,24 @@ def _fuzzy(quote: str, text: str, offset: int) -> Grounding | None:
     return Grounding(GroundingStatus.FUZZY, offset + start, offset + end, round(alignment.score, 2))
 
 
-def ground(quote: str, document_text: str, chunk_start: int = 0, chunk_end: int | None = None) -> Grounding:
-    """Locate `quote`, preferring the strictest match, and within a method the chunk over the document."""
+def ground(
+    quote: str, document_text: str, chunk_start: int = 0, chunk_end: int | None = None, within_chunk: bool = False
+) -> Grounding:
+    """Locate `quote`, preferring the strictest match, and within a method the chunk over the document.
+
+    Exact and normalised matches may lie outside the chunk unless `within_chunk`; fuzzy ones never do.
+    """
     quote = quote.strip()
     end = len(document_text) if chunk_end is None else chunk_end
-    regions = [(document_text[chunk_start:end], chunk_start)]
-    if chunk_start > 0 or end < len(document_text):
-        regions.append((document_text, 0))
+    chunk = (document_text[chunk_start:end], chunk_start)
+    elsewhere = not within_chunk and (chunk_start > 0 or end < len(document_text))
     if quote:
-        for method in (_exact, _normalised, _fuzzy):
-            for text, offset in regions:
+        for method in (_exact, _normalised):
+            for text, offset in [chunk, (document_text, 0)] if elsewhere else [chunk]:
                 found = method(quote, text, offset)
                 if found is not None:
                     return found
+        fuzzy = _fuzzy(quote, *chunk)
+        if fuzzy is not None:
+            return fuzzy
     return Grounding(GroundingStatus.UNGROUNDED, None, None, 0.0)
