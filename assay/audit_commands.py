@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -81,30 +80,52 @@ def replay(obj: CliContext, finding_id: str | None, sample: int | None, run_id: 
 
 
 @click.command()
-@click.argument("finding_id")
+@click.argument("finding_id", required=False)
 @click.option("--accept", "decision", flag_value="accept", help="The finding is right.")
 @click.option("--reject", "decision", flag_value="reject", help="The finding is wrong.")
 @click.option("--correct", "corrected", metavar="VALUE", help="The right value.")
-@click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="Who decides (default: $USER).")
 @click.option("--comment", help="Why.")
+@click.option(
+    "--from",
+    "sheet",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A review sheet (.xlsx or .csv) written by `assay export --view values_to_review` and filled in.",
+)
 @click.pass_obj
 def review(
-    obj: CliContext, finding_id: str, decision: str | None, corrected: str | None, reviewer: str, comment: str | None
+    obj: CliContext,
+    finding_id: str | None,
+    decision: str | None,
+    corrected: str | None,
+    comment: str | None,
+    sheet: Path | None,
 ) -> None:
-    """Record a review decision on a finding (appended to the lake, visible in the views)."""
-    from pipeline.audit.review import Decision, record_decision
+    """Record review decisions: on one finding, or on the values of a filled-in review sheet (all or none).
 
-    if corrected is not None:
-        if decision:
-            raise click.UsageError("give one of --accept, --reject, --correct VALUE")
-        decision = "correct"
-    if not decision:
-        raise click.UsageError("give one of --accept, --reject, --correct VALUE")
-    record = record_decision(obj.settings(), finding_id, Decision(decision), reviewer, corrected, comment)
-    console.print(
-        f"recorded {record.decision.value} of {finding_id} by {record.reviewer} (decision {record.decision_id})",
-        highlight=False,
-    )
+    The reviewer is the one the installation knows (setting `reviewer`, else login@host), not a name typed here.
+    """
+    from pipeline.audit.review import Decision, Proposed, record_decisions, reviewer_identity
+    from pipeline.audit.review_sheet import read_sheet
+
+    settings = obj.settings()
+    if sheet is not None:
+        if finding_id or decision or corrected or comment:
+            raise click.UsageError("--from takes the decisions from the sheet: give nothing else")
+        with warehouse.read_only(settings) as con:
+            proposed = read_sheet(con, sheet)
+    else:
+        if corrected is not None:
+            if decision:
+                raise click.UsageError("give one of --accept, --reject, --correct VALUE")
+            decision = "correct"
+        if not finding_id or not decision:
+            raise click.UsageError("give FINDING_ID and one of --accept, --reject, --correct VALUE (or --from SHEET)")
+        proposed = [Proposed(Decision(decision), finding_id=finding_id, corrected_value=corrected, comment=comment)]
+    rows = record_decisions(settings, proposed)
+    for row in rows:
+        target = f"finding {row.finding_id}" if row.finding_id else f"value {row.value_id}"
+        console.print(f"recorded {row.decision} of {target} (decision {row.decision_id})", highlight=False)
+    console.print(f"{len(rows)} decision(s) recorded as {reviewer_identity(settings)}", highlight=False)
 
 
 @click.command()
@@ -120,14 +141,25 @@ def review(
 )
 @click.pass_obj
 def export(obj: CliContext, sql: str | None, view: str | None, outputs: tuple[Path, ...]) -> None:
-    """Write a review file (CSV and/or XLSX) of a query's result or a view."""
-    from pipeline.audit.export import export_query, export_view
+    """Write a review file (CSV and/or XLSX) of a query's result or a view.
+
+    `--view values_to_review` writes the review sheet: one row per value to decide, with decision,
+    corrected_value and comment columns to fill in and read back with `assay review --from`.
+    """
+    from pipeline.audit.export import check_outputs, export_query, export_view
+    from pipeline.audit.review_sheet import write_sheet
 
     if bool(sql) == bool(view):
         raise click.UsageError("give either SQL or --view NAME")
     with warehouse.read_only(obj.settings()) as con:
         try:
-            count = export_view(con, view, list(outputs)) if view else export_query(con, str(sql), list(outputs))
+            check_outputs(list(outputs))
+            if view == "values_to_review":  # the review sheet: with columns for the decisions
+                count = write_sheet(con, list(outputs))
+            elif view:
+                count = export_view(con, view, list(outputs))
+            else:
+                count = export_query(con, str(sql), list(outputs))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
     for path in outputs:

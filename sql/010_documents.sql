@@ -6,9 +6,9 @@ CREATE OR REPLACE VIEW documents AS
            CASE WHEN x.deleted_at > d.processed_at THEN x.deleted_at END AS deleted_at
     FROM (
         SELECT * FROM document_versions
-        QUALIFY row_number() OVER (PARTITION BY uri ORDER BY processed_at DESC) = 1
+        QUALIFY row_number() OVER (PARTITION BY document_uri ORDER BY processed_at DESC) = 1
     ) AS d
-    LEFT JOIN (SELECT uri, max(deleted_at) AS deleted_at FROM deletions GROUP BY uri) AS x USING (uri);
+    LEFT JOIN (SELECT document_uri, max(deleted_at) AS deleted_at FROM deletions GROUP BY ALL) AS x USING (document_uri);
 
 -- run_summary: one line per run, newest first, with its replay reproducibility when sampled.
 CREATE OR REPLACE VIEW run_summary AS

@@ -1,10 +1,16 @@
 -- Views and macros for compliance review (docs/compliance-review.md has example queries).
 
--- The latest review decision per finding.
+-- The latest review decision per finding, and per value (a decision is on one or the other).
 CREATE OR REPLACE VIEW latest_review_decisions AS
     SELECT *
     FROM review_decisions
+    WHERE finding_id IS NOT NULL
     QUALIFY row_number() OVER (PARTITION BY finding_id ORDER BY decided_at DESC, decision_id DESC) = 1;
+CREATE OR REPLACE VIEW latest_value_decisions AS
+    SELECT *
+    FROM review_decisions
+    WHERE value_id IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY value_id ORDER BY decided_at DESC, decision_id DESC) = 1;
 
 -- Findings with their evidence, lineage and review state: the view reviewers start from.
 CREATE OR REPLACE VIEW findings_evidence AS
@@ -14,7 +20,7 @@ CREATE OR REPLACE VIEW findings_evidence AS
            f.grounding_status <> 'ungrounded' AS verified,
            coalesce(dd.deleted, false) AS document_deleted,
            round(f.confidence, 3) AS confidence,
-           rd.decision AS review_decision, rd.corrected_value, rd.reviewer, rd.decided_at AS reviewed_at,
+           rd.decision AS review_decision, rd.corrected_value, rd.reviewer, rd.decided_at,
            coalesce(CASE WHEN rd.decision = 'correct' THEN rd.corrected_value END,
                     CASE WHEN rd.decision = 'reject' THEN NULL ELSE f.value END) AS reviewed_value,
            f.content_sha256, f.document_version, f.text_sha256, f.chunk_id, f.chunk_start, f.chunk_end,
@@ -23,12 +29,15 @@ CREATE OR REPLACE VIEW findings_evidence AS
            f.answer_id, f.fingerprint, f.flow_run_id, f.created_at
     FROM findings AS f
     LEFT JOIN latest_review_decisions AS rd USING (finding_id)
-    LEFT JOIN document_versions AS d ON d.run_id = f.run_id AND d.uri = f.document_uri
-    LEFT JOIN documents AS dd ON dd.uri = f.document_uri;
+    LEFT JOIN document_versions AS d ON d.run_id = f.run_id AND d.document_uri = f.document_uri
+    LEFT JOIN documents AS dd ON dd.document_uri = f.document_uri;
 
--- Findings that need a human: not found in the source, or the model was unsure, and not yet reviewed.
+-- Findings that need a human: not found where the model read, or the model was unsure, and not yet reviewed.
+-- A slim set of columns (every lineage column is in findings_evidence, by finding_id).
 CREATE OR REPLACE MACRO findings_below(min_confidence) AS TABLE
-    SELECT * FROM findings_evidence
+    SELECT finding_id, document_uri, task, field, value, evidence_quote, evidence_text, evidence_page,
+           grounding_status, grounded_on, verified, confidence, run_id
+    FROM findings_evidence
     WHERE review_decision IS NULL
       AND (NOT verified OR confidence < min_confidence);
 CREATE OR REPLACE VIEW findings_to_review AS
@@ -37,7 +46,7 @@ CREATE OR REPLACE VIEW findings_to_review AS
 -- Coverage: every input document of every run and what happened to it, and how its findings are grounded:
 -- on the model's quote (evidence), on the value alone in the chunk it read (value), by a rule, or not at all.
 CREATE OR REPLACE VIEW coverage AS
-    SELECT d.run_id, d.uri, d.filetype, d.status, d.reason, d.message, d.duplicate_of, d.pages, d.chunks,
+    SELECT d.run_id, d.document_uri, d.filetype, d.status, d.reason, d.message, d.duplicate_of, d.pages, d.chunks,
            d.chunks_extracted, coalesce(a.answers, 0) AS answers, coalesce(a.answers_failed, 0) AS answers_failed,
            d.findings, coalesce(f.verified, 0) AS findings_verified,
            coalesce(f.on_evidence, 0) AS findings_on_evidence, coalesce(f.on_value, 0) AS findings_on_value,
@@ -53,7 +62,7 @@ CREATE OR REPLACE VIEW coverage AS
                count(*) FILTER (WHERE grounded_on = 'value') AS on_value,
                count(*) FILTER (WHERE grounded_on = 'rule') AS by_rule
         FROM findings GROUP BY ALL
-    ) AS f ON f.run_id = d.run_id AND f.document_uri = d.uri;
+    ) AS f ON f.run_id = d.run_id AND f.document_uri = d.document_uri;
 
 -- Compare two runs: per document, task and field, the values each run found.
 -- change: added (only in run b), removed (only in run a), changed (both, different values), same.

@@ -47,8 +47,8 @@ def test_findings_evidence_view_carries_evidence_and_lineage(landed: dict[str, o
 
 
 def test_coverage_lists_every_input(landed: dict[str, object]) -> None:
-    rows = _rows(landed, "select uri, status, reason from coverage")
-    assert sorted(r["uri"].rsplit("/", 1)[-1] for r in rows) == sorted(E2E_DOCUMENTS)
+    rows = _rows(landed, "select document_uri, status, reason from coverage")
+    assert sorted(r["document_uri"].rsplit("/", 1)[-1] for r in rows) == sorted(E2E_DOCUMENTS)
     assert all(r["reason"] for r in rows if r["status"] != "processed")
 
 
@@ -68,26 +68,28 @@ def test_compare_a_run_with_itself_changes_nothing(landed: dict[str, object]) ->
     assert {r["change"] for r in added} == {"added"}
 
 
-def test_review_decisions_are_appended_and_visible(landed_copy: Path) -> None:
+def test_review_decisions_are_appended_and_visible(landed_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     landed = landed_copy
     ids = [r["finding_id"] for r in _rows(landed, "select finding_id from findings order by finding_id limit 3")]
     assert len(ids) == 3
-    assert _invoke(landed, "review", ids[0], "--accept", "--reviewer", "ana").exit_code == 0
-    assert _invoke(landed, "review", ids[1], "--reject", "--reviewer", "ana", "--comment", "not a party").exit_code == 0
-    corrected = _invoke(landed, "review", ids[2], "--correct", "Compuware Corporation", "--reviewer", "bo")
+    monkeypatch.setenv("ASSAY_REVIEWER", "ana")  # the identity this installation records decisions as
+    assert _invoke(landed, "review", ids[0], "--accept").exit_code == 0
+    assert _invoke(landed, "review", ids[1], "--reject", "--comment", "not a party").exit_code == 0
+    monkeypatch.setenv("ASSAY_REVIEWER", "bo")
+    corrected = _invoke(landed, "review", ids[2], "--correct", "Compuware Corporation")
     assert corrected.exit_code == 0, corrected.output
     # a later decision on the same finding wins; the earlier one stays in the table
-    assert _invoke(landed, "review", ids[0], "--reject", "--reviewer", "bo").exit_code == 0
+    assert _invoke(landed, "review", ids[0], "--reject").exit_code == 0
 
     rows = {
         r["finding_id"]: r for r in _rows(landed, "select * from findings_evidence where review_decision is not null")
     }
     assert rows[ids[0]]["review_decision"] == "reject" and rows[ids[0]]["reviewer"] == "bo"
-    assert rows[ids[1]]["reviewed_value"] is None
+    assert rows[ids[1]]["reviewed_value"] is None and rows[ids[1]]["reviewer"] == "ana"
     assert rows[ids[2]]["reviewed_value"] == "Compuware Corporation"
     assert _rows(landed, "select count(*) as n from review_decisions")[0]["n"] == 4
 
-    bad = _invoke(landed, "review", "no-such-finding", "--accept", "--reviewer", "ana")
+    bad = _invoke(landed, "review", "no-such-finding", "--accept")
     assert bad.exit_code != 0 and "no finding" in bad.output
     both = _invoke(landed, "review", ids[0], "--accept", "--correct", "x")
     assert both.exit_code != 0
@@ -163,7 +165,7 @@ def test_html_report_has_its_charts(landed: dict[str, object], tmp_path: Path) -
 
 def test_the_lake_still_verifies_after_reviews_and_replays(landed_copy: Path) -> None:
     finding = _rows(landed_copy, "select finding_id from findings order by confidence desc limit 1")[0]["finding_id"]
-    assert _invoke(landed_copy, "review", finding, "--accept", "--reviewer", "ana").exit_code == 0
+    assert _invoke(landed_copy, "review", finding, "--accept").exit_code == 0
     assert _invoke(landed_copy, "replay", finding).exit_code == 0
     result = _invoke(landed_copy, "verify")
     assert result.exit_code == 0, result.output

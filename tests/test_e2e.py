@@ -79,7 +79,7 @@ def test_every_input_is_accounted_for(landed: dict[str, object]) -> None:
             "select documents_in, documents_processed, documents_failed, documents_skipped, status,"
             " flow_run_id from runs"
         ).fetchone()
-        rows = con.execute("select regexp_extract(uri, '[^/]+$'), status from documents").fetchall()
+        rows = con.execute("select regexp_extract(document_uri, '[^/]+$'), status from documents").fetchall()
     assert run is not None
     documents_in, processed, failed, skipped, status, flow_run_id = run
     assert documents_in == len(inputs) == processed + failed + skipped
@@ -91,9 +91,11 @@ def test_every_input_is_accounted_for(landed: dict[str, object]) -> None:
 
 def test_hard_cases_are_failed_with_reasons(landed: dict[str, object]) -> None:
     with _con(landed) as con:
-        rows = con.execute("select regexp_extract(uri, '[^/]+$'), status, reason, message from documents").fetchall()
+        rows = con.execute(
+            "select regexp_extract(document_uri, '[^/]+$'), status, reason, message from documents"
+        ).fetchall()
         failures = con.execute(
-            "select regexp_extract(uri, '[^/]+$'), reason from failures where stage = 'document'"
+            "select regexp_extract(document_uri, '[^/]+$'), reason from failures where stage = 'document'"
         ).fetchall()
     by_name = {name: (status, reason, message) for name, status, reason, message in rows}
     for name, reason in EXPECTED_FAILURES.items():

@@ -173,9 +173,9 @@ def test_changing_one_file_processes_that_file_only(local_night: Night) -> None:
     summary = run(night.data_dir, night.source, NO_MODEL)
     assert summary.processed == 1 and summary.unchanged == len(NIGHTLY_GOOD) - 1
     processed = night.rows(
-        f"select uri from document_versions where run_id = '{summary.run_id}' and status = 'processed'"
+        f"select document_uri from document_versions where run_id = '{summary.run_id}' and status = 'processed'"
     )
-    assert [p["uri"].rsplit("/", 1)[-1] for p in processed] == [NIGHTLY_GOOD[0]]
+    assert [p["document_uri"].rsplit("/", 1)[-1] for p in processed] == [NIGHTLY_GOOD[0]]
 
 
 def test_landed_parses_are_read_back_together_as_they_were_landed(local_night: Night) -> None:
@@ -201,7 +201,7 @@ def test_the_same_bytes_at_a_new_uri_are_not_parsed_again(local_night: Night) ->
     assert summary.processed == 0 and summary.findings == 0
     (row,) = night.rows(
         f"select content_sha256, reason from document_versions where run_id = '{summary.run_id}'"
-        " and uri like '%copy-of-%'"
+        " and document_uri like '%copy-of-%'"
     )
     assert row["reason"] == "unchanged"
     assert night.count(f"select count(*) as n from findings where content_sha256 = '{row['content_sha256']}'") > 0
@@ -216,7 +216,7 @@ def test_a_deleted_document_is_marked_and_its_findings_stay_flagged(local_night:
     summary = run(night.data_dir, night.source, NO_MODEL)
     assert summary.deleted == 1
     uri = gone.resolve().as_uri()
-    assert night.rows(f"select deleted from documents where uri = '{uri}'") == [{"deleted": True}]
+    assert night.rows(f"select deleted from documents where document_uri = '{uri}'") == [{"deleted": True}]
     flagged = night.rows(
         "select count(*) as n, bool_and(document_deleted) as flagged from findings_evidence"
         f" where document_uri = '{uri}'"
@@ -224,7 +224,7 @@ def test_a_deleted_document_is_marked_and_its_findings_stay_flagged(local_night:
     assert flagged[0]["n"] > 0 and flagged[0]["flagged"] is True
     gone.write_bytes(keep)  # it comes back: no longer flagged
     run(night.data_dir, night.source, NO_MODEL)
-    assert night.rows(f"select deleted from documents where uri = '{uri}'") == [{"deleted": False}]
+    assert night.rows(f"select deleted from documents where document_uri = '{uri}'") == [{"deleted": False}]
 
 
 def test_a_second_run_on_the_same_data_exits_with_a_clear_message(local_night: Night) -> None:
@@ -266,8 +266,10 @@ def test_a_crash_at_any_point_loses_and_duplicates_nothing(night: Night, point: 
     assert night.verify().ok, night.verify()
     assert not any(".tmp" in path for path in store.files()), "a partial file is visible"
     assert summary.documents_in == summary.documents
-    processed = night.rows("select uri, count(*) as n from document_versions where status = 'processed' group by uri")
-    assert sorted(Path(str(r["uri"])).name for r in processed) == sorted(NIGHTLY_GOOD)
+    processed = night.rows(
+        "select document_uri, count(*) as n from document_versions where status = 'processed' group by document_uri"
+    )
+    assert sorted(Path(str(r["document_uri"])).name for r in processed) == sorted(NIGHTLY_GOOD)
     assert all(r["n"] == 1 for r in processed), processed  # every document processed exactly once
     assert night.count("select count(*) - count(distinct finding_id) as n from findings") == 0
     runs = night.count("select count(*) as n from runs")

@@ -85,7 +85,7 @@ def test_every_chunk_has_a_routing_decision_per_task(library_run: Path) -> None:
 
 def test_library_values_carry_their_evidence(library_run: Path) -> None:
     values = _rows(library_run, "SELECT * FROM current_values")
-    by = {(v["uri"].rsplit("/", 1)[-1], v["task"], v["field"], v["item_index"]): v for v in values}
+    by = {(v["document_uri"].rsplit("/", 1)[-1], v["task"], v["field"], v["item_index"]): v for v in values}
     assert by[("nda.pdf", "nda_key_terms", "jurisdiction", 0)]["value"] == "Kentucky"
     assert by[("nda.pdf", "nda_key_terms", "effective_date", 0)]["value"] == "2018-08-16"
     assert by[("nda.pdf", "document_profile", "language", 0)]["value"] == "en"
@@ -148,7 +148,7 @@ def test_eval_reports_and_compares(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "evals" / "routed" / "warehouse.duckdb"), read_only=True) as con:
         routed_tokens = con.execute(
             "SELECT sum(prompt_tokens + completion_tokens) FROM answers a JOIN documents d USING (content_sha256) "
-            "WHERE d.uri LIKE '%' || ?",
+            "WHERE d.document_uri LIKE '%' || ?",
             [first],
         ).fetchone()
     assert routed_tokens is not None and every_summary["model_tokens_per_document"] > routed_tokens[0]

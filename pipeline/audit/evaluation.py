@@ -143,7 +143,7 @@ def _latest_extraction(con: duckdb.DuckDBPyConnection, task: str, uri_suffix: st
         """
         SELECT r.content_sha256, max(r.run_id)
         FROM routing AS r JOIN documents AS d USING (content_sha256)
-        WHERE r.task = ? AND d.uri LIKE '%' || ?
+        WHERE r.task = ? AND d.document_uri LIKE '%' || ?
         GROUP BY r.content_sha256
         ORDER BY max(r.run_id) DESC LIMIT 1
         """,

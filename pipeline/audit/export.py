@@ -1,23 +1,48 @@
-"""Review files: the result of a query as CSV or XLSX, for people who review in a spreadsheet."""
+"""Review files: the result of a query as CSV or XLSX, for people who review in a spreadsheet.
+
+Cells are written so that a spreadsheet shows them and never runs them: text
+that a spreadsheet would take for a formula (starting with `=`, `+`, `-`, `@`,
+a tab or a carriage return) is prefixed with an apostrophe (`neutralise`); lists
+and objects are written as JSON text; times as UTC without a zone (Excel has
+none). CSV lines end with LF. The review sheet of `values_to_review`
+(pipeline/audit/review_sheet.py) is written with the same cells.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
+from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 SUPPORTED = {".csv", ".xlsx"}
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.replace(tzinfo=None)  # Excel has no time zones; lake times are UTC
-    if isinstance(value, (list, dict)):
-        return str(value)
-    return value
+def neutralise(text: str) -> str:
+    """Text a spreadsheet will show, not evaluate (OWASP's CSV-injection advice: a leading apostrophe)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def unneutralise(text: str) -> str:
+    """The text `neutralise` was given."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
+
+
+def cell(value: Any) -> Any:
+    """A value as a spreadsheet cell: numbers and times as such, everything else as neutralised text."""
+    if value is None or isinstance(value, bool | int | float | Decimal):
+        return value
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is not None else value
+    if isinstance(value, list | dict | tuple):
+        return neutralise(json.dumps(value, ensure_ascii=False, default=str))
+    return neutralise(str(value))
 
 
 def export_view(con: duckdb.DuckDBPyConnection, view: str, outputs: list[Path]) -> int:
@@ -30,25 +55,38 @@ def export_view(con: duckdb.DuckDBPyConnection, view: str, outputs: list[Path]) 
 
 def export_query(con: duckdb.DuckDBPyConnection, sql: str, outputs: list[Path]) -> int:
     """Run `sql` and write its result to every path in `outputs` (by suffix). Returns the row count."""
-    for path in outputs:
-        if path.suffix.lower() not in SUPPORTED:
-            raise ValueError(f"{path}: export writes .csv or .xlsx")
+    check_outputs(outputs)
     cursor = con.execute(sql)
     columns = [d[0] for d in cursor.description or []]
     rows = cursor.fetchall()
+    write(outputs, columns, rows)
+    return len(rows)
+
+
+def check_outputs(outputs: list[Path]) -> None:
+    for path in outputs:
+        if path.suffix.lower() not in SUPPORTED:
+            raise ValueError(f"{path}: export writes .csv or .xlsx")
+
+
+def write(outputs: list[Path], columns: Sequence[str], rows: Sequence[Sequence[Any]], sheet: str = "review") -> None:
+    """Write the same table to every path (CSV or XLSX by suffix)."""
     for path in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".csv":
             with path.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
+                writer = csv.writer(handle, lineterminator="\n")
                 writer.writerow(columns)
-                writer.writerows(rows)
+                writer.writerows([[_csv(cell(v)) for v in row] for row in rows])
         else:
-            _write_xlsx(path, columns, rows)
-    return len(rows)
+            _write_xlsx(path, columns, rows, sheet)
 
 
-def _write_xlsx(path: Path, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+def _csv(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _write_xlsx(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str) -> None:
     from openpyxl import Workbook
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -56,12 +94,12 @@ def _write_xlsx(path: Path, columns: list[str], rows: list[tuple[Any, ...]]) -> 
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
-    sheet.title = "review"
-    sheet.append(columns)
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
+    sheet.title = title
+    sheet.append(list(columns))
+    for header in sheet[1]:
+        header.font = Font(bold=True)
     for row in rows:
-        sheet.append([_cell(v) for v in row])
+        sheet.append([cell(v) for v in row])
     sheet.freeze_panes = "A2"
     if rows:
         sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(rows) + 1}"

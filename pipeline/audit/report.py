@@ -93,12 +93,15 @@ def render_run_report(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     )
     coverage_columns, coverage_rows = _rows(
         con,
-        "SELECT uri, filetype, status, reason, pages, chunks, chunks_extracted, answers, answers_failed, "
-        "findings, findings_verified FROM coverage WHERE run_id = ? ORDER BY status, uri",
+        "SELECT document_uri, filetype, status, reason, pages, chunks, chunks_extracted, answers, answers_failed, "
+        "findings, findings_verified FROM coverage WHERE run_id = ? ORDER BY status, document_uri",
         [run_id],
     )
     failure_columns, failure_rows = _rows(
-        con, "SELECT stage, reason, uri, message FROM failures WHERE run_id = ? ORDER BY stage, reason, uri", [run_id]
+        con,
+        "SELECT stage, reason, document_uri, message FROM failures WHERE run_id = ?"
+        " ORDER BY stage, reason, document_uri",
+        [run_id],
     )
 
     charts = [

@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     lake_mirror: S3StoreSettings | None = Field(
         default=None, description="Publish the committed lake to this S3-compatible store after every run."
     )
+    reviewer: str | None = Field(
+        default=None,
+        description="Who records review decisions from this installation; default: <login>@<host> of the account.",
+    )
     state_url: SecretStr | None = Field(
         default=None,
         description="SQLAlchemy URL of the state store; None: SQLite at <data_dir>/state.sqlite (docs/operations.md).",

@@ -249,6 +249,7 @@ class DocumentValueRow:
 
     TABLE: ClassVar[str] = "document_values"
 
+    value_id: str
     run_id: str
     content_sha256: str
     document_uri: str
@@ -277,12 +278,13 @@ class DocumentValueRow:
 
 @dataclass(kw_only=True, slots=True)
 class ReviewDecisionRow:
-    """A reviewer's decision on a finding (built by pipeline/audit/review.py)."""
+    """A reviewer's decision on a finding or a value (built by pipeline/audit/review.py)."""
 
     TABLE: ClassVar[str] = "review_decisions"
 
     decision_id: str
-    finding_id: str
+    finding_id: str | None = None  # a decision on a finding (`assay review FINDING_ID`)...
+    value_id: str | None = None  # ...or on a document's value (`assay review --from SHEET`)
     decision: str
     corrected_value: str | None = None
     reviewer: str

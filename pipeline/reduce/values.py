@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipeline.core.hashing import short_id
 from pipeline.core.settings import ValueConventions
 from pipeline.core.tasks import Task
 from pipeline.land.tables import DocumentValueRow, FindingRow
@@ -186,6 +187,7 @@ def _row(
     best = group.best() if group is not None else None
     model_confidences = [f.confidence for f in group.findings if f.method == "model" and f.confidence] if group else []
     return DocumentValueRow(
+        value_id=short_id("value", base.run_id, base.content_sha256, task.name, name, index),
         run_id=base.run_id,
         content_sha256=base.content_sha256,
         document_uri=base.document_uri,
