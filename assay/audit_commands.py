@@ -171,11 +171,15 @@ def export(obj: CliContext, sql: str | None, view: str | None, outputs: tuple[Pa
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Default: <data_dir>/reports/<run>.html")
 @click.pass_obj
 def report(obj: CliContext, run_id: str, out: Path | None) -> None:
-    """Write a static HTML report of a run (charts of findings, grounding, confidence, coverage, failures)."""
-    from pipeline.audit.report import write_run_report
+    """Write a run's report: one self-contained HTML page (every run writes its own, too).
+
+    Values to review first, then what changed since the previous run, charts, every document with its
+    values and their evidence in context, and the failures.
+    """
+    from pipeline.audit.report import report_path, write_run_report
 
     settings = obj.settings()
-    target = out or settings.data_dir / "reports" / f"{run_id}.html"
+    target = out or report_path(settings, run_id)
     with warehouse.read_only(settings) as con:
         try:
             write_run_report(con, run_id, target)

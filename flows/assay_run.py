@@ -27,6 +27,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from connectors.registry import resolve_sources, validate_sources
+from pipeline.audit.report import write_after_run
 from pipeline.core.settings import load_settings
 from pipeline.run import shard as shard_step
 from pipeline.run import shared
@@ -135,6 +136,11 @@ def assay_run(
 
     execute = on_workers if shard_workers > 0 else _on_dask if _runs_on_dask() else _in_task_runs
     summary = run_locally(settings, connectors, flow_run_id=flow_run.id, execute=execute, finish=_finish)
+    try:  # committed: the report is a convenience, its failure a warning
+        summary.report = str(write_after_run(settings, summary.run_id))
+    except Exception as exc:
+        logger.exception("the run's report was not written")
+        summary.warnings.append(f"the report was not written ({type(exc).__name__}: {exc}); run `assay report`")
     create_markdown_artifact(
         markdown=render_markdown(summary), key="assay-run-summary", description=f"Assay run {summary.run_id}"
     )

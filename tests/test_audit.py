@@ -150,15 +150,22 @@ def test_replay_refuses_a_different_model_file(
     assert "refused" in result.output and "SHA-256" in result.output
 
 
-def test_html_report_has_its_charts(landed: dict[str, object], tmp_path: Path) -> None:
+def test_the_run_wrote_its_html_report_and_assay_report_writes_it_again(
+    landed: dict[str, object], tmp_path: Path
+) -> None:
     run_id = _rows(landed, "select run_id from runs")[0]["run_id"]
+    written = Path(str(landed["data_dir"])) / "reports" / f"{run_id}.html"
+    assert written.is_file(), "the flow did not write the run's report"
     out = tmp_path / "report.html"
     result = _invoke(landed, "report", run_id, "--out", str(out))
     assert result.exit_code == 0, result.output
     page = out.read_text(encoding="utf-8")
-    for title in ("Findings per field", "Grounding status", "Confidence", "Coverage", "Failures by reason"):
-        assert title in page
-    assert page.count("<svg") == 5
+    for title in ("Findings per field", "What findings are grounded on", "Model confidence", "Failures by reason"):
+        assert f">{title}</text>" in page  # chart titles are SVG text, not glyph outlines
+    assert page.count("<svg") == 5 and "<path" not in page
+    for document in E2E_DOCUMENTS:
+        assert f">{document} <span" in page  # a section per document of the run
+    assert page.count("<mark>") > 0  # evidence highlighted in context
     assert re.search(r"(src|href)=\"https?://", page) is None and "<script" not in page  # self-contained
     assert _invoke(landed, "report", "no-such-run").exit_code != 0
 

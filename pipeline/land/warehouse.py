@@ -40,7 +40,7 @@ from pipeline.core.settings import Settings
 from pipeline.land.lake import FileEntry, Lake
 from pipeline.land.ledger import Ledger, Manifest, chain_problems
 from pipeline.land.store import MANIFEST_DIR, LakeStore, as_store, open_store
-from pipeline.land.tables import TABLES
+from pipeline.land.tables import SCHEMAS, TABLES
 
 logger = logging.getLogger(__name__)
 
@@ -103,19 +103,43 @@ def _quoted(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
-def _reader(lake: str, table: str, paths: list[str]) -> str:
+# DuckDB's name of each Arrow type the tables use (for a column older files lack).
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "large_string": "VARCHAR",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+    "list<item: int32>": "INTEGER[]",
+    "list<item: string>": "VARCHAR[]",
+}
+
+
+def _reader(con: duckdb.DuckDBPyConnection, lake: str, table: str, paths: list[str]) -> str:
+    """A read of exactly these files, with every column of the table's current schema.
+
+    Files written by an older version of Assay may lack a column added since: it reads as null.
+    """
     if not paths:
         raise WarehouseError(f"the lake has no committed file of table {table}: run `assay run` once")
     listed = ", ".join(_quoted(f"{lake}/{p}") for p in sorted(paths))
-    return f"read_parquet([{listed}], hive_partitioning = true, union_by_name = true)"
+    read = f"read_parquet([{listed}], hive_partitioning = true, union_by_name = true)"
+    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {read}").fetchall()}
+    missing = [field for field in SCHEMAS.get(table, []) if field.name not in present]
+    if not missing:
+        return read
+    added = ", ".join(f"CAST(NULL AS {_DUCKDB_TYPES[str(f.type)]}) AS {f.name}" for f in missing)
+    return f"(SELECT *, {added} FROM {read})"
 
 
-def _substitutions(lake: str, manifests: list[Manifest]) -> dict[str, str]:
+def _substitutions(con: duckdb.DuckDBPyConnection, lake: str, manifests: list[Manifest]) -> dict[str, str]:
     files: dict[str, list[str]] = {table: [] for table in TABLES}
     for manifest in manifests:
         for entry in manifest.files:
             files.setdefault(entry.table, []).append(entry.path)
-    readers = {table: _reader(lake, table, paths) for table, paths in files.items()}
+    readers = {table: _reader(con, lake, table, paths) for table, paths in files.items()}
     listed = ", ".join(_quoted(f"{lake}/{m.relative}") for m in manifests)
     readers["manifests"] = f"read_json([{listed}], filename = true, format = 'auto')"
     return readers
@@ -148,10 +172,10 @@ def build(warehouse_path: Path, lake: LakeStore | Path) -> bool:
         return False
     warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     building = warehouse_path.with_name(f".{warehouse_path.name}.{uuid.uuid4().hex[:8]}.building")
-    substitutions = _substitutions(state.lake, manifests)
     try:
         config = {"storage_compatibility_version": STORAGE_VERSION, "file_search_path": str(warehouse_path.parent)}
         with store.connect(str(building), config=config) as con:
+            substitutions = _substitutions(con, state.lake, manifests)
             for path in sql_files():
                 con.execute(Template(path.read_text(encoding="utf-8")).substitute(substitutions))
             con.execute(f"CREATE TABLE {CATALOG} (key VARCHAR PRIMARY KEY, value VARCHAR)")

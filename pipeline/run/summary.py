@@ -23,6 +23,7 @@ class RunSummary(Counts):
     workers: list[str] = Field(default_factory=list)  # host:pid of each process that did shards
     mirror: str | None = None  # what publishing to the S3 mirror did (None: no mirror set)
     warnings: list[str] = Field(default_factory=list)  # what went wrong after the commit (the run still landed)
+    report: str | None = None  # the run's HTML report, when the flow wrote one
 
 
 def _reasons(counts: dict[str, int]) -> str:
@@ -53,6 +54,8 @@ def render_text(summary: RunSummary) -> list[str]:
     ]
     if summary.mirror is not None:
         lines.append(f"  mirror:         {summary.mirror}")
+    if summary.report:
+        lines.append(f"  report:         {summary.report}")
     lines += [f"  warning:        {warning}" for warning in summary.warnings]
     return lines
 
