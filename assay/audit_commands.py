@@ -8,18 +8,26 @@ from pathlib import Path
 import click
 
 from assay.context import CliContext
-from assay.output import console
+from assay.output import console, print_json
 from pipeline.land import warehouse
 from pipeline.land.store import open_store
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON (exit code as without).")
 @click.pass_obj
-def verify(obj: CliContext) -> None:
+def verify(obj: CliContext, as_json: bool) -> None:
     """Re-hash the lake and walk the manifest chain; exit 1 on any change, gap or stray file."""
+    from dataclasses import asdict
+
     from pipeline.land.ledger import verify as verify_lake
 
     report = verify_lake(open_store(obj.settings()))
+    if as_json:
+        print_json({**asdict(report), "ok": report.ok})
+        if not report.ok:
+            sys.exit(1)
+        return
     console.print(f"manifests: {report.manifests}, files checked: {report.files_checked}")
     console.print(f"head manifest SHA-256: {report.head_sha256}  (record it elsewhere to anchor the chain)")
     for label, items in (
@@ -41,8 +49,11 @@ def verify(obj: CliContext) -> None:
 @click.option("--sample", type=int, help="Replay a random sample of N findings of --run.")
 @click.option("--run", "run_id", help="The run to sample from.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the sample.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (exit code as without).")
 @click.pass_obj
-def replay(obj: CliContext, finding_id: str | None, sample: int | None, run_id: str | None, seed: int) -> None:
+def replay(
+    obj: CliContext, finding_id: str | None, sample: int | None, run_id: str | None, seed: int, as_json: bool
+) -> None:
     """Re-run the recorded chunk with the recorded model, prompt, schema and settings; does the value reproduce?"""
     from pipeline.audit.replay import record_replays, replay_finding, sample_findings
 
@@ -59,6 +70,15 @@ def replay(obj: CliContext, finding_id: str | None, sample: int | None, run_id: 
             results = [replay_finding(con, one, settings) for one in ids]
         except LookupError as exc:
             raise click.ClickException(str(exc)) from exc
+    record_replays(settings, results)
+    failed = any(r.status == "refused" for r in results) or any(r.reproduced is False for r in results)
+    if as_json:
+        from dataclasses import asdict
+
+        print_json([asdict(r) for r in results])
+        if failed:
+            sys.exit(1)
+        return
     for result in results:
         if result.reproduced is None:
             mark = "[yellow]refused[/yellow]"
@@ -70,12 +90,11 @@ def replay(obj: CliContext, finding_id: str | None, sample: int | None, run_id: 
             else f" (raw answer {'identical' if result.raw_identical else 'differs'})"
         )
         console.print(f"{result.finding_id}: {mark}{raw}: {result.message}", highlight=False)
-    record_replays(settings, results)
     replayed = [r for r in results if r.status == "replayed"]
     if replayed:
         rate = sum(1 for r in replayed if r.reproduced) / len(replayed)
         console.print(f"reproducibility: {rate:.3f} ({len(replayed)} replayed, {len(results) - len(replayed)} refused)")
-    if any(r.status == "refused" for r in results) or any(r.reproduced is False for r in results):
+    if failed:
         sys.exit(1)
 
 

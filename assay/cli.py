@@ -1,7 +1,7 @@
 """`assay`: run the job, and look at what it found (docs/cli.md lists every command and option).
 
 Run:        run, eval
-Read:       runs, query, show
+Read:       runs, query, show, documents
 Audit:      verify, replay, review, export, report, warehouse
 """
 
@@ -15,7 +15,7 @@ import duckdb
 
 from assay.audit_commands import export, rebuild_warehouse, replay, report, review, verify
 from assay.context import CliContext
-from assay.read_commands import query, runs, show
+from assay.read_commands import documents, query, runs, show
 from assay.run_commands import evaluate, run
 from pipeline.core.errors import AssayError
 
@@ -57,13 +57,13 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 
     \b
     Run:    run, eval
-    Read:   runs, query, show
+    Read:   runs, query, show, documents
     Audit:  verify, replay, review, export, report, warehouse
     """
     ctx.obj = CliContext(config, data_dir)
 
 
-for command in (run, evaluate, runs, query, show, verify, replay, review, export, report, rebuild_warehouse):
+for command in (run, evaluate, runs, query, show, documents, verify, replay, review, export, report, rebuild_warehouse):
     cli.add_command(command)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,17 @@ from pipeline.core import progress as progress_events
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pipes get whole tables
 err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout for scripts: times as ISO 8601, everything else as JSON can hold it."""
+    print(json.dumps(data, default=_jsonable, indent=1, ensure_ascii=False))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
 
 
 def print_table(columns: Sequence[str], rows: Sequence[tuple[Any, ...]], title: str | None = None) -> None:

@@ -6,11 +6,12 @@ import csv
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import click
 
 from assay.context import CliContext
-from assay.output import console, print_table
+from assay.output import console, print_json, print_table
 from pipeline.land import queries, warehouse
 
 CONTEXT_CHARS = 160
@@ -61,24 +62,68 @@ def query(obj: CliContext, sql: str, fmt: str) -> None:
 
 @click.command()
 @click.option("--limit", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of runs) instead of a table.")
 @click.pass_obj
-def runs(obj: CliContext, limit: int) -> None:
+def runs(obj: CliContext, limit: int, as_json: bool) -> None:
     """Recent runs with their counts."""
     with warehouse.read_only(obj.settings()) as con:
         columns, rows = queries.recent_runs(con, limit)
-    print_table(columns, rows, title="Recent runs")
+    if as_json:
+        print_json([dict(zip(columns, row, strict=True)) for row in rows])
+    else:
+        print_table(columns, rows, title="Recent runs")
+
+
+@click.command()
+@click.argument("uri")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_obj
+def documents(obj: CliContext, uri: str, as_json: bool) -> None:
+    """One document: its status now and in every run, its values (with review state), its findings.
+
+    URI is the document's URI as the runs recorded it, or a path to a local file.
+    """
+    if "://" not in uri and Path(uri).exists():
+        uri = Path(uri).resolve().as_uri()
+    with warehouse.read_only(obj.settings()) as con:
+        overview = queries.document_overview(con, uri)
+    if overview is None:
+        raise click.ClickException(f"no document {uri!r} in the warehouse")
+    if as_json:
+        print_json(overview)
+        return
+    document = overview["document"]
+    state = document["status"] + (f" ({document['reason']})" if document["reason"] else "")
+    console.print(
+        f"{document['document_uri']}: {state}" + ("  DELETED from its source" if document["deleted"] else ""),
+        markup=False,
+        highlight=False,
+    )
+    for title, key, columns in (
+        ("Runs", "runs", ["run_id", "status", "reason", "pages", "chunks", "findings"]),
+        ("Values", "values", ["task", "field", "item_index", "status", "value", "reviewed_value", "review_decision"]),
+        ("Findings", "findings", ["finding_id", "field", "value", "grounding_status", "grounded_on", "confidence"]),
+    ):
+        rows = [tuple(r[c] for c in columns) for r in overview[key]]
+        print_table(columns, rows, title=title)
 
 
 @click.command()
 @click.argument("finding_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the finding and its lineage as JSON.")
 @click.pass_obj
-def show(obj: CliContext, finding_id: str) -> None:
+def show(obj: CliContext, finding_id: str, as_json: bool) -> None:
     """A finding, its evidence within the surrounding text, the document, page, model and prompt."""
     with warehouse.read_only(obj.settings()) as con:
         finding = queries.finding_with_text(con, finding_id)
     if finding is None:
         raise click.ClickException(f"no finding {finding_id!r}")
     text: str = finding.pop("document_text") or ""
+    if as_json:
+        start, end = finding["evidence_start"], finding["evidence_end"]
+        context = text[max(0, start - CONTEXT_CHARS) : end + CONTEXT_CHARS] if text and start is not None else None
+        print_json({**finding, "context": context})
+        return
     verified = finding["grounding_status"] != "ungrounded"
     console.print(
         f"[bold]Finding {finding_id}[/bold]  {finding['task']}.{finding['field']}"

@@ -38,6 +38,7 @@ from pipeline.run.summary import RunSummary, render_text
     default=None,
     help="Progress bar (default: on a terminal; otherwise one line per document).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON (progress still on stderr).")
 @click.pass_obj
 def run(
     obj: CliContext,
@@ -49,6 +50,7 @@ def run(
     routing: bool | None,
     retry_failed: bool | None,
     progress: bool | None,
+    as_json: bool,
 ) -> None:
     """Process SOURCES (folders, files, or configured source names) and land the findings.
 
@@ -73,7 +75,10 @@ def run(
         overrides["retry_failed"] = True
     with progress_shown(sys.stderr.isatty() if progress is None else progress):
         summary = assay_run(list(sources), overrides=overrides, config_file=obj.config_file)
-    _print_summary(obj, summary)
+    if as_json:
+        click.echo(summary.model_dump_json(indent=1))
+    else:
+        _print_summary(obj, summary)
     if summary.status != "completed":
         sys.exit(1)
 

@@ -47,3 +47,30 @@ def example_finding(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
         [run_id],
     ).fetchone()
     return str(row[0]) if row else None
+
+
+def document_overview(con: duckdb.DuckDBPyConnection, uri: str) -> dict[str, Any] | None:
+    """One document by its URI: its status now and in every run, its current values, its findings."""
+
+    def records(sql: str) -> list[dict[str, Any]]:
+        columns, rows = rows_of(con.execute(sql, [uri]))
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    now = records("SELECT * FROM documents WHERE document_uri = ?")
+    if not now:
+        return None
+    return {
+        "document": now[0],
+        "runs": records(
+            "SELECT run_id, status, reason, message, content_sha256, pages, chunks, findings, processed_at"
+            " FROM document_versions WHERE document_uri = ? ORDER BY processed_at DESC"
+        ),
+        "values": records(
+            "SELECT value_id, task, field, item_index, status, value, reviewed_value, review_decision, reviewer,"
+            " evidence_text, evidence_page FROM current_values WHERE document_uri = ? ORDER BY task, field, item_index"
+        ),
+        "findings": records(
+            "SELECT finding_id, task, field, value, grounding_status, grounded_on, confidence, evidence_page,"
+            " review_decision, run_id FROM findings_evidence WHERE document_uri = ? ORDER BY task, field, item_index"
+        ),
+    }

@@ -17,7 +17,8 @@ the old one and renamed over it (an open session keeps reading the old file
 until it reopens), and nothing is rebuilt when the catalog already describes
 the lake's newest commit with the same SQL. The catalog records what it
 describes (table `assay_catalog`); opening it checks that against the lake and
-says what to run when they differ. The file is written in DuckDB's v1.4.0
+says what to run when they differ; views built from another version's SQL are
+rebuilt on opening. The file is written in DuckDB's v1.4.0
 storage format (`STORAGE_VERSION`), readable by DuckDB clients from 1.4 on.
 """
 
@@ -240,6 +241,11 @@ def connect_read_only(warehouse_path: Path, lake: LakeStore | Path | None = None
     if not warehouse_path.exists():
         raise FileNotFoundError(f"no warehouse at {warehouse_path}: run `assay run` first")
     store = as_store(lake) if lake is not None else as_store(warehouse_path.parent / "lake")
+    state = current_state(warehouse_path)
+    if state is not None and state.sql_sha256 != sql_sha256():  # views of another version of Assay: renew them
+        problem = refresh(warehouse_path, store)
+        if problem:
+            logger.warning("the views were built by another version of Assay and could not be rebuilt: %s", problem)
     con = store.connect(str(warehouse_path), read_only=True, config={"file_search_path": str(warehouse_path.parent)})
     try:
         warning = check(con, store, warehouse_path)

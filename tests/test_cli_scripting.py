@@ -1,0 +1,73 @@
+"""The CLI for scripts: `--json` where a script reads the answer, CSV with LF, one document's whole story."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from assay.cli import cli
+from tests.jobrunner import NO_MODEL, TEST_TASKS, run
+from tests.support import ROOT, assay_command, nightly_source
+
+
+def _cli(data_dir: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--data-dir", str(data_dir), *args])
+
+
+@pytest.fixture
+def night(tmp_path: Path) -> tuple[Path, Path]:
+    source = nightly_source(tmp_path)
+    run(tmp_path / "data", source, NO_MODEL)
+    return source, tmp_path / "data"
+
+
+def test_json_answers_parse(night: tuple[Path, Path]) -> None:
+    source, data_dir = night
+    runs = json.loads(_cli(data_dir, "runs", "--json").output)
+    assert len(runs) == 1 and runs[0]["status"] == "completed" and runs[0]["in"] == 3
+
+    verified = _cli(data_dir, "verify", "--json")
+    assert verified.exit_code == 0 and json.loads(verified.output)["ok"] is True
+
+    finding_id = json.loads(_cli(data_dir, "query", "--format", "json", "select finding_id from findings").output)
+    shown = json.loads(_cli(data_dir, "show", finding_id[0]["finding_id"], "--json").output)
+    assert shown["finding_id"] == finding_id[0]["finding_id"]
+    assert shown["evidence_text"] in shown["context"] and shown["content_sha256"] and shown["task_version"]
+
+    by_path = json.loads(_cli(data_dir, "documents", str(source / "docling__kvp_data_example.html"), "--json").output)
+    assert by_path["document"]["status"] == "processed" and len(by_path["runs"]) == 1
+    assert {v["field"] for v in by_path["values"]} == {"dates", "phone_numbers"}
+    assert all(f["grounded_on"] == "rule" for f in by_path["findings"])
+    failed = json.loads(_cli(data_dir, "documents", (source / "unstructured__empty.txt").as_uri(), "--json").output)
+    assert failed["document"]["reason"] == "empty_file" and failed["values"] == []
+    missing = _cli(data_dir, "documents", "file:///nowhere.pdf")
+    assert missing.exit_code == 1 and "no document" in missing.output
+
+
+def test_csv_lines_end_with_lf_so_a_pasted_id_carries_no_cr(night: tuple[Path, Path]) -> None:
+    _, data_dir = night
+    result = subprocess.run(
+        [*assay_command(), "--data-dir", str(data_dir), "query", "--format", "csv", "select run_id from runs"],
+        cwd=ROOT,
+        capture_output=True,
+    )
+    assert result.returncode == 0 and b"\r" not in result.stdout
+    run_id = result.stdout.decode().splitlines()[1]
+    assert _cli(data_dir, "report", run_id, "--out", str(data_dir / "r.html")).exit_code == 0
+
+
+@pytest.mark.slow  # a Prefect flow run
+def test_run_prints_its_summary_as_json(tmp_path: Path) -> None:
+    source = nightly_source(tmp_path)
+    env = {"ASSAY_TASK_DIRS": json.dumps([str(TEST_TASKS)])}
+    result = CliRunner(env=env).invoke(
+        cli, ["--data-dir", str(tmp_path / "data"), "run", str(source), "--task", NO_MODEL[0], "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["status"] == "completed" and summary["documents_in"] == 3 and summary["report"]
+    assert Path(summary["report"]).is_file()
