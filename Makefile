@@ -14,7 +14,7 @@ export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 endif
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test test-fast lint typecheck imports check docs-cli clean-demo help
+.PHONY: setup demo test test-fast lint typecheck imports check docs-cli docs clean-demo help
 
 help:
 	@echo "make demo       - set up, then run Assay over samples/ on the embedded model"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-fast  - the tests not marked slow: no model, no Prefect run (under two minutes)"
 	@echo "make check      - lint, format check, type check, import contract"
 	@echo "make docs-cli   - regenerate docs/cli.md from the commands' own help"
+	@echo "make docs       - build the documentation site into site/ (offline, strict)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -58,6 +59,9 @@ check: lint typecheck imports
 
 docs-cli: setup
 	$(VENV)/bin/python -m assay.reference > docs/cli.md
+
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
 
 clean-demo:
 	rm -rf $(DEMO_DATA)

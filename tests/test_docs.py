@@ -96,3 +96,23 @@ def test_the_operations_guide_shows_every_setting_and_its_example_loads(tmp_path
     config.write_text(example, encoding="utf-8")
     settings = load_settings(config)
     assert settings.lake_store is not None and settings.lake_store.url.startswith("s3://")
+
+
+def test_the_documentation_site_builds_offline_in_strict_mode(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    mkdocs = Path(sys.executable).parent / "mkdocs"
+    result = subprocess.run(
+        [str(mkdocs), "build", "--strict", "--quiet", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    pages = list((tmp_path / "site").glob("*.html"))
+    assert {"index.html", "analysts.html", "cli.html", "data-dictionary.html"} <= {p.name for p in pages}
+    fetched = {
+        url for page in pages for url in re.findall(r'(?:src|<link[^>]*href)="(https?://[^"]+)"', page.read_text())
+    }
+    assert not fetched, fetched  # no script or stylesheet from the network
