@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 import pipeline  # noqa: F401  (offline switches first)
@@ -83,6 +84,13 @@ def nda_gold(folder: Path) -> Path:
             shutil.copy(nda_document(relative.stem), folder / relative)
     shutil.copy(labels, folder / "labels.jsonl")
     return folder / "labels.jsonl"
+
+
+def open_warehouse(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """A data folder's warehouse as a plain DuckDB client opens it (read-only, its views' paths from there)."""
+    return duckdb.connect(
+        str(data_dir / "warehouse.duckdb"), read_only=True, config={"file_search_path": str(data_dir)}
+    )
 
 
 def require_services() -> bool:

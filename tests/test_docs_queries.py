@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, open_warehouse
 
 pytestmark = pytest.mark.slow  # reads the end-to-end run (the real model)
 
@@ -23,7 +22,7 @@ def _examples() -> list[str]:
 def test_every_example_query_runs_and_returns_columns(landed: dict[str, object]) -> None:
     examples = _examples()
     assert len(examples) >= 10, "the review guide lost its examples"
-    con = duckdb.connect(str(Path(str(landed["data_dir"])) / "warehouse.duckdb"), read_only=True)
+    con = open_warehouse(Path(str(landed["data_dir"])))
     try:
         row = con.execute("select run_id from runs limit 1").fetchone()
         assert row is not None

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -24,6 +23,7 @@ from tests.support import (
     nda_gold,
     network_namespace_prefix,
     offline_env,
+    open_warehouse,
 )
 
 pytestmark = pytest.mark.slow  # the real model through Prefect flow runs
@@ -32,7 +32,7 @@ LIBRARY = ("nda_key_terms", "contract_clauses", "pii_inventory", "document_profi
 
 
 def _rows(data_dir: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+    with open_warehouse(data_dir) as con:
         cursor = con.execute(sql, params or [])
         columns = [d[0] for d in cursor.description or []]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
@@ -145,7 +145,7 @@ def test_eval_reports_and_compares(tmp_path: Path) -> None:
     every_summary = json.loads((tmp_path / "evals" / "all" / "report" / "summary.json").read_text())
     assert every_summary["chunks_routed"] == every_summary["chunks"]
     first = documents[0]["file"]
-    with duckdb.connect(str(tmp_path / "evals" / "routed" / "warehouse.duckdb"), read_only=True) as con:
+    with open_warehouse(tmp_path / "evals" / "routed") as con:
         routed_tokens = con.execute(
             "SELECT sum(prompt_tokens + completion_tokens) FROM answers a JOIN documents d USING (content_sha256) "
             "WHERE d.document_uri LIKE '%' || ?",

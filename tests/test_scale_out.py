@@ -70,7 +70,9 @@ def _check_lake(overrides: dict[str, object], run_id: str) -> None:
             "select count(*), count(distinct finding_id) from findings where run_id = ?", [run_id]
         ).fetchone() or (0, 0)
         assert found == distinct  # no finding landed twice
-        assert con.execute("select count(distinct uri) from documents where run_id = ?", [run_id]).fetchone() == (5,)
+        assert con.execute(
+            "select count(distinct document_uri) from documents where run_id = ?", [run_id]
+        ).fetchone() == (5,)
     finally:
         con.close()
 
@@ -232,8 +234,8 @@ def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
     # The coordinating flow run and every worker flow run that did shards completed.
     assert all(states.get(run_id) == "COMPLETED" for run_id in flow_runs | {summary["flow_run_id"]}), listed.stdout
     _check_lake(overrides, summary["run_id"])
-    # The workers wrote their Parquet to the store; the data directory holds only the catalog.
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["warehouse.duckdb"]
+    # The workers wrote their Parquet to the store; the data directory holds only the catalog and the report.
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["reports", "warehouse.duckdb"]
     assert any(key.startswith("lake/findings/run_date=") for key in s3.keys("lake/"))
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from connectors.registry import resolve_sources
 from pipeline.core.settings import load_settings
 from pipeline.land.warehouse import connect_read_only
 from pipeline.run.local import run_locally
 from tests.jobrunner import NO_MODEL, TEST_TASKS
+from tests.support import open_warehouse
 
 
 def _dates(data_dir: Path) -> list[tuple[str, str, str]]:
@@ -43,7 +42,6 @@ def test_each_source_is_read_by_its_own_conventions_and_the_value_records_them(t
         ("zurich.txt", "2026-04-03", "date_order=DMY languages=de,en decimal=auto"),
     ]
     # the finding keeps the text as written; only the value is read
-    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
-        con.execute(f"SET file_search_path = '{tmp_path / 'data'}'")
+    with open_warehouse(tmp_path / "data") as con:
         quotes = {r[0] for r in con.execute("select value from findings where field = 'dates'").fetchall()}
     assert quotes == {"03/04/2026"}
