@@ -98,7 +98,8 @@ def _print_summary(obj: CliContext, summary: RunSummary) -> None:
     console.print("\nLook at the results:")
     console.print(f'  {invocation} query "select field, value, grounding_status from findings limit 20"', markup=False)
     console.print(f"  {invocation} show {example or 'FINDING_ID'}", markup=False)
-    console.print(f"(or open {summary.warehouse} read-only with any DuckDB client)", highlight=False)
+    folder = Path(summary.warehouse).parent
+    console.print(f"(or with any DuckDB client: cd {folder} && duckdb -readonly warehouse.duckdb)", highlight=False)
 
 
 @click.command(name="eval")
