@@ -92,9 +92,9 @@ def test_batched_and_sequential_compute_the_same_model(
     task, prompts = task_and_prompts
     sequential = SequentialEngine(resolve_model_file(settings), settings)
     schema = json.dumps(task.output_schema)
-    batched = engine.generate_many(prompts[:3], schema)
+    batched = engine.generate_many(prompts[:2], schema)
     differences: list[float] = []
-    for one, other in zip(batched, [sequential.generate(p, schema) for p in prompts[:3]], strict=True):
+    for one, other in zip(batched, [sequential.generate(p, schema) for p in prompts[:2]], strict=True):
         parted = next((i for i, (a, b) in enumerate(zip(one.text, other.text, strict=False)) if a != b), None)
         shared = min(len(one.text), len(other.text)) if parted is None else parted
         same_tokens = [

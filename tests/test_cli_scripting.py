@@ -1,4 +1,6 @@
-"""The CLI for scripts: `--json` where a script reads the answer, CSV with LF, one document's whole story."""
+"""The CLI for scripts: `--json` where a script reads the answer, CSV with LF, one document's whole story.
+
+`assay run --json` is tested on a real flow run in tests/test_quality_e2e.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from assay.cli import cli
-from tests.jobrunner import NO_MODEL, TEST_TASKS, run
+from tests.jobrunner import NO_MODEL, run
 from tests.support import ROOT, assay_command, nightly_source
 
 
@@ -58,16 +60,3 @@ def test_csv_lines_end_with_lf_so_a_pasted_id_carries_no_cr(night: tuple[Path, P
     assert result.returncode == 0 and b"\r" not in result.stdout
     run_id = result.stdout.decode().splitlines()[1]
     assert _cli(data_dir, "report", run_id, "--out", str(data_dir / "r.html")).exit_code == 0
-
-
-@pytest.mark.slow  # a Prefect flow run
-def test_run_prints_its_summary_as_json(tmp_path: Path) -> None:
-    source = nightly_source(tmp_path)
-    env = {"ASSAY_TASK_DIRS": json.dumps([str(TEST_TASKS)])}
-    result = CliRunner(env=env).invoke(
-        cli, ["--data-dir", str(tmp_path / "data"), "run", str(source), "--task", NO_MODEL[0], "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{") :])
-    assert summary["status"] == "completed" and summary["documents_in"] == 3 and summary["report"]
-    assert Path(summary["report"]).is_file()

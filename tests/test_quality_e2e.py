@@ -57,10 +57,13 @@ def library_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(documents),
         *tasks,
         "--no-progress",
+        "--json",  # a script's view of the run: the summary as JSON on stdout
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "chunks routed:" in result.stdout and "values:" in result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "completed" and summary["documents_in"] == 2 == summary["processed"]
+    assert summary["chunks_routed"] > 0 and summary["values"] > 0 and Path(summary["report"]).is_file()
     assert not log.exists() or log.read_text() == "", "an outbound connection was attempted"
     return tmp / "data"
 
