@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from assay.context import CliContext
-from assay.output import console, print_json
+from assay.output import console, print_json, safe
 from pipeline.land import warehouse
 from pipeline.land.store import open_store
 
@@ -37,7 +37,7 @@ def verify(obj: CliContext, as_json: bool) -> None:
         ("broken chain", report.broken_links),
     ):
         for item in items:
-            console.print(f"[red]{label}:[/red] {item}", highlight=False)
+            console.print(f"[red]{label}:[/red] {safe(item)}", highlight=False)
     if not report.ok:
         console.print("[red bold]verification FAILED[/red bold]")
         sys.exit(1)
@@ -89,7 +89,7 @@ def replay(
             if result.raw_identical is None
             else f" (raw answer {'identical' if result.raw_identical else 'differs'})"
         )
-        console.print(f"{result.finding_id}: {mark}{raw}: {result.message}", highlight=False)
+        console.print(f"{safe(result.finding_id)}: {mark}{raw}: {safe(result.message)}", highlight=False)
     replayed = [r for r in results if r.status == "replayed"]
     if replayed:
         rate = sum(1 for r in replayed if r.reproduced) / len(replayed)

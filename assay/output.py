@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,13 +12,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.core import progress as progress_events
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)  # pipes get whole tables
 err_console = Console(stderr=True)
+
+
+# Control characters a document may carry into a terminal (ESC and OSC sequences, bells, C1 codes): dropped.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(value: Any) -> str:
+    """Data for the terminal: control characters dropped, Rich markup escaped (a `[/b]` is text, not markup)."""
+    return escape(_CONTROL.sub("", "" if value is None else str(value)))
 
 
 def print_json(data: Any) -> None:
@@ -36,7 +48,7 @@ def print_table(columns: Sequence[str], rows: Sequence[tuple[Any, ...]], title: 
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column in ("run_id", "started", "status"))
     for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*[Text(_CONTROL.sub("", "" if v is None else str(v))) for v in row])  # text, never markup
     console.print(table)
 
 
@@ -51,7 +63,7 @@ class _BarProgress:
         self.bar.update(self.task_id, total=total, description="documents")
 
     def document_done(self, uri: str, status: str) -> None:
-        self.bar.update(self.task_id, advance=1, description=f"{status}: {uri.rsplit('/', 1)[-1][:40]}")
+        self.bar.update(self.task_id, advance=1, description=f"{status}: {safe(uri.rsplit('/', 1)[-1][:40])}")
 
 
 class _LineProgress:
@@ -66,7 +78,7 @@ class _LineProgress:
 
     def document_done(self, uri: str, status: str) -> None:
         self.done += 1
-        err_console.print(f"[{self.done}/{self.total}] {status}: {uri.rsplit('/', 1)[-1]}", highlight=False)
+        err_console.print(f"[{self.done}/{self.total}] {status}: {safe(uri.rsplit('/', 1)[-1])}", highlight=False)
 
 
 @contextmanager

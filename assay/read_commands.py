@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from assay.context import CliContext
-from assay.output import console, print_json, print_table
+from assay.output import console, print_json, print_table, safe
 from pipeline.land import queries, warehouse
+from pipeline.land.sandbox import check_select
 
 CONTEXT_CHARS = 160
 LINEAGE = (
@@ -47,9 +48,12 @@ LINEAGE = (
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.pass_obj
 def query(obj: CliContext, sql: str, fmt: str) -> None:
-    """Run read-only SQL against the warehouse and print the result."""
+    """Run one SELECT against the warehouse and print the result.
+
+    The connection reads the lake's views and nothing else: no other file, no setting, no extension.
+    """
     with warehouse.read_only(obj.settings()) as con:
-        columns, rows = queries.rows_of(con.execute(sql))
+        columns, rows = queries.rows_of(con.execute(check_select(sql)))
     if fmt == "json":
         click.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=1))
     elif fmt == "csv":
@@ -94,11 +98,8 @@ def documents(obj: CliContext, uri: str, as_json: bool) -> None:
         return
     document = overview["document"]
     state = document["status"] + (f" ({document['reason']})" if document["reason"] else "")
-    console.print(
-        f"{document['document_uri']}: {state}" + ("  DELETED from its source" if document["deleted"] else ""),
-        markup=False,
-        highlight=False,
-    )
+    deleted = "  DELETED from its source" if document["deleted"] else ""
+    console.print(safe(f"{document['document_uri']}: {state}{deleted}"), highlight=False)
     for title, key, columns in (
         ("Runs", "runs", ["run_id", "status", "reason", "pages", "chunks", "findings"]),
         ("Values", "values", ["task", "field", "item_index", "status", "value", "reviewed_value", "review_decision"]),
@@ -126,8 +127,8 @@ def show(obj: CliContext, finding_id: str, as_json: bool) -> None:
         return
     verified = finding["grounding_status"] != "ungrounded"
     console.print(
-        f"[bold]Finding {finding_id}[/bold]  {finding['task']}.{finding['field']}"
-        f"[{finding['item_index']}] = [bold]{finding['value']}[/bold]"
+        f"[bold]Finding {safe(finding_id)}[/bold]  {safe(finding['task'])}.{safe(finding['field'])}"
+        f"\\[{finding['item_index']}] = [bold]{safe(finding['value'])}[/bold]"
     )
     on = {
         "evidence": "on the model's quote, which holds the value",
@@ -135,25 +136,23 @@ def show(obj: CliContext, finding_id: str, as_json: bool) -> None:
         "rule": f"by the rule {finding['rule']}, where it matched",
     }.get(str(finding["grounded_on"]), "")
     console.print(
-        f"grounding: {finding['grounding_status']} (score {finding['grounding_score']}) {on}".rstrip(),
+        safe(f"grounding: {finding['grounding_status']} (score {finding['grounding_score']}) {on}".rstrip()),
         highlight=False,
-        markup=False,
     )
     if not verified:
         console.print("[red]NOT VERIFIED: neither the quote nor the value was found where the model read[/red]")
     if finding["confidence"] is not None:
         console.print(f"confidence: {finding['confidence']:.3f}")
-    console.print(f"quote from the model: {finding['evidence_quote']!r}")
+    console.print(f"quote from the model: {safe(repr(finding['evidence_quote']))}", highlight=False)
     if verified and text:
         start, end = int(finding["evidence_start"]), int(finding["evidence_end"])
         before = text[max(0, start - CONTEXT_CHARS) : start]
         after = text[end : end + CONTEXT_CHARS]
         console.print(f"\nevidence, characters {start}-{end} of the document text (page {finding['evidence_page']}):")
         console.print(
-            textwrap.indent(f"…{before}[reverse]{text[start:end]}[/reverse]{after}…", "  "),
-            markup=True,
+            textwrap.indent(f"…{safe(before)}[reverse]{safe(text[start:end])}[/reverse]{safe(after)}…", "  "),
             highlight=False,
         )
     console.print("\nlineage:")
     for key in LINEAGE:
-        console.print(f"  {key}: {finding[key]}", highlight=False, markup=False)
+        console.print(f"  {key}: {safe(finding[key])}", highlight=False)

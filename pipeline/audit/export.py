@@ -20,6 +20,8 @@ from typing import Any
 
 import duckdb
 
+from pipeline.land.sandbox import check_select
+
 SUPPORTED = {".csv", ".xlsx"}
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -56,7 +58,7 @@ def export_view(con: duckdb.DuckDBPyConnection, view: str, outputs: list[Path]) 
 def export_query(con: duckdb.DuckDBPyConnection, sql: str, outputs: list[Path]) -> int:
     """Run `sql` and write its result to every path in `outputs` (by suffix). Returns the row count."""
     check_outputs(outputs)
-    cursor = con.execute(sql)
+    cursor = con.execute(check_select(sql))
     columns = [d[0] for d in cursor.description or []]
     rows = cursor.fetchall()
     write(outputs, columns, rows)

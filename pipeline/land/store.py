@@ -41,6 +41,20 @@ _BLOCK = 8 * 1024 * 1024
 DUCKDB_CONFIG: dict[str, str | bool] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 
 
+class _ReadOnlyArrowFS(ArrowFSWrapper):  # type: ignore[misc]
+    """The lake's filesystem for DuckDB, refusing every write (an analyst's connection never writes)."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise PermissionError("this connection reads the lake; it writes nothing")
+
+    cp_file = mv = rm_file = rm = mkdir = makedirs = rmdir = _refuse
+
+    def _open(self, path: str, mode: str = "rb", *args: object, **kwargs: object) -> object:
+        if mode not in ("rb", "r"):
+            self._refuse()
+        return super()._open(path, mode, *args, **kwargs)
+
+
 @dataclass(frozen=True)
 class LakeStore:
     filesystem: fs.FileSystem
@@ -128,10 +142,10 @@ class LakeStore:
         self.filesystem.move(self.path(relative), target)
         return target
 
-    def register(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    def register(self, con: duckdb.DuckDBPyConnection, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Let DuckDB read this store's s3:// paths through pyarrow (nothing to do for a local folder)."""
         if not self.local:
-            con.register_filesystem(ArrowFSWrapper(self.filesystem))
+            con.register_filesystem((_ReadOnlyArrowFS if read_only else ArrowFSWrapper)(self.filesystem))
         return con
 
     def connect(
@@ -139,7 +153,7 @@ class LakeStore:
     ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection that can read this lake and never downloads an extension."""
         settings: dict[str, str | bool | int | float | list[str]] = {**DUCKDB_CONFIG, **(config or {})}
-        return self.register(duckdb.connect(database, read_only=read_only, config=settings))
+        return self.register(duckdb.connect(database, read_only=read_only, config=settings), read_only=read_only)
 
 
 def local_store(lake_dir: Path, quarantine_dir: Path | None = None) -> LakeStore:

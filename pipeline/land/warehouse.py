@@ -40,6 +40,7 @@ from pipeline.core.hashing import sha256_text
 from pipeline.core.settings import Settings
 from pipeline.land.lake import FileEntry, Lake
 from pipeline.land.ledger import Ledger, Manifest, chain_problems
+from pipeline.land.sandbox import restrict
 from pipeline.land.store import MANIFEST_DIR, LakeStore, as_store, open_store
 from pipeline.land.tables import SCHEMAS, TABLES
 
@@ -237,7 +238,11 @@ def check(con: duckdb.DuckDBPyConnection, store: LakeStore, warehouse_path: Path
 
 
 def connect_read_only(warehouse_path: Path, lake: LakeStore | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """The warehouse, read-only, its relative paths resolved from its folder and checked against the lake."""
+    """The warehouse, read-only, its relative paths resolved from its folder and checked against the lake.
+
+    The connection may read the lake and nothing else (pipeline/land/sandbox.py): give it analysts' SQL
+    only through `sandbox.check_select`.
+    """
     if not warehouse_path.exists():
         raise FileNotFoundError(f"no warehouse at {warehouse_path}: run `assay run` first")
     store = as_store(lake) if lake is not None else as_store(warehouse_path.parent / "lake")
@@ -254,7 +259,7 @@ def connect_read_only(warehouse_path: Path, lake: LakeStore | Path | None = None
         raise
     if warning:
         logger.warning("%s", warning)
-    return con
+    return restrict(con, store, _lake_name(warehouse_path, store))
 
 
 def read_only(settings: Settings) -> duckdb.DuckDBPyConnection:
