@@ -14,8 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,14 +233,16 @@ def test_a_second_run_on_the_same_data_exits_with_a_clear_message(local_night: N
     night = local_night
     run(night.data_dir, night.source, NO_MODEL)
     store = StateStore(default_url(night.data_dir))
-    store.acquire_lock("someone-else")  # held by this (live) process
+    store.locks.acquire("lake", "someone-else", timedelta(minutes=2))  # held, and its heartbeat is fresh
     try:
-        with pytest.raises(RunInProgress, match="someone-else"):
+        with pytest.raises(RunInProgress, match=r"someone-else .* holds the lake lock .* last heartbeat was 0 s ago"):
             run(night.data_dir, night.source, NO_MODEL)
     finally:
-        store.release_lock("someone-else")
+        store.locks.release("lake", "someone-else")
     assert night.verify().ok
 
+
+STALE_AFTER_S = 1.0  # how long a dead run's lock holds the next one off (120 s by default)
 
 CRASHES = [
     *(("local", point) for point in ("parse", "extract", "mid-write", "land", "before-manifest", "after-manifest")),
@@ -262,7 +266,8 @@ def test_a_crash_at_any_point_loses_and_duplicates_nothing(night: Night, point: 
     store = night.store
     left = set(store.data_files())
 
-    summary = run(night.data_dir, night.source, NO_MODEL)  # the next night
+    time.sleep(STALE_AFTER_S + 0.5)  # the killed run's heartbeat stops: its lock goes stale
+    summary = run(night.data_dir, night.source, NO_MODEL, locks={"stale_after_s": STALE_AFTER_S})  # the next night
     assert night.verify().ok, night.verify()
     assert not any(".tmp" in path for path in store.files()), "a partial file is visible"
     assert summary.documents_in == summary.documents

@@ -19,8 +19,10 @@ def _cli(data_dir: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--data-dir", str(data_dir), *args])
 
 
-@pytest.fixture
-def night(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One night, read only by these tests (they try to write, and must fail)."""
+    tmp_path = tmp_path_factory.mktemp("security")
     source = nightly_source(tmp_path)
     (source / "trap.txt").write_text(
         "Call (555) 123-4567 [/b] [link=http://evil.example]here[/link] \x1b]8;;http://evil.example\x07x\x1b]8;;\x07"

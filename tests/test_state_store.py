@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,27 +57,46 @@ def test_migrations_build_exactly_the_declared_schema(store: StateStore) -> None
     StateStore(store.url)  # migrating again is a no-op
 
 
+MINUTES = timedelta(minutes=2)
+
+
 def test_only_one_run_holds_the_lock(store: StateStore) -> None:
-    store.acquire_lock("run-a")
+    store.locks.acquire("lake", "run-a", MINUTES)
     with pytest.raises(RunInProgress, match="run-a"):
-        StateStore(store.url).acquire_lock("run-b")
-    store.release_lock("run-a")
-    store.acquire_lock("run-b")
-    store.release_lock("run-b")
+        StateStore(store.url).locks.acquire("lake", "run-b", MINUTES)
+    store.locks.release("lake", "run-a")
+    store.locks.acquire("lake", "run-b", MINUTES)
+    store.locks.release("lake", "run-b")
 
 
-def test_a_dead_holders_lock_is_taken_over(store: StateStore) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    pid = int(dead.stdout)  # that process has exited
-    now = datetime.now(UTC)
+def test_a_lock_is_stale_by_its_heartbeat_alone_and_a_taken_lock_is_known_lost(store: StateStore) -> None:
+    """Whoever holds it, alive or dead, on this host or another: only the heartbeat's age counts."""
+    old = datetime.now(UTC) - timedelta(minutes=5)
     with store.engine.begin() as connection:
         connection.execute(
             insert(schema.locks).values(
-                name="lake", run_id="crashed", host=os.uname().nodename, pid=pid, acquired_at=now, heartbeat_at=now
+                name="lake",
+                run_id="silent",
+                host=os.uname().nodename,
+                pid=os.getpid(),
+                acquired_at=old,
+                heartbeat_at=old,
             )
-        )
-    store.acquire_lock("next")
-    store.release_lock("next")
+        )  # this very process "holds" it, but its heartbeat stopped five minutes ago
+    store.locks.acquire("lake", "next", MINUTES)
+    assert not store.locks.heartbeat("lake", "silent")  # the old holder learns it lost the lock
+    assert store.locks.heartbeat("lake", "next")
+    with pytest.raises(RunInProgress, match="last heartbeat was 0 s ago"):
+        store.locks.acquire("lake", "third", MINUTES)
+    store.locks.release("lake", "next")
+
+
+def test_the_commit_lock_is_waited_for(store: StateStore) -> None:
+    with store.locks.held("commit", "first", MINUTES):
+        with pytest.raises(RunInProgress):
+            store.locks.wait_for("commit", "second", MINUTES, timeout=0.5)
+    with store.locks.held("commit", "second", MINUTES):
+        pass
 
 
 def test_work_marks_and_rollback(store: StateStore) -> None:

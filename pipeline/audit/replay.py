@@ -31,6 +31,7 @@ from pipeline.land.lake import Lake
 from pipeline.land.ledger import Ledger
 from pipeline.land.store import open_store
 from pipeline.land.tables import ReplayRow
+from pipeline.run.context import commit_lock
 
 _QUERY = """
     SELECT f.finding_id, f.run_id, f.answer_id, f.field, f.item_index, f.value, f.model_sha256, f.prompt_sha256,
@@ -224,6 +225,7 @@ def record_replays(settings: Settings, results: list[ReplayResult]) -> str:
     ]
     store = open_store(settings)
     written = Lake(store).write("replays", rows, commit_id, "0", now.date())
-    Ledger(store).commit("replay", [written], commit_id=commit_id)
+    with commit_lock(settings, commit_id):
+        Ledger(store).commit("replay", [written], commit_id=commit_id)
     warehouse.refresh(settings.warehouse_path, store)  # committed: a catalog problem is only a warning
     return store.describe(written.path)

@@ -24,6 +24,7 @@ from pipeline.land.lake import Lake
 from pipeline.land.ledger import Ledger
 from pipeline.land.store import open_store
 from pipeline.land.tables import ReviewDecisionRow
+from pipeline.run.context import commit_lock
 
 
 class Decision(StrEnum):
@@ -95,7 +96,8 @@ def record_decisions(settings: Settings, proposed: Sequence[Proposed]) -> list[R
     commit_id = f"review-{rows[0].decision_id}"
     store = open_store(settings)
     written = Lake(store).write("review_decisions", rows, commit_id, "0", now.date())
-    Ledger(store).commit("review", [written], commit_id=commit_id)
+    with commit_lock(settings, commit_id):
+        Ledger(store).commit("review", [written], commit_id=commit_id)
     warehouse.refresh(settings.warehouse_path, store)  # committed: a catalog problem is only a warning
     return rows
 

@@ -61,6 +61,15 @@ class ParsingSettings(_Section):
         return available_cores() if self.workers is None else self.workers
 
 
+class LockSettings(_Section):
+    """The run's lock on its data directory (pipeline/state/locks.py)."""
+
+    heartbeat_s: float = Field(default=20.0, gt=0, description="How often a run renews its lock.")
+    stale_after_s: float = Field(
+        default=120.0, gt=0, description="A lock whose heartbeat is older than this is taken over (its run died)."
+    )
+
+
 class S3StoreSettings(_Section):
     """A place in an S3-compatible store (AWS S3, MinIO, Ceph, ...): the lake itself, or its mirror."""
 
@@ -179,6 +188,7 @@ class Settings(BaseSettings):
         "empty, parse timeout, ...); by default they are recorded as failed again without parsing.",
     )
     parsing: ParsingSettings = Field(default_factory=ParsingSettings)
+    locks: LockSettings = Field(default_factory=LockSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)

@@ -1,7 +1,7 @@
 """Tamper evidence: manifests chained by hash, and their verification.
 
 Every commit to the lake (a run, a batch of review decisions, a replay
-sample) writes one manifest, `lake/_manifests/<seq>-<commit_id>.json`,
+sample) writes one manifest, `lake/_manifests/<seq>.json` (created exclusively),
 listing each file it wrote with its SHA-256, size and row count, and the
 SHA-256 of the previous manifest's bytes. Files are never rewritten, so
 `verify` can re-hash the whole lake and report:
@@ -33,6 +33,7 @@ from pipeline.land.lake import FileEntry
 from pipeline.land.store import MANIFEST_DIR, LakeStore, as_store
 
 FORMAT = "assay-manifest/1"
+COMMIT_ATTEMPTS = 5
 
 __all__ = ["FORMAT", "MANIFEST_DIR", "FileEntry", "Ledger", "Manifest", "VerifyReport", "chain_problems", "verify"]
 
@@ -96,37 +97,52 @@ class Ledger:
         commit_id: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Manifest:
-        """Write the manifest of `files` (as their writers described them), chained to the current head."""
-        head = self.head()
-        sequence = head.sequence + 1 if head else 1
-        commit_id = commit_id or run_id or uuid.uuid4().hex[:16]
+        """Write the manifest of `files` (as their writers described them), chained to the current head.
+
+        Manifests are named by their sequence alone and created exclusively: two writers that both
+        read head N cannot both write N + 1 (the chain cannot fork); the one that loses reads the new
+        head and tries again. Writers also take the state store's commit lock (pipeline/state/locks.py).
+        """
         entries = sorted(files, key=lambda e: e.path)
-        document = {
-            "format": FORMAT,
-            "sequence": sequence,
-            "commit_id": commit_id,
-            "kind": kind,
-            "run_id": run_id,
-            "created_at": datetime.now(UTC).isoformat(),
-            "previous_sha256": head.sha256 if head else None,
-            "files": [entry.__dict__ for entry in entries],
-            **(extra or {}),
-        }
-        raw = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
-        name = f"{sequence:08d}-{commit_id}.json"
-        self.store.put(f"{MANIFEST_DIR}/{name}", raw)
-        return Manifest(
-            sequence=sequence,
-            commit_id=commit_id,
-            kind=kind,
-            run_id=run_id,
-            created_at=str(document["created_at"]),
-            previous_sha256=head.sha256 if head else None,
-            files=tuple(entries),
-            name=name,
-            sha256=sha256_bytes(raw),
-            size=len(raw),
-        )
+        commit_id = commit_id or run_id or uuid.uuid4().hex[:16]
+        for _ in range(COMMIT_ATTEMPTS):
+            head = self.head()
+            sequence = head.sequence + 1 if head else 1
+            document = {
+                "format": FORMAT,
+                "sequence": sequence,
+                "commit_id": commit_id,
+                "kind": kind,
+                "run_id": run_id,
+                "created_at": datetime.now(UTC).isoformat(),
+                "previous_sha256": head.sha256 if head else None,
+                "files": [entry.__dict__ for entry in entries],
+                **(extra or {}),
+            }
+            raw = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
+            name = f"{sequence:08d}.json"
+            try:
+                self.store.put(f"{MANIFEST_DIR}/{name}", raw)
+            except FileExistsError:
+                continue  # another writer took this sequence number: chain to its manifest instead
+            return Manifest(
+                sequence=sequence,
+                commit_id=commit_id,
+                kind=kind,
+                run_id=run_id,
+                created_at=str(document["created_at"]),
+                previous_sha256=head.sha256 if head else None,
+                files=tuple(entries),
+                name=name,
+                sha256=sha256_bytes(raw),
+                size=len(raw),
+            )
+        raise FileExistsError(f"could not append to the ledger after {COMMIT_ATTEMPTS} attempts: too many writers")
+
+    def named(self, sequence: int) -> str | None:
+        """The manifest of this sequence number, by its path in the lake (None: there is none)."""
+        names = [n for n in self._names() if n.rsplit("/", 1)[-1].split("-")[0].split(".")[0] == f"{sequence:08d}"]
+        return names[0] if len(names) == 1 else None
 
 
 @dataclass

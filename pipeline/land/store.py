@@ -114,8 +114,10 @@ class LakeStore:
     def put(self, relative: str, data: bytes, before_visible: Callable[[], None] | None = None) -> None:
         """Write a whole file so that no reader (and no crash) ever sees part of it; never overwrite.
 
-        `before_visible` is called after the bytes are durable and before the file has its name
-        (the crash-test hook; on S3 there is no such moment, the upload is the naming).
+        A file that exists already is a FileExistsError: locally the file gets its name by a hard link,
+        which fails when the name is taken (two writers cannot both create it); on S3 the store is asked
+        first (writers of manifests hold the commit lock). `before_visible` is called after the bytes are
+        durable and before the file has its name (the crash-test hook; on S3 the upload is the naming).
         """
         if self.exists(relative):
             raise FileExistsError(f"refusing to overwrite lake file {self.describe(relative)}")
@@ -126,13 +128,19 @@ class LakeStore:
         final = Path(self.path(relative))
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if before_visible is not None:
-            before_visible()
-        os.replace(temporary, final)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if before_visible is not None:
+                before_visible()
+            os.link(temporary, final)  # atomic, and fails if the name exists
+        except FileExistsError as exc:
+            raise FileExistsError(f"refusing to overwrite lake file {self.describe(relative)}") from exc
+        finally:
+            temporary.unlink(missing_ok=True)
+        _sync_folder(final.parent)  # the new name survives a power loss
 
     def quarantine(self, relative: str, stamp: str) -> str:
         """Move a file out of the lake (where no view or manifest sees it). Returns where it went."""
@@ -154,6 +162,14 @@ class LakeStore:
         """A DuckDB connection that can read this lake and never downloads an extension."""
         settings: dict[str, str | bool | int | float | list[str]] = {**DUCKDB_CONFIG, **(config or {})}
         return self.register(duckdb.connect(database, read_only=read_only, config=settings), read_only=read_only)
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def local_store(lake_dir: Path, quarantine_dir: Path | None = None) -> LakeStore:

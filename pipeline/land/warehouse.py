@@ -224,14 +224,15 @@ def check(con: duckdb.DuckDBPyConnection, store: LakeStore, warehouse_path: Path
     if row is None:
         raise WarehouseError(f"{warehouse_path} holds no catalog: run `assay warehouse` to rebuild it")
     state = CatalogState(**json.loads(row[0]))
+    ledger = Ledger(store)
     names = sorted(r for r in store.files(MANIFEST_DIR) if r.endswith(".json"))
-    same = [n for n in names if n.startswith(f"{MANIFEST_DIR}/{state.head_sequence:08d}-")]
-    if not same or Ledger(store).read(same[0]).sha256 != state.head_sha256:
+    same = ledger.named(state.head_sequence)
+    if same is None or ledger.read(same).sha256 != state.head_sha256:
         raise WarehouseError(
             f"{warehouse_path} describes another lake (its newest commit, number {state.head_sequence}, is not in "
             f"{store.url}): run `assay warehouse` to rebuild it for this data folder"
         )
-    behind = len(names) - names.index(same[0]) - 1
+    behind = len(names) - names.index(same) - 1
     if behind:
         return f"the warehouse is {behind} commit(s) behind the lake: run `assay warehouse` to see them"
     return None

@@ -9,15 +9,19 @@ shard uses these, even if a task file changes during the run.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pipeline.core.connector import Connector
+from pipeline.core.errors import RunInProgress
 from pipeline.core.settings import Settings
 from pipeline.core.tasks import Task, find_task
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.land.lake import Lake
 from pipeline.land.store import open_store
+from pipeline.state.locks import COMMIT, LAKE, Heartbeat
 from pipeline.state.recovery import recover
 from pipeline.state.store import StateStore
 from pipeline.state.store import default_url as default_state_url
@@ -71,16 +75,49 @@ def new_run(settings: Settings, sources: dict[str, Connector], flow_run_id: str 
     model_sha256 = resolve_model_file(settings.model).sha256
     url = state_url(settings)
     state = get_state(url)
-    state.acquire_lock(run_id)  # raises RunInProgress when another run holds it
+    state.locks.acquire(LAKE, run_id, _stale_after(settings))  # RunInProgress when another run holds it
+    _HEARTBEATS[run_id] = Heartbeat(state.locks, LAKE, run_id, settings.locks.heartbeat_s).start()
     try:
         recover(state, open_store(settings))
         state.run_started(run_id)
     except BaseException:
-        state.release_lock(run_id)
+        release_lake(state, run_id)
         raise
     return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC), model_sha256, url, tasks)
 
 
+# The heartbeats of the runs this process holds the lake lock for (threads: not part of a pickled context).
+_HEARTBEATS: dict[str, Heartbeat] = {}
+
+
+def _stale_after(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.locks.stale_after_s)
+
+
+def still_holds_lake(context: RunContext) -> None:
+    """Raise RunInProgress unless this run still holds its lake lock (renewing it on the way)."""
+    beat = _HEARTBEATS.get(context.run_id)
+    if (beat is not None and beat.lost) or not context.state.locks.heartbeat(LAKE, context.run_id):
+        raise RunInProgress(
+            f"run {context.run_id} lost its lock on the lake (its heartbeat stopped for longer than "
+            f"{context.settings.locks.stale_after_s:g} s and another run took it over): it does not commit"
+        )
+
+
+def release_lake(state: StateStore, run_id: str) -> None:
+    beat = _HEARTBEATS.pop(run_id, None)
+    if beat is not None:
+        beat.stop()
+    state.locks.release(LAKE, run_id)
+
+
+@contextmanager
+def commit_lock(settings: Settings, holder: str) -> Iterator[None]:
+    """The ledger's commit lock: one writer appends a manifest at a time (runs, reviews, replays)."""
+    with get_state(state_url(settings)).locks.held(COMMIT, holder, _stale_after(settings)):
+        yield
+
+
 def abort_run(context: RunContext) -> None:
     """Give up the lock after a failure; the next run's recovery rolls back what this one left."""
-    context.state.release_lock(context.run_id)
+    release_lake(context.state, context.run_id)

@@ -25,7 +25,7 @@ from pipeline.land.ledger import Ledger
 from pipeline.land.mirror import publish
 from pipeline.land.store import open_store
 from pipeline.land.tables import DeletionRow, RunRow, TaskRow
-from pipeline.run.context import RunContext
+from pipeline.run.context import RunContext, commit_lock, release_lake, still_holds_lake
 from pipeline.run.counts import Counts, ShardReport
 from pipeline.run.summary import RunSummary
 
@@ -73,7 +73,7 @@ def finish_run(
 
     lake, state = context.lake, context.state
     ledger = Ledger(lake.store)
-    head = ledger.head()
+    head = ledger.head()  # the run's record names it; the commit itself chains to the head it finds
     run_date = context.started_at.date()
     written = [entry for report in reports for entry in report.files]
     deletions = [
@@ -89,13 +89,17 @@ def finish_run(
     written.append(lake.write("runs", [run], context.run_id, "run", run_date))
     written.append(lake.write("tasks", _task_rows(context, engine), context.run_id, "tasks", run_date))
     written += warehouse.ensure_every_table_has_a_file(lake, context.run_id, run_date)
-    # The landing order recovery relies on: marks, then manifest, then completed.
+    # The landing order recovery relies on: marks, then manifest, then completed; each only while the run
+    # still holds its lock on the lake (a run that lost it must not write over its successor's work).
+    still_holds_lake(context)
     state.mark_done(context.run_id, [mark for report in reports for mark in report.done])
     crash_point("before-manifest")
-    manifest = ledger.commit("run", written, run_id=context.run_id)
+    with commit_lock(context.settings, context.run_id):
+        still_holds_lake(context)
+        manifest = ledger.commit("run", written, run_id=context.run_id)
     crash_point("after-manifest")
     state.run_finished(context.run_id, "completed")
-    state.release_lock(context.run_id)
+    release_lake(state, context.run_id)
     # Committed: nothing below may turn the run into a failure; what goes wrong is reported.
     warning = warehouse.refresh(context.settings.warehouse_path, lake.store)
     mirror = _publish(context)

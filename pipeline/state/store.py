@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
-from pipeline.core.errors import RunInProgress
 from pipeline.state import schema
+from pipeline.state.locks import Locks
 from pipeline.state.shards import ShardLeases
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-LAKE_LOCK = "lake"
 
 
 class WorkMark(NamedTuple):
@@ -75,62 +72,7 @@ class StateStore:
         self.engine = make_engine(url)
         migrate(self.engine)
         self.shards = ShardLeases(self.engine)
-
-    # -- the run lock ------------------------------------------------------------------------
-
-    def acquire_lock(self, run_id: str, stale_after: timedelta = timedelta(hours=6)) -> None:
-        """Take the lake lock, or raise RunInProgress naming the holder.
-
-        A lock whose holder is a dead process on this host, or whose heartbeat is older than
-        `stale_after`, is taken over (the holder crashed).
-        """
-        now = datetime.now(UTC)
-        host, pid = socket.gethostname(), os.getpid()
-        with self.engine.begin() as connection:
-            try:
-                connection.execute(
-                    insert(schema.locks).values(
-                        name=LAKE_LOCK, run_id=run_id, host=host, pid=pid, acquired_at=now, heartbeat_at=now
-                    )
-                )
-                return
-            except IntegrityError:
-                pass
-        with self.engine.begin() as connection:
-            holder = connection.execute(select(schema.locks).where(schema.locks.c.name == LAKE_LOCK)).one_or_none()
-            if holder is not None and not _lock_is_stale(holder, host, now, stale_after):
-                raise RunInProgress(
-                    f"run {holder.run_id} (pid {holder.pid} on {holder.host}, since {holder.acquired_at}) is "
-                    "processing this data directory; wait for it to finish, or stop it"
-                )
-            taken = connection.execute(
-                update(schema.locks)
-                .where(schema.locks.c.name == LAKE_LOCK)
-                .where(schema.locks.c.run_id == (holder.run_id if holder else None))
-                .values(run_id=run_id, host=host, pid=pid, acquired_at=now, heartbeat_at=now)
-            )
-            if taken.rowcount != 1:
-                raise RunInProgress("another run took the lock at the same moment; try again")
-
-    def heartbeat(self, run_id: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(schema.locks).where(schema.locks.c.run_id == run_id).values(heartbeat_at=datetime.now(UTC))
-            )
-
-    def release_lock(self, run_id: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                delete(schema.locks).where(schema.locks.c.name == LAKE_LOCK).where(schema.locks.c.run_id == run_id)
-            )
-
-    @contextmanager
-    def locked(self, run_id: str) -> Iterator[None]:
-        self.acquire_lock(run_id)
-        try:
-            yield
-        finally:
-            self.release_lock(run_id)
+        self.locks = Locks(self.engine)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -312,18 +254,3 @@ class StateStore:
                 .values(status="deleted", deleted_in_run=run_id, updated_at=now)
             )
         return [(r.uri, r.content_sha256) for r in rows]
-
-
-def _lock_is_stale(holder: object, host: str, now: datetime, stale_after: timedelta) -> bool:
-    heartbeat = getattr(holder, "heartbeat_at", None)
-    if heartbeat is not None and heartbeat.tzinfo is None:
-        heartbeat = heartbeat.replace(tzinfo=UTC)
-    if getattr(holder, "host", None) == host:
-        try:
-            os.kill(int(getattr(holder, "pid", 0) or 0), 0)
-        except ProcessLookupError:
-            return True  # the holder died on this machine
-        except PermissionError:
-            return False
-        return False
-    return heartbeat is None or now - heartbeat > stale_after
