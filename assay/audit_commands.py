@@ -14,34 +14,58 @@ from pipeline.land.store import open_store
 
 
 @click.command()
+@click.option(
+    "--expect-head", metavar="SHA256", help="Fail unless the newest manifest has this SHA-256 (kept elsewhere)."
+)
+@click.option(
+    "--legacy-unsigned",
+    type=int,
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Accept unsigned manifests up to sequence N (a lake begun before manifests were signed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON (exit code as without).")
 @click.pass_obj
-def verify(obj: CliContext, as_json: bool) -> None:
-    """Re-hash the lake and walk the manifest chain; exit 1 on any change, gap or stray file."""
+def verify(obj: CliContext, expect_head: str | None, legacy_unsigned: int, as_json: bool) -> None:
+    """Check that what analysts read is what the runs committed; exit 1 on any difference.
+
+    Re-hashes every lake file against its manifest, walks the chain of manifests, checks each manifest's
+    signature, compares the lake with the heads recorded outside it (the state store), and compares the
+    warehouse's views with the committed SQL over the committed files.
+    """
     from dataclasses import asdict
 
-    from pipeline.land.ledger import verify as verify_lake
+    from pipeline.audit.integrity import verify_all
 
-    report = verify_lake(open_store(obj.settings()))
+    report = verify_all(obj.settings(), expect_head=expect_head, legacy_unsigned=legacy_unsigned)
     if as_json:
         print_json({**asdict(report), "ok": report.ok})
         if not report.ok:
             sys.exit(1)
         return
     console.print(f"manifests: {report.manifests}, files checked: {report.files_checked}")
-    console.print(f"head manifest SHA-256: {report.head_sha256}  (record it elsewhere to anchor the chain)")
+    console.print(f"head manifest SHA-256: {report.head_sha256}  (keep it elsewhere; verify --expect-head checks it)")
     for label, items in (
         ("changed", report.changed),
         ("removed", report.removed),
         ("added", report.added),
         ("broken chain", report.broken_links),
+        ("signature", report.signatures),
+        ("not as committed", report.anchors),
+        ("view", report.views),
     ):
         for item in items:
             console.print(f"[red]{label}:[/red] {safe(item)}", highlight=False)
+    for note in report.notes:
+        console.print(f"note: {safe(note)}", highlight=False)
     if not report.ok:
         console.print("[red bold]verification FAILED[/red bold]")
         sys.exit(1)
-    console.print("[green]verified: every file matches its manifest and the chain is unbroken[/green]")
+    console.print(
+        "[green]verified: every file matches its signed manifest, the chain is whole and as committed, "
+        "and the views are the committed ones[/green]"
+    )
 
 
 @click.command()

@@ -28,6 +28,21 @@ from tests.support import (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Sign the tests' manifests with a key of their own, never the user's `~/.config/assay/signing-key.pem`.
+
+    Set in the environment so that the `assay` subprocesses the tests start inherit it."""
+    key = tmp_path_factory.mktemp("signing") / "signing-key.pem"
+    before = os.environ.get("ASSAY_SIGNING__KEY_FILE")
+    os.environ["ASSAY_SIGNING__KEY_FILE"] = str(key)
+    yield key
+    if before is None:
+        del os.environ["ASSAY_SIGNING__KEY_FILE"]
+    else:
+        os.environ["ASSAY_SIGNING__KEY_FILE"] = before
+
+
 @pytest.fixture(scope="session")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """One real `assay run` over the end-to-end documents, offline, shared by the tests that read its results.

@@ -53,7 +53,7 @@ def test_migrations_build_exactly_the_declared_schema(store: StateStore) -> None
         differences = compare_metadata(MigrationContext.configure(connection), schema.metadata)
         version = connection.execute(text("select version_num from alembic_version")).scalar()
     assert differences == []
-    assert version == "0002"
+    assert version == "0003"
     StateStore(store.url)  # migrating again is a no-op
 
 

@@ -28,10 +28,9 @@ from pipeline.extract.prompts import build_messages, prompt_template_sha256
 from pipeline.extract.rules import apply_rules
 from pipeline.land import warehouse
 from pipeline.land.lake import Lake
-from pipeline.land.ledger import Ledger
 from pipeline.land.store import open_store
 from pipeline.land.tables import ReplayRow
-from pipeline.run.context import commit_lock
+from pipeline.run.context import commit
 
 _QUERY = """
     SELECT f.finding_id, f.run_id, f.answer_id, f.field, f.item_index, f.value, f.model_sha256, f.prompt_sha256,
@@ -225,7 +224,6 @@ def record_replays(settings: Settings, results: list[ReplayResult]) -> str:
     ]
     store = open_store(settings)
     written = Lake(store).write("replays", rows, commit_id, "0", now.date())
-    with commit_lock(settings, commit_id):
-        Ledger(store).commit("replay", [written], commit_id=commit_id)
+    commit(settings, store, "replay", [written], commit_id=commit_id)
     warehouse.refresh(settings.warehouse_path, store)  # committed: a catalog problem is only a warning
     return store.describe(written.path)

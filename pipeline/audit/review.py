@@ -21,10 +21,9 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.settings import Settings
 from pipeline.land import warehouse
 from pipeline.land.lake import Lake
-from pipeline.land.ledger import Ledger
 from pipeline.land.store import open_store
 from pipeline.land.tables import ReviewDecisionRow
-from pipeline.run.context import commit_lock
+from pipeline.run.context import commit
 
 
 class Decision(StrEnum):
@@ -96,8 +95,7 @@ def record_decisions(settings: Settings, proposed: Sequence[Proposed]) -> list[R
     commit_id = f"review-{rows[0].decision_id}"
     store = open_store(settings)
     written = Lake(store).write("review_decisions", rows, commit_id, "0", now.date())
-    with commit_lock(settings, commit_id):
-        Ledger(store).commit("review", [written], commit_id=commit_id)
+    commit(settings, store, "review", [written], commit_id=commit_id)
     warehouse.refresh(settings.warehouse_path, store)  # committed: a catalog problem is only a warning
     return rows
 

@@ -70,6 +70,18 @@ class LockSettings(_Section):
     )
 
 
+class SigningSettings(_Section):
+    """The key every manifest is signed with, and the keys `assay verify` trusts (pipeline/land/signing.py)."""
+
+    key_file: Path = Field(
+        default=Path("~/.config/assay/signing-key.pem"),
+        description="Ed25519 private key (PEM), outside the lake; created with mode 0600 on first use.",
+    )
+    trusted_keys: list[Path] = Field(
+        default_factory=list, description="Public keys (PEM) whose signatures verify besides this installation's."
+    )
+
+
 class S3StoreSettings(_Section):
     """A place in an S3-compatible store (AWS S3, MinIO, Ceph, ...): the lake itself, or its mirror."""
 
@@ -189,6 +201,7 @@ class Settings(BaseSettings):
     )
     parsing: ParsingSettings = Field(default_factory=ParsingSettings)
     locks: LockSettings = Field(default_factory=LockSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)

@@ -30,6 +30,7 @@ from typing import Any
 
 from pipeline.core.hashing import sha256_bytes
 from pipeline.land.lake import FileEntry
+from pipeline.land.signing import Signer
 from pipeline.land.store import MANIFEST_DIR, LakeStore, as_store
 
 FORMAT = "assay-manifest/1"
@@ -96,6 +97,7 @@ class Ledger:
         run_id: str | None = None,
         commit_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        signer: Signer | None = None,
     ) -> Manifest:
         """Write the manifest of `files` (as their writers described them), chained to the current head.
 
@@ -119,6 +121,8 @@ class Ledger:
                 "files": [entry.__dict__ for entry in entries],
                 **(extra or {}),
             }
+            if signer is not None:
+                document = signer.sign(document)
             raw = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
             name = f"{sequence:08d}.json"
             try:
@@ -154,10 +158,22 @@ class VerifyReport:
     removed: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     broken_links: list[str] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)  # manifests not signed by a trusted key
+    anchors: list[str] = field(default_factory=list)  # where the lake disagrees with the heads recorded outside it
+    views: list[str] = field(default_factory=list)  # where the warehouse's views are not the committed SQL's
+    notes: list[str] = field(default_factory=list)  # worth knowing, not failures
 
     @property
     def ok(self) -> bool:
-        return not (self.changed or self.removed or self.added or self.broken_links)
+        return not (
+            self.changed
+            or self.removed
+            or self.added
+            or self.broken_links
+            or self.signatures
+            or self.anchors
+            or self.views
+        )
 
 
 def chain_problems(manifests: list[Manifest]) -> list[str]:

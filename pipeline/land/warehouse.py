@@ -91,12 +91,12 @@ class CatalogState:
     sql_sha256: str
 
 
-def _lake_name(warehouse_path: Path, store: LakeStore) -> str:
+def lake_name(folder: Path, store: LakeStore) -> str:
     """How the views name the lake: relative to the warehouse's folder when it lies inside it."""
     if not store.local:
         return store.url
     try:
-        return Path(store.root).relative_to(warehouse_path.parent.resolve()).as_posix()
+        return Path(store.root).relative_to(folder.resolve()).as_posix()
     except ValueError:
         return store.root
 
@@ -159,9 +159,13 @@ def current_state(warehouse_path: Path) -> CatalogState | None:
     return CatalogState(**json.loads(row[0])) if row else None
 
 
-def build(warehouse_path: Path, lake: LakeStore | Path) -> bool:
-    """Make the warehouse describe the lake's committed files; False when it already did (nothing written)."""
+def build(warehouse_path: Path, lake: LakeStore | Path, seen_from: Path | None = None) -> bool:
+    """Make the warehouse describe the lake's committed files; False when it already did (nothing written).
+
+    `seen_from`: the folder the views name the lake from (default: the warehouse's own).
+    """
     store = as_store(lake)
+    folder = seen_from or warehouse_path.parent
     manifests = Ledger(store).manifests()
     if not manifests:
         raise WarehouseError(f"the lake at {store.url} has no commit yet: run `assay run` first")
@@ -169,13 +173,13 @@ def build(warehouse_path: Path, lake: LakeStore | Path) -> bool:
     if problems:
         raise WarehouseError(f"the lake's manifest chain is broken ({problems[0]}): run `assay verify`")
     head = manifests[-1]
-    state = CatalogState(_lake_name(warehouse_path, store), head.sequence, head.sha256, sql_sha256())
+    state = CatalogState(lake_name(folder, store), head.sequence, head.sha256, sql_sha256())
     if current_state(warehouse_path) == state:
         return False
     warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     building = warehouse_path.with_name(f".{warehouse_path.name}.{uuid.uuid4().hex[:8]}.building")
     try:
-        config = {"storage_compatibility_version": STORAGE_VERSION, "file_search_path": str(warehouse_path.parent)}
+        config = {"storage_compatibility_version": STORAGE_VERSION, "file_search_path": str(folder)}
         with store.connect(str(building), config=config) as con:
             substitutions = _substitutions(con, state.lake, manifests)
             for path in sql_files():
@@ -260,7 +264,7 @@ def connect_read_only(warehouse_path: Path, lake: LakeStore | Path | None = None
         raise
     if warning:
         logger.warning("%s", warning)
-    return restrict(con, store, _lake_name(warehouse_path, store))
+    return restrict(con, store, lake_name(warehouse_path.parent, store))
 
 
 def read_only(settings: Settings) -> duckdb.DuckDBPyConnection:

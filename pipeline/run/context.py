@@ -9,8 +9,7 @@ shard uses these, even if a task file changes during the run.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -19,8 +18,11 @@ from pipeline.core.errors import RunInProgress
 from pipeline.core.settings import Settings
 from pipeline.core.tasks import Task, find_task
 from pipeline.extract.model_files import resolve_model_file
-from pipeline.land.lake import Lake
-from pipeline.land.store import open_store
+from pipeline.land.lake import FileEntry, Lake
+from pipeline.land.ledger import Ledger, Manifest
+from pipeline.land.signing import load_or_create
+from pipeline.land.store import LakeStore, open_store
+from pipeline.land.warehouse import sql_sha256
 from pipeline.state.locks import COMMIT, LAKE, Heartbeat
 from pipeline.state.recovery import recover
 from pipeline.state.store import StateStore
@@ -111,11 +113,33 @@ def release_lake(state: StateStore, run_id: str) -> None:
     state.locks.release(LAKE, run_id)
 
 
-@contextmanager
-def commit_lock(settings: Settings, holder: str) -> Iterator[None]:
-    """The ledger's commit lock: one writer appends a manifest at a time (runs, reviews, replays)."""
-    with get_state(state_url(settings)).locks.held(COMMIT, holder, _stale_after(settings)):
-        yield
+def commit(
+    settings: Settings,
+    store: LakeStore,
+    kind: str,
+    files: Sequence[FileEntry],
+    *,
+    run_id: str | None = None,
+    commit_id: str | None = None,
+    check: Callable[[], None] | None = None,
+) -> Manifest:
+    """Append one manifest to the ledger: the one way runs, reviews and replays commit.
+
+    Under the commit lock (one writer at a time), signed with the installation's key, carrying the
+    SHA-256 of the view definitions, and recorded in the state store, outside the lake (its head is
+    what `assay verify` expects). `check` runs under the lock before anything is written.
+    """
+    signer = load_or_create(settings.signing.key_file)
+    state = get_state(state_url(settings))
+    holder = commit_id or run_id or kind
+    with state.locks.held(COMMIT, holder, _stale_after(settings)):
+        if check is not None:
+            check()
+        manifest = Ledger(store).commit(
+            kind, files, run_id=run_id, commit_id=commit_id, extra={"sql_sha256": sql_sha256()}, signer=signer
+        )
+        state.record_head(manifest.sequence, manifest.sha256, manifest.commit_id, kind, signer.key_id)
+    return manifest
 
 
 def abort_run(context: RunContext) -> None:

@@ -25,7 +25,7 @@ from pipeline.land.ledger import Ledger
 from pipeline.land.mirror import publish
 from pipeline.land.store import open_store
 from pipeline.land.tables import DeletionRow, RunRow, TaskRow
-from pipeline.run.context import RunContext, commit_lock, release_lake, still_holds_lake
+from pipeline.run.context import RunContext, commit, release_lake, still_holds_lake
 from pipeline.run.counts import Counts, ShardReport
 from pipeline.run.summary import RunSummary
 
@@ -94,9 +94,9 @@ def finish_run(
     still_holds_lake(context)
     state.mark_done(context.run_id, [mark for report in reports for mark in report.done])
     crash_point("before-manifest")
-    with commit_lock(context.settings, context.run_id):
-        still_holds_lake(context)
-        manifest = ledger.commit("run", written, run_id=context.run_id)
+    manifest = commit(
+        context.settings, lake.store, "run", written, run_id=context.run_id, check=lambda: still_holds_lake(context)
+    )
     crash_point("after-manifest")
     state.run_finished(context.run_id, "completed")
     release_lake(state, context.run_id)

@@ -78,3 +78,16 @@ locks = Table(
     Column("acquired_at", DateTime(timezone=True)),
     Column("heartbeat_at", DateTime(timezone=True)),
 )
+
+# Every manifest a writer appended to the ledger, recorded outside the lake: the newest is the head
+# `assay verify` expects to find (a lake whose newest manifests were deleted with their files is caught).
+ledger_heads = Table(
+    "ledger_heads",
+    metadata,
+    Column("sequence", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("commit_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # run | review | replay
+    Column("key_id", String(64)),  # the signing key's id
+    Column("recorded_at", DateTime(timezone=True)),
+)

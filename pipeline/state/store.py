@@ -101,6 +101,11 @@ class StateStore:
             rows = connection.execute(select(schema.runs.c.run_id).where(schema.runs.c.status == "running"))
             return [r.run_id for r in rows]
 
+    def completed_runs(self) -> list[str]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(schema.runs.c.run_id).where(schema.runs.c.status == "completed"))
+            return [r.run_id for r in rows]
+
     def save_run_context(self, run_id: str, context_json: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(update(schema.runs).where(schema.runs.c.run_id == run_id).values(context=context_json))
@@ -114,6 +119,29 @@ class StateStore:
         if row is None:
             raise KeyError(run_id)
         return row.status, row.context
+
+    # -- the ledger's heads ------------------------------------------------------------------
+
+    def record_head(self, sequence: int, sha256: str, commit_id: str, kind: str, key_id: str | None) -> None:
+        """Remember a manifest just appended to the ledger (outside the lake it describes)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(schema.ledger_heads).values(
+                    sequence=sequence,
+                    sha256=sha256,
+                    commit_id=commit_id,
+                    kind=kind,
+                    key_id=key_id,
+                    recorded_at=datetime.now(UTC),
+                )
+            )
+
+    def recorded_heads(self) -> list[tuple[int, str]]:
+        """(sequence, SHA-256) of every manifest recorded, in order."""
+        heads = schema.ledger_heads.c
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(heads.sequence, heads.sha256).order_by(heads.sequence)).all()
+        return [(int(r.sequence), str(r.sha256)) for r in rows]
 
     # -- work done ---------------------------------------------------------------------------
 
