@@ -19,7 +19,7 @@ from pipeline.core.hashing import sha256_file
 class LocalFolderConfig(BaseModel):
     """`connector = "local"`: a folder (or one file) on this machine or a mounted share."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     connector: Literal["local"] = "local"
     path: str = Field(description="The folder (or file) to read, absolute or relative to the working directory.")

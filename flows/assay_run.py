@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -28,7 +27,7 @@ from prefect.runtime import flow_run
 
 from connectors.registry import resolve_sources, validate_sources
 from pipeline.audit.report import write_after_run
-from pipeline.core.settings import load_settings
+from pipeline.core.settings import settings_from_parameters
 from pipeline.run import shard as shard_step
 from pipeline.run import shared
 from pipeline.run.context import RunContext
@@ -124,7 +123,7 @@ def assay_run(
     `shard_workers > 0` spreads the shards over that many runs of `worker_deployment`.
     """
     logger = get_run_logger()
-    settings = load_settings(Path(config_file) if config_file else None, **(overrides or {}))
+    settings = settings_from_parameters(config_file, overrides)
     validate_sources(settings)
     connectors = resolve_sources(sources, settings)
     logger.info("run over %s", ", ".join(connectors))

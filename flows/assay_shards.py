@@ -9,14 +9,13 @@ leased by one of them at a time and completed once.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from connectors.registry import rebuild_sources
-from pipeline.core.settings import load_settings
+from pipeline.core.settings import settings_from_parameters
 from pipeline.run import shared
 
 
@@ -26,7 +25,7 @@ def assay_shard_worker(
 ) -> list[int]:
     """Process free shards of run `run_id` until none is left; the shard indexes this worker did."""
     logger = get_run_logger()
-    settings = load_settings(Path(config_file) if config_file else None, **(overrides or {}))
+    settings = settings_from_parameters(config_file, overrides)
     context = shared.join_run(settings, run_id, rebuild_sources)
     owner = f"{shared.worker_name()}:{flow_run.id}"
     done = shared.work_on_shards(context, owner=owner)

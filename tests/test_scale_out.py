@@ -1,6 +1,7 @@
 """Scale-out on real engines: one run's shards leased by two Prefect process workers against a real
 Prefect server, the PostgreSQL state store and an S3 lake (moto), and fanned out over a real Dask
-LocalCluster writing a local lake."""
+LocalCluster writing an S3 lake. Secrets reach every process from its environment only, and no record
+of either run (Prefect's parameters, logs and artifacts, the state store, the lake, the report) holds one."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from pipeline.core.settings import load_settings
 from pipeline.land import warehouse
@@ -49,22 +50,45 @@ def _source(tmp_path: Path) -> Path:
     return folder
 
 
-def _overrides(tmp_path: Path, state_url: str | None = None) -> dict[str, object]:
-    overrides: dict[str, object] = {
+def _overrides(tmp_path: Path, s3: S3Bucket) -> dict[str, object]:
+    """The runs' flow parameters: no secret among them (a flow refuses one)."""
+    lake = s3.store_settings("lake")
+    return {
         "data_dir": str(tmp_path / "data"),
         "shard_size": 1,
         # What is tested here is who does which shard; the task asks the model nothing (tests/fixtures/tasks).
         "tasks": NO_MODEL,
         "task_dirs": [str(TEST_TASKS)],
         "parsing": {"workers": 1},
+        "lake_store": {"url": lake["url"], "endpoint_url": lake["endpoint_url"]},
+    }
+
+
+def _secrets(state_url: str | None = None) -> dict[str, str]:
+    """Secrets of the run, as environment variables; values no record may hold (moto takes any key)."""
+    env = {
+        "ASSAY_LAKE_STORE__ACCESS_KEY_ID": f"AKIA{uuid.uuid4().hex[:16].upper()}",
+        "ASSAY_LAKE_STORE__SECRET_ACCESS_KEY": f"s3-secret-{uuid.uuid4().hex}",
     }
     if state_url:
-        overrides["state_url"] = state_url
-    return overrides
+        env["ASSAY_STATE_URL"] = f"{state_url}?sslpassword=ssl-{uuid.uuid4().hex}"  # libpq takes it, unused
+    return env
 
 
-def _check_lake(overrides: dict[str, object], run_id: str) -> None:
-    con = warehouse.read_only(load_settings(**overrides))  # type: ignore[arg-type]
+def _secret_values(env: dict[str, str]) -> list[str]:
+    values = [env["ASSAY_LAKE_STORE__ACCESS_KEY_ID"], env["ASSAY_LAKE_STORE__SECRET_ACCESS_KEY"]]
+    if "ASSAY_STATE_URL" in env:
+        url = make_url(env["ASSAY_STATE_URL"])
+        values += [url.password or "", str(url.query["sslpassword"])]
+    return [v for v in values if v]
+
+
+def _check_lake(overrides: dict[str, object], run_id: str, secrets: dict[str, str]) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in secrets.items():
+            patch.setenv(name, value)
+        settings = load_settings(**overrides)  # type: ignore[arg-type]
+    con = warehouse.read_only(settings)
     try:
         rows = con.execute("select status, count(*) from documents where run_id = ? group by 1", [run_id]).fetchall()
         assert dict(rows) == {"processed": 4, "failed": 1}
@@ -160,7 +184,8 @@ def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
     prefect_server: dict[str, str], postgres_state: str, s3: S3Bucket, tmp_path: Path
 ) -> None:
     """Workers share nothing but the Prefect server, the PostgreSQL state and the S3 lake."""
-    env = prefect_server
+    secrets = _secrets(postgres_state)
+    env = {**prefect_server, **secrets}
     run: dict[str, Any] = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 300}
     name = f"assay-test-{uuid.uuid4().hex[:8]}"  # the work pool and the worker deployment
     pool = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", name, "--type", "process"], **run)
@@ -190,8 +215,7 @@ def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
         for n in (1, 2)
     ]
     try:
-        overrides = _overrides(tmp_path, postgres_state)
-        overrides["lake_store"] = s3.store_settings("lake")
+        overrides = _overrides(tmp_path, s3)
         coordinator = subprocess.run(
             [sys.executable, "-c", COORDINATE, str(_source(tmp_path)), json.dumps(overrides), name],
             **{**run, "timeout": 900},
@@ -235,10 +259,70 @@ def test_two_prefect_workers_share_one_run_and_never_process_a_shard_twice(
     states = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines()}
     # The coordinating flow run and every worker flow run that did shards completed.
     assert all(states.get(run_id) == "COMPLETED" for run_id in flow_runs | {summary["flow_run_id"]}), listed.stdout
-    _check_lake(overrides, summary["run_id"])
+    _check_lake(overrides, summary["run_id"], secrets)
     # The workers wrote their Parquet to the store; the data directory holds only the catalog and the report.
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["reports", "warehouse.duckdb"]
     assert any(key.startswith("lake/findings/run_date=") for key in s3.keys("lake/"))
+
+    # No secret in what Prefect keeps of the runs (parameters, logs, artifacts), the state store, the lake,
+    # the data directory, or the processes' output.
+    kept = subprocess.run([sys.executable, "-c", PREFECT_RECORDS, *flow_runs, summary["flow_run_id"]], **run)
+    assert kept.returncode == 0 and '"parameters"' in kept.stdout and '"message"' in kept.stdout, kept.stderr
+    with create_engine(make_url(secrets["ASSAY_STATE_URL"]).set(query={})).connect() as connection:
+        state = [
+            str(connection.execute(text(f"select * from {table}")).all())
+            for table in ("runs", "shards", "documents", "work_done", "ledger_heads", "locks")
+        ]
+    records = {
+        "prefect": kept.stdout,
+        "state store": "\n".join(state),
+        "coordinator output": coordinator.stdout + coordinator.stderr,
+        "worker logs": logs,
+        **_lake_and_data(s3, tmp_path / "data"),
+    }
+    assert _leaks(secrets, records) == []
+
+
+PREFECT_RECORDS = """
+import asyncio, json, sys
+from uuid import UUID
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+async def main():
+    ids = [UUID(i) for i in sys.argv[1:]]
+    async with get_client() as client:
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        logs, offset = [], 0
+        while page := await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200, offset=offset
+        ):
+            logs += page
+            offset += len(page)
+        artifacts = await client.read_artifacts()
+    dump = lambda items: [item.model_dump(mode="json") for item in items]
+    print(json.dumps({"flow_runs": dump(runs), "logs": dump(logs), "artifacts": dump(artifacts)}))
+
+asyncio.run(main())
+"""
+
+
+def _lake_and_data(s3: S3Bucket, data_dir: Path) -> dict[str, str]:
+    """Every object of the bucket and every file of the data directory, by name."""
+    found = {
+        f"s3://{s3.bucket}/{key}": s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read() for key in s3.keys("")
+    }
+    found |= {str(path): path.read_bytes() for path in data_dir.rglob("*") if path.is_file()}
+    return {name: content.decode("latin-1") for name, content in found.items()}
+
+
+def _leaks(secrets: dict[str, str], records: dict[str, str]) -> list[str]:
+    return [
+        f"{secret[:4]}... in {where}"
+        for where, record in records.items()
+        for secret in _secret_values(secrets)
+        if secret in record
+    ]
 
 
 DASK = """
@@ -252,10 +336,14 @@ print(summary.model_dump_json())
 """
 
 
-def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(tmp_path: Path) -> None:
-    overrides = _overrides(tmp_path)
+def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(s3: S3Bucket, tmp_path: Path) -> None:
+    """The run's context travels to the Dask workers pickled without its S3 keys; they take theirs from
+    their own environment. Prefect runs ephemeral here: its database is a file in PREFECT_HOME."""
+    overrides = _overrides(tmp_path, s3)
     overrides["parsing"] = {"workers": 0}  # each Dask worker process parses its own shards
+    secrets = _secrets()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {**secrets, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     result = subprocess.run(
         [sys.executable, "-c", DASK, str(_source(tmp_path)), json.dumps(overrides)],
         cwd=ROOT,
@@ -267,6 +355,11 @@ def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(tmp_path: Path) 
     assert result.returncode == 0, result.stderr[-5000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["documents_in"] == 5 and (summary["processed"], summary["failed"]) == (4, 1)
-    _check_lake(overrides, summary["run_id"])
+    _check_lake(overrides, summary["run_id"], secrets)
     # The shards ran in the cluster's two worker processes, not in the flow's own process.
     assert len(summary["workers"]) == 2, summary["workers"]
+    prefect_home = tmp_path / "prefect-home"
+    assert any(prefect_home.rglob("*.db")), list(prefect_home.rglob("*"))
+    records = {str(path): path.read_bytes().decode("latin-1") for path in prefect_home.rglob("*") if path.is_file()}
+    records |= {"output": result.stdout + result.stderr, **_lake_and_data(s3, tmp_path / "data")}
+    assert _leaks(secrets, records) == []

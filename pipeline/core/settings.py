@@ -3,13 +3,14 @@
 Precedence, highest first: values passed in code or on the CLI, `ASSAY_*`
 environment variables (nested with `__`, e.g. `ASSAY_MODEL__N_THREADS=1`),
 the TOML file (`--config`, `ASSAY_CONFIG`, or `./assay.toml`), then defaults.
-Secrets are `SecretStr` and URLs have their passwords masked in
-`Settings.redacted()`, which is what run records and logs see.
+Secrets are `SecretStr`; `Settings.redacted()` masks them and every URL's password (what run
+records and logs see), and `Settings.secret_values()` lists them for `pipeline.core.secrets.protect`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -20,18 +21,28 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-from sqlalchemy.engine import make_url
 
+from pipeline.core.errors import ConfigError
 from pipeline.core.resources import available_cores
+from pipeline.core.secrets import MASK, is_secret_name, protect, redact_data, redact_url, url_secrets
 
 EngineName = Literal["batched", "sequential"]
 ParserStrategy = Literal["fast", "ocr_only", "auto"]
 
 
+def _redacted_repr_args(model: BaseModel) -> Iterator[tuple[str | None, Any]]:
+    """A model's repr without a URL's password (SecretStr fields mask themselves)."""
+    for name, value in BaseModel.__repr_args__(model):
+        yield name, redact_url(value) if isinstance(value, str) and url_secrets(value) else value
+
+
 class _Section(BaseModel):
     """A nested settings section: an unknown key (a typo) is an error that names it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted_repr_args(self)
 
 
 class ChunkingSettings(_Section):
@@ -127,7 +138,7 @@ class ModelSettings(_Section):
 class ValueConventions(_Section):
     """How a source writes its values: dates and amounts are read by these (and each value records them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     date_order: Literal["MDY", "DMY", "YMD"] = Field(
         default="MDY", description="How to read a date like 03/04/2026: MDY (March 4), DMY (3 April) or YMD."
@@ -153,7 +164,11 @@ class SourceSettings(BaseModel):
     are that connector's own settings. The core does not read them: connectors/registry.py validates them
     against the connector's config model (an unknown connector or key is an error that names it)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in _redacted_repr_args(self):
+            yield name, MASK if value and name and is_secret_name(name) else value
 
     connector: str = "local"
     values: ValueConventions | None = Field(
@@ -170,6 +185,7 @@ class Settings(BaseSettings):
         env_prefix="ASSAY_",
         env_nested_delimiter="__",
         extra="forbid",
+        hide_input_in_errors=True,  # a validation error must not print a secret it was given
     )
 
     # Class-level: which TOML file to read (set by `load_settings`).
@@ -236,6 +252,9 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        return _redacted_repr_args(self)
+
     def conventions(self, source: str) -> ValueConventions:
         """How the source of this name writes values: its own `values`, else the top-level ones."""
         configured = self.sources.get(source)
@@ -251,11 +270,132 @@ class Settings(BaseSettings):
         return self.data_dir / "warehouse.duckdb"
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as JSON-ready data with every secret masked."""
-        data = self.model_dump(mode="json")
+        """The settings as JSON-ready data with every secret masked (what run records and logs see)."""
+        data = self.model_dump(mode="json")  # SecretStr fields come out masked
         if self.state_url is not None:
-            data["state_url"] = make_url(self.state_url.get_secret_value()).render_as_string(hide_password=True)
-        return data
+            data["state_url"] = redact_url(self.state_url.get_secret_value())
+        redacted: dict[str, Any] = redact_data(data)
+        return redacted
+
+    def without_secrets(self) -> Settings:
+        """A copy holding no secret: each is masked (a URL keeps its user and host), for a pickle that
+        leaves this process (`RunContext` sent to Dask workers). `with_secrets_from` puts them back."""
+        masked: Settings = _mask(self)
+        return masked
+
+    def public_values(self) -> dict[str, Any]:
+        """These settings as keyword arguments, without their secrets (masked or not)."""
+
+        def public(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: public(v) for k, v in value.items() if not _is_secret_value(str(k), v)}
+            if isinstance(value, list):
+                return [public(item) for item in value]
+            return value
+
+        values: dict[str, Any] = public(self.model_dump())
+        return values
+
+    def with_secrets_from(self, own: Settings) -> Settings:
+        """These settings, their masked secrets taken from `own` (a worker's settings from its environment).
+
+        A secret `own` lacks, or one for another place (a state URL of another host, user or database),
+        is a `ConfigError`: a worker never guesses where its credentials go.
+        """
+        restored: Settings = _restore(self, own, "settings")
+        return restored
+
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold: to be masked wherever it might be printed (`secrets.protect`)."""
+        found: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                found.extend([secret, *url_secrets(secret)])
+            elif isinstance(value, BaseModel):
+                walk({name: getattr(value, name) for name in type(value).model_fields} | (value.model_extra or {}))
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(item, str) and is_secret_name(str(key)):
+                        found.append(item)
+                    walk(item)
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    walk(item)
+            elif isinstance(value, str):
+                found.extend(url_secrets(value))
+
+        walk(self)
+        return [value for value in found if value]
+
+
+def _masked_secret(secret: str) -> str:
+    return redact_url(secret) if url_secrets(secret) else secret if "://" in secret else MASK
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return SecretStr(_masked_secret(value.get_secret_value()))
+    if isinstance(value, BaseModel):
+        update = {name: _mask(getattr(value, name)) for name in type(value).model_fields}
+        return value.model_copy(update=update | _mask(value.model_extra or {}))
+    if isinstance(value, dict):
+        return {k: MASK if isinstance(v, str) and v and is_secret_name(str(k)) else _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(item) for item in value]
+    if isinstance(value, str) and url_secrets(value):
+        return redact_url(value)
+    return value
+
+
+def _restore(masked: Any, own: Any, where: str) -> Any:
+    if isinstance(masked, SecretStr | str) and MASK in _plain(masked):
+        if not isinstance(own, SecretStr | str) or _plain(_mask(own)) != _plain(masked):
+            raise ConfigError(
+                f"{where} is a secret, and secrets are not sent to workers: this worker's own settings (its "
+                f"environment or config file) must give it, for {_plain(masked)!r}"
+            )
+        return own
+    if isinstance(masked, BaseModel):
+        extra = masked.model_extra or {}
+        update = {
+            name: _restore(getattr(masked, name), getattr(own, name, None), f"{where}.{name}")
+            for name in [*type(masked).model_fields, *extra]
+        }
+        return masked.model_copy(update=update)
+    if isinstance(masked, dict):
+        mine = own if isinstance(own, dict) else {}
+        return {k: _restore(v, mine.get(k), f"{where}.{k}") for k, v in masked.items()}
+    if isinstance(masked, list):
+        return [_restore(item, None, where) for item in masked]
+    return masked
+
+
+def _is_secret_value(name: str, value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        return True
+    if isinstance(value, str):
+        return bool(value) and (is_secret_name(name) or bool(url_secrets(value)) or MASK in value)
+    return False
+
+
+def _plain(value: SecretStr | str) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def secrets_in_overrides(overrides: dict[str, Any], where: str = "overrides") -> list[str]:
+    """Where `overrides` (a Prefect parameter, stored and shown by Prefect) hold a secret."""
+    found = []
+    for key, value in overrides.items():
+        path = f"{where}.{key}"
+        if isinstance(value, dict):
+            found += secrets_in_overrides(value, path)
+        elif value and (key in _SECRET_FIELDS or is_secret_name(str(key))):
+            found.append(path)
+        elif isinstance(value, str) and url_secrets(value):
+            found.append(path)
+    return found
 
 
 def find_config_file(explicit: Path | None = None) -> Path | None:
@@ -281,7 +421,36 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     setting off (an evaluation run keeps its own local lake and state, whatever the config says).
     """
     Settings._toml_file = find_config_file(config_file)
-    return Settings(**{k: v for k, v in overrides.items() if v is not None or k in CLEARABLE})
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None or k in CLEARABLE})
+    protect(settings.secret_values())  # masked in every log line and recorded error of this process
+    return settings
+
+
+def _secret_fields(model: type[BaseModel]) -> set[str]:
+    names = set()
+    for name, info in model.model_fields.items():
+        if "SecretStr" in str(info.annotation):
+            names.add(name)
+        for candidate in getattr(info.annotation, "__args__", (info.annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                names |= _secret_fields(candidate)
+    return names
+
+
+_SECRET_FIELDS = frozenset(_secret_fields(Settings))
+
+
+def settings_from_parameters(config_file: str | None, overrides: dict[str, Any] | None) -> Settings:
+    """The settings of a flow run, from its parameters. Parameters are stored and shown by Prefect, so a
+    secret in `overrides` is refused: secrets come from the config file or the environment of the
+    process that runs the flow (docs/security.md)."""
+    found = secrets_in_overrides(overrides or {})
+    if found:
+        raise ConfigError(
+            f"{', '.join(found)}: a secret cannot be a flow parameter (Prefect stores and shows parameters); "
+            "set it in the config file or the environment (e.g. ASSAY_STATE_URL) of the flow's process"
+        )
+    return load_settings(Path(config_file) if config_file else None, **(overrides or {}))
 
 
 # Settings an override may switch off with an explicit None (other None overrides mean "not given").

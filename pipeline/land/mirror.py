@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from pipeline.core.errors import TransientError
 from pipeline.core.retry import retry_transient
+from pipeline.core.secrets import redact
 from pipeline.core.settings import S3StoreSettings
 from pipeline.land.ledger import Ledger
 from pipeline.land.store import LakeStore, s3_store
@@ -55,5 +56,5 @@ def publish(lake: LakeStore, settings: S3StoreSettings) -> Published:
             uploaded += 1
             sent += size
     except OSError as exc:  # pyarrow raises OSError for network and server errors
-        raise TransientError(f"publishing the lake to {settings.url} failed: {exc}") from exc
+        raise TransientError(redact(f"publishing the lake to {settings.url} failed: {exc}")) from exc
     return Published(uploaded, already, sent)

@@ -183,17 +183,26 @@ def s3_store(settings: S3StoreSettings, what: str = "lake_store") -> LakeStore:
     url = urlparse(settings.url)
     if url.scheme != "s3" or not url.netloc:
         raise ConfigError(f"{what}.url must look like s3://bucket/prefix, not {settings.url!r}")
-    endpoint = urlparse(settings.endpoint_url) if settings.endpoint_url else None
     keys = settings.access_key_id and settings.secret_access_key
     filesystem = fs.S3FileSystem(
         region=settings.region,
-        endpoint_override=(endpoint.netloc or endpoint.path) if endpoint else None,
-        scheme="http" if endpoint and endpoint.scheme == "http" else "https",
+        # host:port only: credentials belong in access_key_id / secret_access_key, never in the URL
+        endpoint_override=_host_and_port(settings.endpoint_url) if settings.endpoint_url else None,
+        scheme="http" if (settings.endpoint_url or "").startswith("http://") else "https",
         access_key=settings.access_key_id.get_secret_value() if keys and settings.access_key_id else None,
         secret_key=settings.secret_access_key.get_secret_value() if keys and settings.secret_access_key else None,
     )
     root = f"{url.netloc}/{url.path.strip('/')}".rstrip("/")
     return LakeStore(filesystem, root, f"s3://{root}", f"{root}/{QUARANTINE_DIR}")
+
+
+def _host_and_port(endpoint_url: str) -> str:
+    if "://" not in endpoint_url:  # "minio.internal:9000"
+        return endpoint_url
+    endpoint = urlparse(endpoint_url)
+    host = endpoint.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{endpoint.port}" if endpoint.port else host
 
 
 def open_store(settings: Settings) -> LakeStore:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pipeline.core.connector import Connector
 from pipeline.core.errors import RunInProgress
-from pipeline.core.settings import Settings
+from pipeline.core.secrets import MASK, redact_url
+from pipeline.core.settings import Settings, load_settings
 from pipeline.core.tasks import Task, find_task
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.land.lake import FileEntry, Lake
@@ -39,8 +41,22 @@ class RunContext:
     sources: dict[str, Connector]
     started_at: datetime
     model_sha256: str
-    state_url: str
+    state_url: str = field(repr=False)  # may hold a password
     tasks: tuple[Task, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for a Dask worker) without a secret: the worker takes them from its own environment."""
+        state = dict(self.__dict__)
+        state["settings"] = self.settings.without_secrets()
+        state["state_url"] = redact_url(self.state_url)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if any(MASK in value for value in self.settings.secret_values()) or MASK in self.state_url:
+            # this process's own secrets (its environment, its config file) for the same places
+            self.settings = self.settings.with_secrets_from(load_settings(**self.settings.public_values()))
+            self.state_url = state_url(self.settings)
 
     @property
     def lake(self) -> Lake:

@@ -23,6 +23,7 @@ from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.faults import crash_point
 from pipeline.core.hashing import canonical_json, sha256_bytes
 from pipeline.core.retry import call_with_retry
+from pipeline.core.secrets import redact
 from pipeline.core.tasks import Task
 from pipeline.extract.routing import route
 from pipeline.land.tables import ChunkRow, DocumentRow, RoutingRow, TextRow
@@ -86,15 +87,15 @@ def document_errors(work: ShardWork, ref: DocumentRef, row: DocumentRow, plan: D
     try:
         yield
     except DocumentError as exc:
-        row.status, row.reason, row.message = "failed", exc.reason.value, str(exc)
+        row.status, row.reason, row.message = "failed", exc.reason.value, redact(str(exc))
         row.filetype = row.filetype or exc.filetype
-        work.failure("document", exc.reason.value, str(exc), ref, content_sha256=row.content_sha256)
+        work.failure("document", exc.reason.value, row.message, ref, content_sha256=row.content_sha256)
         work.report.failed += 1
         if plan is not None and exc.reason in REMEMBERED_FAILURES and ref.sha256:
             work.report.done.append(WorkMark(plan.failed_fp, "failed", ref.sha256, exc.reason.value))
     except Exception as exc:  # a bug or an unforeseen library error: record it, go on
         logger.exception("internal error on %s", ref.uri)
-        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"[:4000]
+        message = redact(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")[:4000]
         row.status, row.reason, row.message = "failed", Reason.INTERNAL_ERROR.value, message
         work.failure("document", Reason.INTERNAL_ERROR.value, message, ref, content_sha256=row.content_sha256)
         work.report.failed += 1

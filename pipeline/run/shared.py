@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.core.connector import Connector
+from pipeline.core.secrets import redact_data
 from pipeline.core.settings import Settings
 from pipeline.core.tasks import parse_task
 from pipeline.extract.model_files import resolve_model_file
@@ -51,7 +52,10 @@ def share_run(context: RunContext, shards: Iterable[Shard]) -> int:
         "flow_run_id": context.flow_run_id,
         "started_at": context.started_at.isoformat(),
         "model_sha256": context.model_sha256,
-        "sources": {name: source.config.model_dump(mode="json") for name, source in context.sources.items()},
+        # no secret: a worker builds a source it knows from its own settings (connectors/registry.py)
+        "sources": {
+            name: redact_data(source.config.model_dump(mode="json")) for name, source in context.sources.items()
+        },
         "tasks": [{"definition": t.definition, "source_path": t.source_path} for t in context.tasks],
     }
     state.save_run_context(context.run_id, json.dumps(joinable))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pipeline.core.documents import Chunk, DocumentRef, ParsedDocument
+from pipeline.core.secrets import redact
 from pipeline.core.tasks import Task
 from pipeline.land.tables import (
     AnswerRow,
@@ -105,7 +106,7 @@ class ShardWork:
                 run_id=self.context.run_id,
                 stage=stage,
                 reason=reason,
-                message=message,
+                message=redact(message),
                 source=ref.source if ref else None,
                 uri=ref.uri if ref else None,
                 content_sha256=content_sha256,
