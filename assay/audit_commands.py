@@ -238,3 +238,27 @@ def rebuild_warehouse(obj: CliContext) -> None:
     settings = obj.settings()
     warehouse.build(settings.warehouse_path, open_store(settings))
     console.print(f"views rebuilt in {settings.warehouse_path}")
+
+
+@click.command(name="mirror")
+@click.option(
+    "--check-hashes",
+    is_flag=True,
+    help="Read every mirrored object back and re-send any whose SHA-256 is not its manifest's (slow: a full read).",
+)
+@click.pass_obj
+def mirror(obj: CliContext, check_hashes: bool) -> None:
+    """Publish the committed lake to `[lake_mirror]` now: what it lacks, or (checking hashes) holds wrong."""
+    from pipeline.land.mirror import publish
+
+    settings = obj.settings()
+    if settings.lake_mirror is None:
+        raise click.ClickException("no [lake_mirror] is configured")
+    published = publish(open_store(settings), settings.lake_mirror, check_hashes=check_hashes)
+    console.print(
+        f"{published.uploaded} files uploaded ({published.bytes_uploaded} bytes), "
+        f"{published.already_there} already there",
+        highlight=False,
+    )
+    for relative in published.repaired:
+        console.print(f"repaired (its SHA-256 was wrong): {safe(relative)}", highlight=False)

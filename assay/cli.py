@@ -2,7 +2,7 @@
 
 Run:        run, eval
 Read:       runs, query, show, documents
-Audit:      verify, replay, review, export, report, warehouse
+Audit:      verify, replay, review, export, report, warehouse, mirror
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import click
 import duckdb
 
-from assay.audit_commands import export, rebuild_warehouse, replay, report, review, verify
+from assay.audit_commands import export, mirror, rebuild_warehouse, replay, report, review, verify
 from assay.context import CliContext
 from assay.read_commands import documents, query, runs, show
 from assay.run_commands import evaluate, run
@@ -58,12 +58,27 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     \b
     Run:    run, eval
     Read:   runs, query, show, documents
-    Audit:  verify, replay, review, export, report, warehouse
+    Audit:  verify, replay, review, export, report, warehouse, mirror
     """
     ctx.obj = CliContext(config, data_dir)
 
 
-for command in (run, evaluate, runs, query, show, documents, verify, replay, review, export, report, rebuild_warehouse):
+COMMANDS = (
+    run,
+    evaluate,
+    runs,
+    query,
+    show,
+    documents,
+    verify,
+    replay,
+    review,
+    export,
+    report,
+    rebuild_warehouse,
+    mirror,
+)
+for command in COMMANDS:
     cli.add_command(command)
 
 

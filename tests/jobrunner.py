@@ -13,6 +13,7 @@ from typing import Any
 
 import pipeline  # noqa: F401
 from connectors.registry import resolve_sources
+from pipeline.core import faults
 from pipeline.core.settings import load_settings
 from pipeline.run.local import run_locally
 from pipeline.run.summary import RunSummary
@@ -33,5 +34,6 @@ def run(
 
 
 if __name__ == "__main__":
+    faults.arm()  # this process is a test's: honour ASSAY_CRASH_AT
     summary = run(Path(sys.argv[1]), Path(sys.argv[2]), tasks=sys.argv[3:] or None)
     print(summary.model_dump_json())

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
+from assay.cli import cli
 from pipeline.land.ledger import Ledger
 from tests.jobrunner import NO_MODEL, run
 from tests.support import S3Bucket, document
@@ -54,6 +56,20 @@ def test_a_run_publishes_its_committed_lake_to_s3_in_the_same_layout(
     assert again.mirror is not None and again.mirror.startswith(f"{len(newest.files) + 2} files uploaded")
     head = client.head_object(Bucket=bucket, Key=findings)
     assert head["ContentLength"] == (lake / findings.removeprefix("nightly/")).stat().st_size
+
+    # An object replaced on the store by other bytes of the same size: a publish by sizes leaves it,
+    # `assay mirror --check-hashes` finds it and sends the committed bytes again.
+    committed = (lake / findings.removeprefix("nightly/")).read_bytes()
+    client.put_object(Bucket=bucket, Key=findings, Body=bytes(len(committed)))
+    by_size = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "mirror"])
+    assert by_size.exit_code == 0 and by_size.output.startswith("0 files uploaded"), by_size.output
+    checked = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "mirror", "--check-hashes"])
+    assert checked.exit_code == 0, checked.output
+    assert (
+        checked.output.startswith("1 files uploaded")
+        and f"repaired (its SHA-256 was wrong): {findings.removeprefix('nightly/')}" in checked.output
+    )
+    assert client.get_object(Bucket=bucket, Key=findings)["Body"].read() == committed
 
 
 def test_an_unreachable_mirror_is_reported_and_the_run_still_completes(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,7 +16,7 @@ from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.hashing import sha256_bytes
 from pipeline.core.settings import ChunkingSettings, ParsingSettings
 from pipeline.parse.partition import partition_bytes
-from pipeline.parse.workers import ParsePool
+from pipeline.parse.workers import ParsePool, _Size
 from tests.support import document, nda_document
 
 THREE_PAGES = nda_document("5fef505c7e8c60c597f150f2f2976684")
@@ -60,6 +61,39 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_true_page_numbers(pool: ParseP
     assert chunks[-1].pages[-1] == 3
 
 
+@pytest.mark.slow  # a pool of its own
+def test_a_parse_too_large_to_hand_back_fails_as_too_large_in_the_worker_and_across_pdf_parts() -> None:
+    """A decompression bomb's text never reaches the run's process: the worker measures it first, and the
+    parent sums the parts of a long PDF (each part under the cap, all of them over it)."""
+    pdf = THREE_PAGES.read_bytes()
+    whole = partition_bytes(pdf, THREE_PAGES.name, sha256_bytes(pdf)).document
+    longest_page = max(sum(s.end - s.start for s in whole.element_spans if s.page == page) for page in (1, 2, 3))
+    cap = longest_page + 10
+    assert cap < len(whole.text)
+    capped = ParsePool(ParsingSettings(workers=1, pdf_pages_per_part=1, max_text_chars=cap))
+    bomb = ("A paragraph of the bomb. " * 40 + "\n\n") * (cap // 1000 + 2)
+    try:
+        with pytest.raises(DocumentError, match=rf"more than parsing.max_text_chars={cap:,} ") as in_worker:
+            capped.submit(bomb.encode(), "bomb.txt", sha256_bytes(bomb.encode()), "fast", ChunkingSettings()).result()
+        assert in_worker.value.reason is Reason.TOO_LARGE
+        with pytest.raises(DocumentError, match=rf"more than parsing.max_text_chars={cap:,} ") as long_pdf:
+            _submit(capped, THREE_PAGES).result()
+        assert long_pdf.value.reason is Reason.TOO_LARGE and long_pdf.value.filetype == "pdf"
+        small = b"Signed on 1 February 2026."
+        parsed, _ = capped.submit(small, "small.txt", sha256_bytes(small), "fast", ChunkingSettings()).result()
+        assert parsed.text == small.decode()  # the pool goes on
+    finally:
+        capped.close()
+
+
+def test_too_many_elements_is_too_large() -> None:
+    element = SimpleNamespace(text="x")
+    size = _Size()
+    size.add([element] * 3, (3, 100), "html")
+    with pytest.raises(DocumentError, match=r"more than parsing.max_elements=3 elements \(4\)"):
+        size.add([element], (3, 100), "html")
+
+
 def test_bad_files_fail_with_their_reason_in_a_worker(pool: ParsePool) -> None:
     with pytest.raises(DocumentError) as empty:
         _submit(pool, document("unstructured__empty.txt")).result()
@@ -73,11 +107,13 @@ FAULTS = """
 import sys
 from pathlib import Path
 import pipeline
+from pipeline.core import faults
 from pipeline.core.errors import DocumentError
 from pipeline.core.hashing import sha256_bytes
-from pipeline.parse.workers import ParsePool
+from pipeline.parse.workers import ParsePool, _Size
 from pipeline.core.settings import ChunkingSettings, ParsingSettings
 
+faults.arm()
 pool = ParsePool(ParsingSettings(workers=1, timeout_s=float(sys.argv[2]), memory_mb=2048))
 data = Path(sys.argv[1]).read_bytes()
 for name in ["bad.docx", "good.docx"]:

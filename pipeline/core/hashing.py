@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ def sha256_file(path: Path) -> str:
     with path.open("rb") as handle:
         while block := handle.read(_BLOCK):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_fd(fd: int) -> str:
+    """SHA-256 of an open file's bytes, read from its start through the descriptor (which stays open)."""
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, _BLOCK, offset):
+        digest.update(block)
+        offset += len(block)
     return digest.hexdigest()
 
 

@@ -66,6 +66,12 @@ class ParsingSettings(_Section):
     memory_mb: int = Field(default=4096, ge=256, description="Address-space cap of each parsing process (MiB).")
     files_per_worker: int = Field(default=200, ge=1, description="A parsing process is replaced after this many.")
     pdf_pages_per_part: int = Field(default=200, ge=1, description="Longer PDFs are parsed in page ranges this long.")
+    max_elements: int = Field(
+        default=200_000, ge=1, description="A file whose parse gives more elements fails as too_large (a bomb)."
+    )
+    max_text_chars: int = Field(
+        default=50_000_000, ge=1, description="A file whose text is longer (characters) fails as too_large."
+    )
 
     @property
     def processes(self) -> int:
@@ -228,6 +234,11 @@ class Settings(BaseSettings):
     )
     lake_mirror: S3StoreSettings | None = Field(
         default=None, description="Publish the committed lake to this S3-compatible store after every run."
+    )
+    file_access: Literal["owner", "group"] = Field(
+        default="owner",
+        description="Who may read the files Assay creates (lake, state, warehouse, reports): the account that "
+        "runs it (umask 077), or its group too (umask 027).",
     )
     reviewer: str | None = Field(
         default=None,
@@ -415,7 +426,8 @@ def find_config_file(explicit: Path | None = None) -> Path | None:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings from the TOML file, the environment and `overrides` (CLI flags).
+    """Build the settings from the TOML file, the environment and `overrides` (CLI flags), and set up the
+    process for them: their secrets are masked in its logs, and the files it creates get `file_access`.
 
     An override of None is ignored, except for the settings in `CLEARABLE`, where it switches the
     setting off (an evaluation run keeps its own local lake and state, whatever the config says).
@@ -423,6 +435,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     Settings._toml_file = find_config_file(config_file)
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None or k in CLEARABLE})
     protect(settings.secret_values())  # masked in every log line and recorded error of this process
+    os.umask(0o077 if settings.file_access == "owner" else 0o027)  # files created from now on
     return settings
 
 

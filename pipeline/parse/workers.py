@@ -23,8 +23,8 @@ and loaded unstructured's language model once, so a recycled worker is cheap. Pa
 run (a shard parses, then decodes), so the pool takes the cores while it works
 and the model takes them afterwards (docs/scaling.md).
 
-`ASSAY_PARSE_FAULT=<hang|leak|crash>:<file name>` makes a worker misbehave on
-that file: fault injection for the tests, nothing else.
+Fault injection for the tests (`ASSAY_PARSE_FAULT`) is decided in the parent, and only in a process
+that armed it (pipeline/core/faults.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 import atexit
 import gc
 import multiprocessing
-import os
 import resource
 import signal
 import time
@@ -42,6 +41,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core import faults
 from pipeline.core.documents import Chunk, ParsedDocument
 from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.settings import ChunkingSettings, ParsingSettings
@@ -70,6 +70,8 @@ class _Part:
     filetype: str | None = None  # known for a page range
     first_page: int = 1
     last_page: int | None = None  # None: the whole file
+    caps: tuple[int, int] = (200_000, 50_000_000)  # parsing.max_elements, parsing.max_text_chars
+    fault: str | None = None  # tests only (pipeline/core/faults.py)
 
 
 @dataclass(frozen=True)
@@ -79,22 +81,6 @@ class _Parsed:
     filetype: str
     elements: list[Any] | None = None
     ranges: list[tuple[int, int, bytes]] | None = None
-
-
-def _inject_fault(filename: str) -> None:
-    fault = os.environ.get("ASSAY_PARSE_FAULT", "")
-    kind, _, target = fault.partition(":")
-    if not fault or target != filename:
-        return
-    if kind == "hang":
-        while True:
-            time.sleep(1)
-    if kind == "leak":
-        hoard = []
-        while True:
-            hoard.append(bytearray(64 * 1024 * 1024))
-    if kind == "crash":
-        os.kill(os.getpid(), signal.SIGSEGV)
 
 
 def _parse_part(part: _Part) -> _Parsed:
@@ -114,7 +100,7 @@ def _parse_part(part: _Part) -> _Parsed:
 
 
 def _parse_in_worker(part: _Part) -> _Parsed:
-    _inject_fault(part.filename)
+    faults.misbehave(part.fault)
     filetype = part.filetype or check_partitionable(part.data, part.filename)
     if part.filetype is None and filetype == "pdf":
         pages = pdf_page_count(part.data)
@@ -125,7 +111,33 @@ def _parse_in_worker(part: _Part) -> _Parsed:
             ]
             return _Parsed(filetype, ranges=ranges)
     elements = partition_elements(part.data, part.filename, part.strategy, filetype, part.first_page)
+    _Size().add(elements, part.caps, filetype)  # a bomb stops here, in the worker, before it is sent back
     return _Parsed(filetype, elements=elements)
+
+
+@dataclass
+class _Size:
+    """Elements and characters of a document's parse so far, held under `parsing.max_*`."""
+
+    elements: int = 0
+    chars: int = 0
+
+    def add(self, elements: list[Any], caps: tuple[int, int], filetype: str | None) -> None:
+        self.elements += len(elements)
+        self.chars += sum(len(element.text) for element in elements)
+        max_elements, max_text_chars = caps
+        if self.elements > max_elements:
+            raise DocumentError(
+                Reason.TOO_LARGE,
+                f"parsing gave more than parsing.max_elements={max_elements:,} elements ({self.elements:,})",
+                filetype,
+            )
+        if self.chars > max_text_chars:
+            raise DocumentError(
+                Reason.TOO_LARGE,
+                f"parsing gave more than parsing.max_text_chars={max_text_chars:,} characters ({self.chars:,})",
+                filetype,
+            )
 
 
 def _limit_memory(memory_mb: int) -> None:
@@ -178,6 +190,10 @@ class ParsePool:
                 context=context,
             )
 
+    @property
+    def caps(self) -> tuple[int, int]:
+        return self.limits.max_elements, self.limits.max_text_chars
+
     def schedule(self, part: _Part) -> Callable[[], _Parsed]:
         """Start one job; the returned callable waits for it (or, with no pool, runs it here)."""
         if self._pool is None:
@@ -189,7 +205,14 @@ class ParsePool:
         self, data: bytes, filename: str, content_sha256: str, strategy: str, chunking: ChunkingSettings
     ) -> ParseJob:
         """Start parsing one document; `result()` on the job gives its text and chunks."""
-        part = _Part(data, filename, strategy, self.limits.pdf_pages_per_part)
+        part = _Part(
+            data,
+            filename,
+            strategy,
+            self.limits.pdf_pages_per_part,
+            caps=self.caps,
+            fault=faults.parse_fault(filename),
+        )
         return ParseJob(self, content_sha256, chunking, part, self.schedule(part))
 
     def close(self) -> None:
@@ -213,17 +236,33 @@ class ParseJob:
     def result(self) -> tuple[ParsedDocument, list[Chunk]]:
         """The document and its chunks, or `DocumentError` with the reason it could not be parsed."""
         parsed = self._wait(self.part, self.wait)
-        elements = parsed.elements
+        elements = parsed.elements or []
+        size = _Size()  # checked here too: the parent trusts no worker's answer, and sums a PDF's parts
         if parsed.ranges is not None:
             # A long PDF: its page ranges in parallel, then their elements in page order.
             parts = [
-                _Part(data, self.part.filename, self.part.strategy, self.part.pages_per_part, parsed.filetype, a, b)
+                _Part(
+                    data,
+                    self.part.filename,
+                    self.part.strategy,
+                    self.part.pages_per_part,
+                    parsed.filetype,
+                    a,
+                    b,
+                    caps=self.pool.caps,
+                )
                 for a, b, data in parsed.ranges
             ]
             waits = [self.pool.schedule(p) for p in parts]
-            elements = [el for p, w in zip(parts, waits, strict=True) for el in (self._wait(p, w).elements or [])]
+            elements = []
+            for p, w in zip(parts, waits, strict=True):
+                more = self._wait(p, w).elements or []
+                size.add(more, self.pool.caps, parsed.filetype)
+                elements += more
+        else:
+            size.add(elements, self.pool.caps, parsed.filetype)
         document = build_document(elements or [], self.content_sha256, parsed.filetype)
-        return document, chunk_document(document, elements or [], self.chunking)
+        return document, chunk_document(document, elements, self.chunking)
 
     def _wait(self, part: _Part, wait: Callable[[], _Parsed]) -> _Parsed:
         try:
