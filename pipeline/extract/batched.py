@@ -48,6 +48,7 @@ from pipeline.extract.decoding import common_prefix, looping, plan_kv
 from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.grammar import CheapGrammar
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
+from pipeline.extract.prompts import split_document
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +161,17 @@ class BatchedEngine:
         return self.settings.n_ctx
 
     def tokenize(self, text: str) -> list[int]:
+        """A prompt's tokens: control tokens parsed in the template, never in the fenced document."""
+        head, document, tail = split_document(text)
+        return self._tokens(head, True) + self._tokens(document, False) + self._tokens(tail, True)
+
+    def _tokens(self, text: str, special: bool) -> list[int]:
+        if not text:
+            return []
         raw = text.encode("utf-8")
         room = len(raw) + 16
         buffer = (self._ll.llama_token * room)()
-        count = self._ll.llama_tokenize(self._vocab, raw, len(raw), buffer, room, False, True)
+        count = self._ll.llama_tokenize(self._vocab, raw, len(raw), buffer, room, False, special)
         if count < 0:
             raise ModelError(f"tokenizer needs {-count} tokens, had room for {room}")
         return list(buffer[:count])

@@ -18,6 +18,7 @@ from pipeline.core.errors import ContextOverflow, ModelError, ModelIntegrityErro
 from pipeline.core.settings import ModelSettings
 from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
+from pipeline.extract.prompts import split_document
 
 
 class _LogprobRecorder:
@@ -86,7 +87,17 @@ class SequentialEngine:
         return int(self._llm.n_ctx())
 
     def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self.tokenize(text))
+
+    def tokenize(self, text: str) -> list[int]:
+        """A prompt's tokens: control tokens parsed in the template, never in the fenced document."""
+        head, document, tail = split_document(text)
+        return [
+            token
+            for part, special in ((head, True), (document, False), (tail, True))
+            if part
+            for token in self._llm.tokenize(part.encode("utf-8"), add_bos=False, special=special)
+        ]
 
     def _grammar(self, schema_json: str) -> Any:
         from llama_cpp.llama_grammar import LlamaGrammar
@@ -126,7 +137,7 @@ class SequentialEngine:
 
         budget = max_tokens or self.settings.max_tokens
         with self._lock:
-            prompt_tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            prompt_tokens = self.tokenize(prompt)
             if len(prompt_tokens) + budget > self.n_ctx:
                 raise ContextOverflow(len(prompt_tokens), budget, self.n_ctx)
             recorder = _LogprobRecorder(prompt_len=len(prompt_tokens))
