@@ -178,6 +178,7 @@ def assay_side(folder: Path, threads: int) -> dict[str, Any]:
     usage = _usage()
     summary = json.loads((data / "evals" / "e2e" / "report" / "summary.json").read_text())
     with duckdb.connect(str(data / "evals" / "e2e" / "warehouse.duckdb"), read_only=True) as con:
+        con.execute("SET file_search_path = ?", [str(data / "evals" / "e2e")])  # the views name the lake relatively
         run = con.execute("SELECT duration_s, pages FROM runs WHERE run_id = ?", [summary["run_id"]]).fetchone()
         tokens = con.execute(
             "SELECT sum(prompt_tokens), sum(completion_tokens) FROM answers WHERE run_id = ?", [summary["run_id"]]

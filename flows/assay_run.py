@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 
 from connectors.registry import resolve_sources, validate_sources
 from pipeline.audit.report import write_after_run
+from pipeline.core.secrets import redact
 from pipeline.core.settings import settings_from_parameters
 from pipeline.run import shard as shard_step
 from pipeline.run import shared
@@ -139,7 +140,7 @@ def assay_run(
         summary.report = str(write_after_run(settings, summary.run_id))
     except Exception as exc:
         logger.exception("the run's report was not written")
-        summary.warnings.append(f"the report was not written ({type(exc).__name__}: {exc}); run `assay report`")
+        summary.warnings.append(redact(f"the report was not written ({type(exc).__name__}: {exc}); run `assay report`"))
     create_markdown_artifact(
         markdown=render_markdown(summary), key="assay-run-summary", description=f"Assay run {summary.run_id}"
     )

@@ -203,7 +203,7 @@ def test_query_is_read_only(landed: dict[str, object]) -> None:
     data_dir = str(landed["data_dir"])
     result = CliRunner().invoke(cli, ["--data-dir", data_dir, "query", "create table x (a int)"])
     assert result.exit_code == 1
-    assert "read-only" in result.output and "Traceback" not in result.output  # DuckDB's refusal, as one line
+    assert "only SELECT" in result.output and "Traceback" not in result.output  # the sandbox's refusal, as one line
     tables = CliRunner().invoke(
         cli, ["--data-dir", data_dir, "query", "--format", "json", "select table_name from duckdb_tables()"]
     )

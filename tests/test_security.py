@@ -47,6 +47,7 @@ ESCAPES = {
     "checkpoint": "checkpoint",
     "a write behind a select": "select 1; copy (select 1) to '/tmp/assay-leak2.csv'",
     "install an extension": "install httpfs",
+    "load an extension": "load httpfs",
     "attach a database": "attach '/tmp/assay-leak.db'",
     "call a function": "call duckdb_settings()",
 }

@@ -76,6 +76,8 @@ def parse_answer(task: Task, generation: Generation) -> dict[str, Any]:
         data = json.loads(generation.text, strict=False)  # raw newlines inside strings are tolerated
     except json.JSONDecodeError as exc:
         raise ExtractionError(Reason.SCHEMA_INVALID, f"not JSON: {exc}", generation.text) from exc
+    except RecursionError as exc:  # found by tests/test_properties.py
+        raise ExtractionError(Reason.SCHEMA_INVALID, "not JSON: nested too deeply", generation.text) from exc
     errors = sorted(task.validator.iter_errors(data), key=lambda e: list(e.path))
     if errors:
         first = errors[0]

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+
 from pipeline.core.hashing import sha256_bytes
 from pipeline.land.lake import FileEntry
 from pipeline.land.signing import Signer
@@ -37,6 +39,28 @@ FORMAT = "assay-manifest/1"
 COMMIT_ATTEMPTS = 5
 
 __all__ = ["FORMAT", "MANIFEST_DIR", "FileEntry", "Ledger", "Manifest", "VerifyReport", "chain_problems", "verify"]
+
+
+class _FileRecord(BaseModel):
+    """A manifest's file entry as written; strict, so a damaged manifest is refused, not coerced."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    path: StrictStr
+    sha256: StrictStr
+    bytes: StrictInt
+    rows: StrictInt
+    table: StrictStr
+
+
+class _ManifestRecord(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    sequence: StrictInt
+    commit_id: StrictStr
+    kind: StrictStr
+    run_id: StrictStr | None = None
+    created_at: StrictStr
+    previous_sha256: StrictStr | None = None
+    files: list[_FileRecord]
 
 
 @dataclass(frozen=True)
@@ -67,15 +91,18 @@ class Ledger:
     def read(self, relative: str) -> Manifest:
         """One manifest, by its path in the lake (`_manifests/<name>`)."""
         raw = self.store.read_bytes(relative)
-        data = json.loads(raw)
+        try:
+            record = _ManifestRecord.model_validate_json(raw)  # a ValidationError is a ValueError
+        except RecursionError as exc:  # found by tests/test_properties.py
+            raise ValueError(f"{relative} is nested too deeply to be a manifest") from exc
         return Manifest(
-            sequence=int(data["sequence"]),
-            commit_id=data["commit_id"],
-            kind=data["kind"],
-            run_id=data.get("run_id"),
-            created_at=data["created_at"],
-            previous_sha256=data.get("previous_sha256"),
-            files=tuple(FileEntry(**entry) for entry in data["files"]),
+            sequence=record.sequence,
+            commit_id=record.commit_id,
+            kind=record.kind,
+            run_id=record.run_id,
+            created_at=record.created_at,
+            previous_sha256=record.previous_sha256,
+            files=tuple(FileEntry(**entry.model_dump()) for entry in record.files),
             name=relative.rsplit("/", 1)[-1],
             sha256=sha256_bytes(raw),
             size=len(raw),

@@ -193,9 +193,14 @@ def build(warehouse_path: Path, lake: LakeStore | Path, seen_from: Path | None =
                 "storage_version": STORAGE_VERSION,
             }
             con.executemany(f"INSERT INTO {CATALOG} VALUES (?, ?)", list(facts.items()))
+            con.execute("CHECKPOINT")  # everything into the file itself, or an error (a full disk)
+        wal = building.with_name(building.name + ".wal")
+        if wal.exists():  # the checkpoint on closing failed: the file alone is not the catalog
+            raise WarehouseError(f"the catalog could not be written completely to {building.parent}")
         os.replace(building, warehouse_path)  # an analyst's open session keeps the old file until it reopens
     finally:
         building.unlink(missing_ok=True)
+        building.with_name(building.name + ".wal").unlink(missing_ok=True)
     _sync_folder(warehouse_path.parent)
     return True
 

@@ -237,8 +237,12 @@ def phone(value: str) -> str | None:
 def iban(value: str) -> str | None:
     """The IBAN without spaces, if its check digits hold (python-stdnum)."""
     from stdnum import iban as iban_number
+    from stdnum.exceptions import ValidationError
 
-    compact = iban_number.compact(value)
+    try:
+        compact = iban_number.compact(value)
+    except ValidationError:
+        return None
     return compact if iban_number.is_valid(compact) else None
 
 
@@ -253,8 +257,12 @@ def payment_card(value: str) -> str | None:
 def vat(value: str) -> str | None:
     """An EU VAT number, compact and upper case, if its country's check holds (python-stdnum)."""
     from stdnum.eu import vat as vat_number
+    from stdnum.exceptions import ValidationError
 
-    compact = vat_number.compact(value)
+    try:  # compact() raises on a number of no known country (found by tests/test_properties.py)
+        compact = vat_number.compact(value)
+    except ValidationError:
+        return None
     return compact if vat_number.is_valid(compact) else None
 
 

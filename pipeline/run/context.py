@@ -8,6 +8,7 @@ shard uses these, even if a task file changes during the run.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from pipeline.state.locks import COMMIT, LAKE, Heartbeat
 from pipeline.state.recovery import recover
 from pipeline.state.store import StateStore
 from pipeline.state.store import default_url as default_state_url
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -159,5 +162,13 @@ def commit(
 
 
 def abort_run(context: RunContext) -> None:
-    """Give up the lock after a failure; the next run's recovery rolls back what this one left."""
-    release_lake(context.state, context.run_id)
+    """Give up the lock after a failure; the next run's recovery rolls back what this one left.
+
+    Called while the failure propagates: if the lock cannot be released either (a full disk, the state
+    store gone), that is logged and the failure itself is what the caller sees; the heartbeat has
+    stopped, so the lock goes stale and the next run takes it over after `[locks] stale_after_s`.
+    """
+    try:
+        release_lake(context.state, context.run_id)
+    except Exception:
+        logger.exception("run %s could not release its lock; it goes stale", context.run_id)

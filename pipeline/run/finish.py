@@ -18,6 +18,7 @@ from pipeline.core.errors import TransientError
 from pipeline.core.faults import crash_point
 from pipeline.core.hashing import canonical_json, sha256_text
 from pipeline.core.resources import available_cores
+from pipeline.core.secrets import redact
 from pipeline.extract.engine import Engine, loaded_engine, system_info
 from pipeline.extract.prompts import prompt_template
 from pipeline.land import warehouse
@@ -118,7 +119,7 @@ def finish_run(
         model_sha256=context.model_sha256,
         workers=sorted({r.worker for r in reports if r.worker}),
         mirror=mirror,
-        warnings=[warning] if warning else [],
+        warnings=[redact(warning)] if warning else [],
     )
 
 

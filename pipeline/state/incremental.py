@@ -39,7 +39,7 @@ from pipeline.parse.chunking import chunking_key
 from pipeline.parse.partition import PARSER_NAME, PARSER_VERSION
 from pipeline.state.store import StateStore
 
-PROMPT_CODE_SHA256 = sha256_text(SYSTEM_TEMPLATE + "\x00" + USER_TEMPLATE)
+PROMPT_CODE_SHA256 = sha256_text(SYSTEM_TEMPLATE + "\x00" + USER_TEMPLATE)  # includes the fence
 
 
 def parse_fingerprint(content_sha256: str, settings: Settings) -> str:

@@ -61,9 +61,14 @@ def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest migration."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            # pysqlite runs DDL outside a transaction unless told: an upgrade cut short (a full disk) would
+            # leave half a schema that no later run can upgrade. One transaction: all of it or nothing.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        connection.commit()
 
 
 class StateStore:
