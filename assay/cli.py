@@ -1,6 +1,6 @@
 """`assay`: run the job, and look at what it found (docs/cli.md lists every command and option).
 
-Run:        run, eval
+Run:        run, eval, sources
 Read:       runs, query, show, documents
 Audit:      verify, replay, review, export, report, warehouse, mirror
 """
@@ -17,6 +17,7 @@ from assay.audit_commands import export, mirror, rebuild_warehouse, replay, repo
 from assay.context import CliContext
 from assay.read_commands import documents, query, runs, show
 from assay.run_commands import evaluate, run
+from assay.source_commands import sources
 from pipeline.core.errors import AssayError
 
 
@@ -56,7 +57,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     """Assay: on-prem document analysis with audited findings.
 
     \b
-    Run:    run, eval
+    Run:    run, eval, sources
     Read:   runs, query, show, documents
     Audit:  verify, replay, review, export, report, warehouse, mirror
     """
@@ -66,6 +67,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 COMMANDS = (
     run,
     evaluate,
+    sources,
     runs,
     query,
     show,

@@ -1,19 +1,43 @@
-"""Local (or mounted file-share) folder connector."""
+"""Local folder or mounted file share (NFS, a mounted SMB share): the `local` connector.
+
+A real share holds names with spaces, accents, `%`, `#` and bytes that are not
+UTF-8; links that dangle or leave the share; pipes and devices; files that
+vanish or change while a night runs; folders the service account may not open.
+The rules:
+
+- URIs are standard `file://` URIs (percent-encoded bytes of the path) and are
+  decoded back to the exact bytes when read.
+- Only regular files are read. A link is resolved and read only when its target
+  is a regular file inside the source's folder; a link that leaves the folder,
+  a linked folder (never followed: no loops, no double listing), a pipe, socket
+  or device is listed with the reason `refused`.
+- An entry that cannot be examined (vanished, no permission, a dangling link)
+  or a folder that cannot be opened is listed with the reason `read_error`.
+- Files are opened without following links and without blocking, checked to be
+  regular through the open descriptor, and read up to `max_file_bytes` (a file
+  that grew past it after listing is `too_large`, not read whole).
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.core.documents import DocumentRef
+from pipeline.core.connector import SourceLimits
+from pipeline.core.documents import DocumentRef, ListingProblem
 from pipeline.core.errors import ConfigError, DocumentError, Reason
-from pipeline.core.hashing import sha256_file
+
+_BLOCK = 1 << 20
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LocalFolderConfig(BaseModel):
@@ -27,60 +51,202 @@ class LocalFolderConfig(BaseModel):
     exclude: list[str] = Field(default_factory=list, description="Globs of files to leave out.")
 
 
-class LocalFolderConnector:
-    """Walks a folder recursively; `include`/`exclude` are globs on the path relative to the root.
+def path_of(uri: str) -> Path:
+    """The exact path a `file://` URI names (percent-decoded to the original bytes)."""
+    return Path(os.fsdecode(unquote_to_bytes(urlsplit(uri).path)))
 
-    Each ref carries the file's URI (`file://` absolute path), size, modified
-    time (also its version marker) and the SHA-256 of its bytes.
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _links_to_folder(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+class _Unreadable(Exception):
+    def __init__(self, reason: Reason, message: str, size: int = 0) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.size = reason, message, size
+
+
+class LocalFolderConnector:
+    """Walks a folder in a stable order (a folder's files, then its sub-folders, by name).
+
+    Each ref carries the file's URI, size, modified time (also its version
+    marker) and the SHA-256 of its bytes.
     """
 
-    def __init__(self, source_name: str, config: LocalFolderConfig) -> None:
+    def __init__(self, source_name: str, config: LocalFolderConfig, limits: SourceLimits | None = None) -> None:
         self.source_name = source_name
         self.config = config
+        self.limits = limits or SourceLimits()
         self.root = Path(config.path).expanduser().resolve()
         self.include = config.include or ["**/*"]
         self.exclude = config.exclude
         if not self.root.exists():
             raise ConfigError(f"source {source_name!r}: path does not exist: {self.root}")
 
+    @staticmethod
+    def _match(relative: str, patterns: list[str]) -> bool:
+        return any(
+            fnmatch.fnmatch(relative, p) or (p.startswith("**/") and fnmatch.fnmatch(relative, p[3:])) for p in patterns
+        )
+
     def _selected(self, relative: str) -> bool:
-        def match(patterns: list[str]) -> bool:
-            return any(
-                fnmatch.fnmatch(relative, p) or (p.startswith("**/") and fnmatch.fnmatch(relative, p[3:]))
-                for p in patterns
-            )
+        return self._match(relative, self.include) and not self._match(relative, self.exclude)
 
-        return match(self.include) and not match(self.exclude)
-
-    def _files(self) -> Iterator[Path]:
-        if self.root.is_file():
-            yield self.root
-            return
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                path = Path(dirpath) / filename
-                if self._selected(path.relative_to(self.root).as_posix()):
-                    yield path
+    # -- listing ---------------------------------------------------------------------------------
 
     def list(self) -> Iterator[DocumentRef]:
-        for path in self._files():
-            stat = path.stat()
-            modified = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
-            yield DocumentRef(
-                source=self.source_name,
-                uri=path.as_uri(),
-                version=f"mtime:{stat.st_mtime_ns}",
-                size=stat.st_size,
-                modified_at=modified,
-                sha256=sha256_file(path),
-            )
+        if self.root.is_file():
+            yield self._ref(self.root)
+            return
+        folders = [self.root]
+        while folders:
+            folder = folders.pop()
+            try:
+                with os.scandir(folder) as scan:
+                    entries = sorted(scan, key=lambda entry: os.fsencode(entry.name))
+            except OSError as exc:
+                if folder == self.root:
+                    raise ConfigError(f"source {self.source_name!r}: cannot list {folder}: {exc.strerror}") from exc
+                yield self._problem(folder, Reason.READ_ERROR, f"cannot list this folder: {exc.strerror}")
+                continue
+            below: list[Path] = []
+            for entry in entries:
+                path = Path(entry.path)
+                relative = path.relative_to(self.root).as_posix()
+                try:
+                    real_folder = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    real_folder = False
+                if real_folder:
+                    below.append(path)
+                elif self._selected(relative):
+                    yield self._ref(path)
+                elif entry.is_symlink() and not self._match(relative, self.exclude) and _links_to_folder(entry):
+                    # a folder link is never followed; say so (the globs on its files cannot be known)
+                    yield self._problem(path, Reason.REFUSED, "a linked folder (not followed; name its target)")
+            folders.extend(reversed(below))
+
+    def _problem(self, path: Path, reason: Reason, message: str, size: int = 0) -> DocumentRef:
+        return DocumentRef(
+            source=self.source_name,
+            uri=path.as_uri(),
+            version="unreadable",
+            size=size,
+            problem=ListingProblem(reason=reason.value, message=f"{message}: {os.fsdecode(path)!r}"),
+        )
+
+    def _ref(self, path: Path) -> DocumentRef:
+        try:
+            target, status = self._target(path)
+        except _Unreadable as exc:
+            return self._problem(path, exc.reason, exc.message, exc.size)
+        sha256: str | None = None
+        size = status.st_size
+        if size <= self.limits.max_file_bytes:  # a larger file fails as too_large without being hashed
+            try:
+                digest, size = self._hash(target)
+            except _Unreadable as exc:
+                return self._problem(path, exc.reason, exc.message, size)
+            sha256 = digest if size <= self.limits.max_file_bytes else None
+        return DocumentRef(
+            source=self.source_name,
+            uri=path.as_uri(),
+            version=f"mtime:{status.st_mtime_ns}",
+            size=size,
+            modified_at=datetime.fromtimestamp(status.st_mtime, tz=UTC),
+            sha256=sha256,
+        )
+
+    def _target(self, path: Path) -> tuple[Path, os.stat_result]:
+        """The regular file inside the root that `path` is (or links to), and its status."""
+        try:
+            status = path.lstat()
+        except FileNotFoundError:
+            raise _Unreadable(Reason.READ_ERROR, "vanished while the source was listed") from None
+        except OSError as exc:
+            raise _Unreadable(Reason.READ_ERROR, f"cannot be examined ({exc.strerror})") from None
+        target = path
+        if stat.S_ISLNK(status.st_mode):
+            try:
+                target = path.resolve(strict=True)
+                status = target.stat()
+            except (OSError, RuntimeError):
+                raise _Unreadable(Reason.READ_ERROR, "a link whose target does not exist or loops") from None
+            if not target.is_relative_to(self.root):
+                raise _Unreadable(Reason.REFUSED, f"a link to {os.fsdecode(target)!r}, outside the source's folder")
+            if stat.S_ISDIR(status.st_mode):
+                raise _Unreadable(Reason.REFUSED, "a linked folder (not followed; name its target)")
+        if not stat.S_ISREG(status.st_mode):
+            raise _Unreadable(Reason.REFUSED, f"{_kind(status.st_mode)}, not a regular file")
+        return target, status
+
+    def _open(self, target: Path) -> int:
+        try:
+            fd = os.open(target, _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise _Unreadable(Reason.READ_ERROR, "vanished before it was read") from None
+        except OSError as exc:
+            raise _Unreadable(Reason.READ_ERROR, f"cannot be opened ({exc.strerror})") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # replaced by something else since it was examined
+            os.close(fd)
+            raise _Unreadable(Reason.REFUSED, f"{_kind(mode)}, not a regular file")
+        return fd
+
+    def _blocks(self, target: Path) -> Iterator[bytes]:
+        """The file's bytes, in blocks, up to one byte past the limit (which marks it too large)."""
+        fd = self._open(target)
+        try:
+            left = self.limits.max_file_bytes + 1
+            while left > 0:
+                try:
+                    block = os.read(fd, min(_BLOCK, left))
+                except OSError as exc:
+                    raise _Unreadable(Reason.READ_ERROR, f"read failed ({exc.strerror})") from None
+                if not block:
+                    return
+                left -= len(block)
+                yield block
+        finally:
+            os.close(fd)
+
+    def _hash(self, target: Path) -> tuple[str, int]:
+        digest, size = hashlib.sha256(), 0
+        for block in self._blocks(target):
+            digest.update(block)
+            size += len(block)
+        return digest.hexdigest(), size
+
+    # -- reading ---------------------------------------------------------------------------------
 
     def read(self, ref: DocumentRef) -> bytes:
-        path = Path(ref.uri.removeprefix("file://"))
+        path = path_of(ref.uri)
+        if path != self.root and not path.is_relative_to(self.root):
+            raise DocumentError(Reason.REFUSED, f"{ref.uri} is not inside the source's folder {self.root}")
         try:
-            return path.read_bytes()
-        except FileNotFoundError as exc:
-            raise DocumentError(Reason.READ_ERROR, f"file vanished before it was read: {path}") from exc
-        except PermissionError as exc:
-            raise DocumentError(Reason.READ_ERROR, f"no permission to read {path}") from exc
+            target, _ = self._target(path)
+            data = b"".join(self._blocks(target))
+        except _Unreadable as exc:
+            raise DocumentError(exc.reason, f"{exc.message}: {os.fsdecode(path)!r}") from None
+        if len(data) > self.limits.max_file_bytes:
+            raise DocumentError(
+                Reason.TOO_LARGE,
+                f"grew past max_file_bytes={self.limits.max_file_bytes} after it was listed: {os.fsdecode(path)!r}",
+            )
+        return data

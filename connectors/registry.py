@@ -3,20 +3,26 @@
 A source's settings are validated against its connector's own pydantic config
 (`extra="forbid"`): the registry is a discriminated union on `connector`, so an
 unknown connector or an unknown key is an error that names it. Adding a
-connector is one module plus one line here (docs/connectors.md).
+connector is one module plus one line here (docs/connectors.md); a third
+party's package adds one through the entry-point group `assay.connectors`,
+each entry naming a `ConnectorKind`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from connectors.local import LocalFolderConfig, LocalFolderConnector
-from pipeline.core.connector import Connector
+from connectors.s3 import S3Connector, S3SourceConfig
+from connectors.sql import SqlConnector, SqlSourceConfig
+from pipeline.core.connector import Connector, SourceLimits
 from pipeline.core.errors import ConfigError
 from pipeline.core.settings import Settings, SourceSettings
 
@@ -26,21 +32,39 @@ class ConnectorKind:
     """One kind of source: its config model and how to make a connector from it."""
 
     config: type[BaseModel]
-    make: Callable[[str, Any], Connector]
+    make: Callable[[str, Any, SourceLimits], Connector]
 
 
 CONNECTORS: dict[str, ConnectorKind] = {
     "local": ConnectorKind(LocalFolderConfig, LocalFolderConnector),
+    "s3": ConnectorKind(S3SourceConfig, S3Connector),
+    "sql": ConnectorKind(SqlSourceConfig, SqlConnector),
 }
+ENTRY_POINT_GROUP = "assay.connectors"
+
+
+@cache
+def known_connectors() -> dict[str, ConnectorKind]:
+    """The shipped connectors, then those installed packages register (a shipped name cannot be replaced)."""
+    found = dict(CONNECTORS)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in found:
+            continue
+        kind = entry.load()
+        if not isinstance(kind, ConnectorKind):
+            raise ConfigError(f"entry point {entry.name!r} in {ENTRY_POINT_GROUP} does not name a ConnectorKind")
+        found[entry.name] = kind
+    return found
 
 
 def _kind_and_config(source_name: str, options: Mapping[str, Any] | SourceSettings) -> tuple[ConnectorKind, BaseModel]:
     raw = options.options() if isinstance(options, SourceSettings) else dict(options)
     raw.pop("values", None)  # how the source writes values is the core's to read (Settings.conventions)
     kind_name = str(raw.get("connector", "local"))
-    kind = CONNECTORS.get(kind_name)
+    connectors = known_connectors()
+    kind = connectors.get(kind_name)
     if kind is None:
-        known = ", ".join(sorted(CONNECTORS))
+        known = ", ".join(sorted(connectors))
         raise ConfigError(f"source {source_name!r}: unknown connector {kind_name!r} (known: {known})")
     try:
         return kind, kind.config.model_validate({**raw, "connector": kind_name})
@@ -54,10 +78,16 @@ def source_config(source_name: str, options: Mapping[str, Any] | SourceSettings)
     return _kind_and_config(source_name, options)[1]
 
 
-def make_connector(source_name: str, options: Mapping[str, Any] | SourceSettings) -> Connector:
+def make_connector(
+    source_name: str, options: Mapping[str, Any] | SourceSettings, limits: SourceLimits | None = None
+) -> Connector:
     """A connector for a source, from its settings (validated here)."""
     kind, config = _kind_and_config(source_name, options)
-    return kind.make(source_name, config)
+    return kind.make(source_name, config, limits or SourceLimits())
+
+
+def limits_of(settings: Settings) -> SourceLimits:
+    return SourceLimits(max_file_bytes=settings.max_file_bytes)
 
 
 def validate_sources(settings: Settings) -> None:
@@ -71,10 +101,10 @@ def resolve_sources(names_or_paths: Iterable[str], settings: Settings) -> dict[s
     resolved: dict[str, Connector] = {}
     for item in names_or_paths:
         if item in settings.sources:
-            resolved[item] = make_connector(item, settings.sources[item])
+            resolved[item] = make_connector(item, settings.sources[item], limits_of(settings))
         elif Path(item).exists():
             path = str(Path(item).resolve())
-            resolved[path] = make_connector(path, {"connector": "local", "path": path})
+            resolved[path] = make_connector(path, {"connector": "local", "path": path}, limits_of(settings))
         else:
             known = ", ".join(sorted(settings.sources)) or "none configured"
             raise ConfigError(f"{item!r} is neither a configured source ({known}) nor an existing path")
@@ -88,6 +118,6 @@ def rebuild_sources(recorded: Mapping[str, Mapping[str, Any]], settings: Setting
     configuration and environment, never from the record); any other from the record.
     """
     return {
-        name: make_connector(name, settings.sources[name] if name in settings.sources else options)
+        name: make_connector(name, settings.sources[name] if name in settings.sources else options, limits_of(settings))
         for name, options in recorded.items()
     }

@@ -77,3 +77,30 @@ def test_a_typo_in_a_configured_source_fails_before_any_run(tmp_path: Path) -> N
     settings = load_settings(config)  # the core does not read a connector's keys...
     with pytest.raises(ConfigError, match="source 'contracts' \\(local\\): exlude"):
         validate_sources(settings)  # ...its connector does, before the run starts
+
+
+def test_assay_sources_lists_each_source_masks_secrets_and_fails_on_an_unreachable_one(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from assay.cli import cli
+
+    _tree(tmp_path)
+    database = tmp_path / "docs.sqlite"
+    config = tmp_path / "assay.toml"
+    config.write_text(
+        f'[sources.share]\npath = "{tmp_path / "a"}"\n'
+        f'[sources.records]\nconnector = "sql"\nurl = "sqlite:///{database}"\ntable = "missing"\n'
+        '[sources.warehouse]\nconnector = "sql"\ntable = "docs"\n'
+        'url = "postgresql+psycopg://assay:hunter2-secret@127.0.0.1:9/docs"\n'  # nothing listens on port 9
+    )
+    result = CliRunner().invoke(cli, ["--config", str(config), "sources", "--json"])
+    assert result.exit_code == 1  # one source cannot be listed
+    found = {entry["source"]: entry for entry in json.loads(result.output)}
+    assert found["share"]["status"] == "ok" and "one.pdf" in found["share"]["detail"]
+    assert found["records"]["status"] == "error" and "cannot list missing" in found["records"]["detail"]
+    assert found["warehouse"]["status"] == "error" and "cannot connect" in found["warehouse"]["detail"]
+    assert "hunter2-secret" not in result.output and found["warehouse"]["settings"]["url"] == "**********"
+    plain = CliRunner().invoke(cli, ["--config", str(config), "sources", "--no-check"])
+    assert plain.exit_code == 0 and "not checked" in plain.output

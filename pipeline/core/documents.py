@@ -10,14 +10,29 @@ character range came from. A chunk is a piece of that text with its exact
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
 
 ELEMENT_SEPARATOR = "\n\n"
 
 
+class ListingProblem(BaseModel):
+    """Why a listed entry cannot be read (a `Reason` value and a message); the run records it as a failure."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    message: str
+
+
 class DocumentRef(BaseModel):
-    """One document as a connector lists it."""
+    """One document as a connector lists it.
+
+    A connector lists what it saw even when it cannot be read (a dangling link, a
+    file it may not open, a pipe): such a ref carries a `problem` and no hash, and
+    the run records it as failed with that reason, so every input is accounted for.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -27,10 +42,12 @@ class DocumentRef(BaseModel):
     size: int
     modified_at: datetime | None = None
     sha256: str | None = None
+    problem: ListingProblem | None = None
 
     @property
     def name(self) -> str:
-        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+        """The last part of the URI, percent-decoded (what file-type detection and people read)."""
+        return unquote(self.uri.rstrip("/").rsplit("/", 1)[-1])
 
 
 class PageSpan(BaseModel):

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     CORRUPT = "corrupt"
     NO_TEXT = "no_text"
     READ_ERROR = "read_error"
+    REFUSED = "refused"
     PARSE_ERROR = "parse_error"
     PARSE_TIMEOUT = "parse_timeout"
     PARSE_OUT_OF_MEMORY = "parse_out_of_memory"

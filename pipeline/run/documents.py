@@ -31,7 +31,13 @@ from pipeline.parse.chunking import chunking_key
 from pipeline.parse.workers import ParseJob, ParsePool
 from pipeline.run.plan import PlannedDocument
 from pipeline.run.work import Extraction, Pending, ShardWork
-from pipeline.state.incremental import REMEMBERED_FAILURES, DocumentPlan, extract_fingerprints, parse_fingerprint
+from pipeline.state.incremental import (
+    REMEMBERED_FAILURES,
+    DocumentPlan,
+    extract_fingerprints,
+    failed_fingerprint,
+    parse_fingerprint,
+)
 from pipeline.state.store import WorkMark
 
 logger = logging.getLogger(__name__)
@@ -91,8 +97,11 @@ def document_errors(work: ShardWork, ref: DocumentRef, row: DocumentRow, plan: D
         row.filetype = row.filetype or exc.filetype
         work.failure("document", exc.reason.value, row.message, ref, content_sha256=row.content_sha256)
         work.report.failed += 1
-        if plan is not None and exc.reason in REMEMBERED_FAILURES and ref.sha256:
-            work.report.done.append(WorkMark(plan.failed_fp, "failed", ref.sha256, exc.reason.value))
+        content = ref.sha256 or row.content_sha256  # listed with the ref, or known once its bytes were read
+        if exc.reason in REMEMBERED_FAILURES and content:
+            settings = work.context.settings
+            failed_fp = plan.failed_fp if plan else failed_fingerprint(parse_fingerprint(content, settings), settings)
+            work.report.done.append(WorkMark(failed_fp, "failed", content, exc.reason.value))
     except Exception as exc:  # a bug or an unforeseen library error: record it, go on
         logger.exception("internal error on %s", ref.uri)
         message = redact(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")[:4000]
@@ -111,6 +120,8 @@ def start_document(
 ) -> ParseJob | None:
     """Reuse an earlier parse (and queue the model work still to do), or read the bytes and start parsing."""
     settings = work.context.settings
+    if ref.problem is not None:  # listed, but its connector could not or would not read it
+        raise DocumentError(Reason(ref.problem.reason), ref.problem.message)
     if ref.size > settings.max_file_bytes:
         raise DocumentError(Reason.TOO_LARGE, f"{ref.size} bytes exceeds max_file_bytes={settings.max_file_bytes}")
     reused = work.reusable.pop(ref.sha256, None) if ref.sha256 else None

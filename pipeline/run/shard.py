@@ -35,6 +35,7 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     work = ShardWork(context=context, report=ShardReport(shard_index=shard.index, worker=worker))
     settings = context.settings
+    _known_contents(context, shard)
     fresh = [planned.ref for planned in shard.documents if planned.duplicate_of is None]
     plans = plan_documents(context.state, fresh, context.tasks, context.model_sha256, settings)
     _load_reusable(work, fresh, plans)
@@ -68,6 +69,20 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
         progress.document_done(row.uri, row.status)
     _land(work, shard, rows)
     return work.report
+
+
+def _known_contents(context: RunContext, shard: Shard) -> None:
+    """Give refs listed without a content hash the one their URI had when last read at the same version."""
+    unhashed: dict[str, dict[str, str]] = {}
+    for planned in shard.documents:
+        ref = planned.ref
+        if ref.sha256 is None and ref.problem is None:
+            unhashed.setdefault(ref.source, {})[ref.uri] = ref.version
+    for source, versions in unhashed.items():
+        known = context.state.known_contents(source, versions)
+        for planned in shard.documents:
+            if planned.ref.source == source and planned.ref.uri in known:
+                planned.ref = planned.ref.model_copy(update={"sha256": known[planned.ref.uri]})
 
 
 def _load_reusable(work: ShardWork, refs: list[DocumentRef], plans: dict[str, DocumentPlan]) -> None:

@@ -269,6 +269,27 @@ class StateStore:
                         ],
                     )
 
+    def known_contents(self, source: str, versions: dict[str, str]) -> dict[str, str]:
+        """URI -> content SHA-256, for the URIs of `source` last seen at the version given (uri -> version).
+
+        A connector that cannot hash while listing (an object store, a database) names a version
+        instead; the same version seen before means the same bytes, so the run plans it unread.
+        """
+        documents = schema.documents.c
+        known: dict[str, str] = {}
+        uris = list(versions)
+        with self.engine.connect() as connection:
+            for start in range(0, len(uris), 500):
+                found = connection.execute(
+                    select(documents.uri, documents.version, documents.content_sha256).where(
+                        documents.source == source,
+                        documents.uri.in_(uris[start : start + 500]),
+                        documents.content_sha256.is_not(None),
+                    )
+                )
+                known.update((str(r.uri), str(r.content_sha256)) for r in found if r.version == versions[str(r.uri)])
+        return known
+
     def mark_deleted(self, run_id: str, source: str) -> list[tuple[str, str | None]]:
         """Active documents of `source` not listed by `run_id`: mark them deleted; return (uri, sha) of each."""
         now = datetime.now(UTC)

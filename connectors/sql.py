@@ -1,0 +1,184 @@
+"""Documents kept as rows of a database table, through SQLAlchemy: the `sql` connector.
+
+Each row is one document: its bytes in `content_column` (a blob, or text read as
+UTF-8), its identity in `id_column`, its file name in `name_column` (or a type in
+`mime_column`, from which a name is made) so the parser knows the format. The
+version marker is `version_column` (an updated-at time or a row version) when
+there is one: the run then reads only rows whose version changed. Without one,
+the listing reads and hashes every row's content (as the file share does).
+
+Rows are listed in id order through a server-side cursor, so a table of millions
+is never held in memory. Lost connections and timeouts are transient (the run
+retries them); anything else fails the one document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+from urllib.parse import quote, unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from sqlalchemy import Connection, Engine, column, create_engine, func, inspect, select, table
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.sql.expression import ColumnClause, TableClause
+
+from pipeline.core.connector import SourceLimits
+from pipeline.core.documents import DocumentRef
+from pipeline.core.errors import ConfigError, DocumentError, Reason, TransientError
+
+
+class SqlSourceConfig(BaseModel):
+    """`connector = "sql"`: one table (or view) whose rows are documents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    connector: Literal["sql"] = "sql"
+    url: SecretStr = Field(description="SQLAlchemy URL of the database (a secret: it may carry a password).")
+    table: str = Field(description="The table or view whose rows are documents.")
+    db_schema: str | None = Field(default=None, description="The table's schema (PostgreSQL), if not the default.")
+    id_column: str = Field(default="id", description="A unique, stable id per row.")
+    content_column: str = Field(default="content", description="The document's bytes (blob) or text.")
+    name_column: str | None = Field(default=None, description="The document's file name (its extension: format).")
+    mime_column: str | None = Field(default=None, description="The document's MIME type, when it has no name.")
+    version_column: str | None = Field(default=None, description="Updated-at time or row version of each row.")
+    batch_size: int = Field(default=1000, ge=1, description="Rows fetched per round trip while listing.")
+
+
+class SqlConnector:
+    """URIs are `sql://<source>/<table>/<id>/<file name>` (parts percent-encoded)."""
+
+    def __init__(self, source_name: str, config: SqlSourceConfig, limits: SourceLimits | None = None) -> None:
+        self.source_name = source_name
+        self.config = config
+        self.limits = limits or SourceLimits()
+        try:
+            self.engine: Engine = create_engine(config.url.get_secret_value(), pool_pre_ping=True)
+        except (SQLAlchemyError, ValueError) as exc:
+            raise ConfigError(f"source {source_name!r}: not a usable database URL ({type(exc).__name__})") from None
+        self.rows: TableClause = table(config.table, schema=config.db_schema)
+        self.id: ColumnClause[Any] = column(config.id_column)
+        self.content: ColumnClause[Any] = column(config.content_column)
+        self.name: ColumnClause[Any] | None = column(config.name_column) if config.name_column else None
+        self.mime: ColumnClause[Any] | None = column(config.mime_column) if config.mime_column else None
+        self._id_python_type: Callable[[str], object] | None = None
+        self.version: ColumnClause[Any] | None = column(config.version_column) if config.version_column else None
+
+    def _file_name(self, row_id: object, name: object, mime: object) -> str:
+        if name:
+            return str(name).replace("/", "_")
+        extension = mimetypes.guess_extension(str(mime)) if mime else None
+        return f"{row_id}{extension or ''}"
+
+    def _uri(self, row_id: object, file_name: str) -> str:
+        parts = (self.source_name, self.config.table, str(row_id), file_name)
+        return "sql://" + "/".join(quote(part, safe="") for part in parts)
+
+    def _id_of(self, uri: str) -> object:
+        """The row id a URI names, as the id column's own type (a URI holds it as text)."""
+        parts = urlsplit(uri).path.strip("/").split("/")
+        text = unquote(parts[1])
+        try:
+            return self._id_type()(text)
+        except ValueError:
+            raise DocumentError(Reason.REFUSED, f"{uri} does not name a row id of {self.config.table}") from None
+
+    def _id_type(self) -> Callable[[str], object]:
+        if self._id_python_type is None:
+            self._id_python_type = self._reflect_id_type()
+        return self._id_python_type
+
+    def _reflect_id_type(self) -> Callable[[str], object]:
+        with self._connection() as connection:
+            columns = inspect(connection).get_columns(self.config.table, schema=self.config.db_schema)
+        for found in columns:
+            if found["name"] == self.config.id_column:
+                try:
+                    python_type: Callable[[str], object] = found["type"].python_type
+                except NotImplementedError:
+                    return str
+                return python_type if python_type in (int, str) else str
+        raise ConfigError(f"source {self.source_name!r}: {self.config.table} has no column {self.config.id_column!r}")
+
+    def list(self) -> Iterator[DocumentRef]:
+        extra = [c for c in (self.name, self.mime, self.version) if c is not None]
+        measured = self.content if self.version is None else func.length(self.content)
+        query = select(self.id, measured.label("measured"), *extra).select_from(self.rows).order_by(self.id)
+        with self._connection() as connection:
+            try:
+                result = connection.execution_options(stream_results=True, yield_per=self.config.batch_size)
+                for row in result.execute(query):
+                    yield self._ref(row._mapping)
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise TransientError(f"source {self.source_name!r}: listing failed: {_short(exc)}") from None
+                raise ConfigError(
+                    f"source {self.source_name!r}: cannot list {self.config.table}: {_short(exc)}"
+                ) from None
+
+    def _connection(self) -> Connection:
+        """A connection; a database that cannot be reached is transient (the run or the operator tries again)."""
+        try:
+            return self.engine.connect()
+        except DBAPIError as exc:
+            raise TransientError(f"source {self.source_name!r}: cannot connect: {_short(exc)}") from None
+
+    def _ref(self, row: Any) -> DocumentRef:
+        row_id = row[self.config.id_column]
+        name = row[self.config.name_column] if self.config.name_column else None
+        mime = row[self.config.mime_column] if self.config.mime_column else None
+        file_name = self._file_name(row_id, name, mime)
+        if self.version is not None:  # the version names the content: nothing read while listing
+            measured = row["measured"]
+            return DocumentRef(
+                source=self.source_name,
+                uri=self._uri(row_id, file_name),
+                version=f"{self.config.version_column}:{row[self.config.version_column]}",
+                size=int(measured or 0),
+            )
+        data = _as_bytes(row["measured"])
+        sha256 = hashlib.sha256(data).hexdigest()
+        return DocumentRef(
+            source=self.source_name,
+            uri=self._uri(row_id, file_name),
+            version=f"sha256:{sha256}",
+            size=len(data),
+            sha256=sha256,
+        )
+
+    def read(self, ref: DocumentRef) -> bytes:
+        if not ref.uri.startswith("sql://" + quote(self.source_name, safe="") + "/"):
+            raise DocumentError(Reason.REFUSED, f"{ref.uri} is not a row of source {self.source_name!r}")
+        row_id = self._id_of(ref.uri)
+        query = select(self.content).select_from(self.rows).where(self.id == row_id)
+        with self._connection() as connection:
+            try:
+                found = connection.execute(query).first()
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise TransientError(f"reading {ref.uri}: {_short(exc)}") from None
+                raise DocumentError(Reason.READ_ERROR, f"reading {ref.uri}: {_short(exc)}") from None
+        if found is None:
+            raise DocumentError(Reason.READ_ERROR, f"the row is gone: {ref.uri}")
+        data = _as_bytes(found[0])
+        if len(data) > self.limits.max_file_bytes:
+            raise DocumentError(
+                Reason.TOO_LARGE, f"{len(data)} bytes exceeds max_file_bytes={self.limits.max_file_bytes}"
+            )
+        return data
+
+
+def _as_bytes(value: object) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8")
+
+
+def _short(exc: SQLAlchemyError) -> str:
+    """The driver's message without the statement and parameters (they may hold document text)."""
+    original = getattr(exc, "orig", None)
+    return f"{type(original or exc).__name__}: {str(original or exc).splitlines()[0][:300]}"
