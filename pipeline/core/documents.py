@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict
 
 ELEMENT_SEPARATOR = "\n\n"
+CHILD_SEPARATOR = "!/"  # a child's URI: <container's URI>!/<percent-encoded path inside it>
 
 
 class ListingProblem(BaseModel):
@@ -43,11 +44,14 @@ class DocumentRef(BaseModel):
     modified_at: datetime | None = None
     sha256: str | None = None
     problem: ListingProblem | None = None
+    parent_uri: str | None = None  # a member of an archive or an e-mail's attachment: the container's URI
+    depth: int = 0  # how many containers hold this document (0: its connector listed it)
 
     @property
     def name(self) -> str:
         """The last part of the URI, percent-decoded (what file-type detection and people read)."""
-        return unquote(self.uri.rstrip("/").rsplit("/", 1)[-1])
+        last = self.uri.rsplit(CHILD_SEPARATOR, 1)[-1] if self.parent_uri else self.uri
+        return unquote(last.rstrip("/").rsplit("/", 1)[-1])
 
 
 class PageSpan(BaseModel):

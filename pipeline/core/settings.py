@@ -78,6 +78,19 @@ class ParsingSettings(_Section):
         return available_cores() if self.workers is None else self.workers
 
 
+class ContainerSettings(_Section):
+    """Archives and e-mails whose members become child documents (pipeline/parse/containers.py)."""
+
+    max_members: int = Field(default=10_000, ge=1, description="A container with more members fails as too_large.")
+    max_total_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1, description="A container expanding to more bytes fails as too_large."
+    )
+    max_ratio: float = Field(
+        default=200.0, gt=1, description="Expanded bytes per packed byte beyond which a container is refused (a bomb)."
+    )
+    max_depth: int = Field(default=3, ge=1, description="Containers inside containers deeper than this are refused.")
+
+
 class LockSettings(_Section):
     """The run's lock on its data directory (pipeline/state/locks.py)."""
 
@@ -222,6 +235,7 @@ class Settings(BaseSettings):
         "empty, parse timeout, ...); by default they are recorded as failed again without parsing.",
     )
     parsing: ParsingSettings = Field(default_factory=ParsingSettings)
+    containers: ContainerSettings = Field(default_factory=ContainerSettings)
     locks: LockSettings = Field(default_factory=LockSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)

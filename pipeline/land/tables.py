@@ -101,6 +101,7 @@ class DocumentRow:
     size_bytes: int
     modified_at: Timestamp | None = None
     content_sha256: str | None = None
+    parent_uri: str | None = None
     filetype: str | None = None
     status: str = "failed"
     reason: str | None = None

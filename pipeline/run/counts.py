@@ -14,14 +14,16 @@ from pipeline.state.store import WorkMark
 class Counts(BaseModel):
     """Documents, pages, chunks, answers, findings and values, failures by reason, and seconds per stage.
 
-    Every listed document ends as exactly one of processed, failed or skipped (`documents`);
-    `unchanged` is the part of `skipped` that needed no work since its last run.
+    Every listed document, and every child found inside a container, ends as exactly one of
+    processed, failed or skipped (`documents`); `unchanged` is the part of `skipped` that needed
+    no work since its last run.
     """
 
     processed: int = 0
     failed: int = 0
     skipped: int = 0
     unchanged: int = 0
+    children: int = 0  # documents found inside containers (archives, e-mails); each also ends as one of the three
     pages: int = 0
     chunks: int = 0
     answers: int = 0

@@ -16,9 +16,10 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote
 
 from pipeline.core.connector import Connector
-from pipeline.core.documents import Chunk, DocumentRef, ParsedDocument
+from pipeline.core.documents import CHILD_SEPARATOR, Chunk, DocumentRef, ListingProblem, ParsedDocument
 from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.faults import crash_point
 from pipeline.core.hashing import canonical_json, sha256_bytes
@@ -28,6 +29,7 @@ from pipeline.core.tasks import Task
 from pipeline.extract.routing import route
 from pipeline.land.tables import ChunkRow, DocumentRow, RoutingRow, TextRow
 from pipeline.parse.chunking import chunking_key
+from pipeline.parse.containers import Expansion, expand
 from pipeline.parse.workers import ParseJob, ParsePool
 from pipeline.run.plan import PlannedDocument
 from pipeline.run.work import Extraction, Pending, ShardWork
@@ -53,6 +55,7 @@ def document_row(work: ShardWork, ref: DocumentRef) -> DocumentRow:
         size_bytes=ref.size,
         modified_at=ref.modified_at,
         content_sha256=ref.sha256,
+        parent_uri=ref.parent_uri,
     )
 
 
@@ -117,8 +120,13 @@ def start_document(
     row: DocumentRow,
     plan: DocumentPlan | None,
     pool: ParsePool,
+    member: bytes | None = None,
 ) -> ParseJob | None:
-    """Reuse an earlier parse (and queue the model work still to do), or read the bytes and start parsing."""
+    """Reuse an earlier parse (and queue the model work still to do), or read the bytes and start parsing.
+
+    `member`: the bytes of a document found inside a container (they come from there, not the connector).
+    A container's members are queued on `work.children`; an archive ends here, an e-mail is parsed too.
+    """
     settings = work.context.settings
     if ref.problem is not None:  # listed, but its connector could not or would not read it
         raise DocumentError(Reason(ref.problem.reason), ref.problem.message)
@@ -133,11 +141,55 @@ def start_document(
         queue_model_work(work, ref, row, document, chunks, plan.extract_fps)
         return None
     started = time.perf_counter()
-    data = call_with_retry(connector.read, ref)
+    data = member if member is not None else call_with_retry(connector.read, ref)
     row.content_sha256 = sha256_bytes(data)
+    expansion = expand(data, ref.name, settings.containers, ref.depth)
+    if expansion is not None:
+        row.filetype = expansion.kind
+        work.children.extend(child_documents(ref, expansion))
+        work.report.children += len(expansion.members)
+        if not expansion.parse_self:
+            settle_archive(work, ref, row, len(expansion.members))
+            work.time("parse", time.perf_counter() - started)
+            return None
     job = pool.submit(data, ref.name, row.content_sha256, settings.parser_strategy, settings.chunking)
     work.time("parse", time.perf_counter() - started)
     return job
+
+
+def child_documents(parent: DocumentRef, expansion: Expansion) -> list[tuple[PlannedDocument, bytes]]:
+    """A container's members as documents of their own, each with its parent's lineage."""
+    children = []
+    for member in expansion.members:
+        problem = None
+        if member.problem is not None:
+            problem = ListingProblem(reason=member.problem[0].value, message=f"{member.problem[1]}: {member.path}")
+        ref = DocumentRef(
+            source=parent.source,
+            uri=f"{parent.uri}{CHILD_SEPARATOR}{quote(member.path)}",
+            version=parent.version,
+            size=len(member.data),
+            modified_at=parent.modified_at,
+            sha256=sha256_bytes(member.data) if problem is None else None,
+            problem=problem,
+            parent_uri=parent.uri,
+            depth=parent.depth + 1,
+        )
+        children.append((PlannedDocument(ref=ref), member.data))
+    return children
+
+
+def settle_archive(work: ShardWork, ref: DocumentRef, row: DocumentRow, members: int) -> None:
+    """An archive is done once its members are queued: it has no text of its own to extract from."""
+    settings, context = work.context.settings, work.context
+    row.status, row.parser, row.parse_seconds = "processed", "assay.containers", 0.0
+    row.message = f"an archive of {members} documents, each its own row (parent_uri = this URI)"
+    work.report.processed += 1
+    content = row.content_sha256 or ""
+    parse_fp = parse_fingerprint(content, settings)
+    work.report.done.append(WorkMark(parse_fp, "parse", content, None))
+    for task, fingerprint in extract_fingerprints(parse_fp, context.tasks, context.model_sha256, settings).items():
+        work.report.done.append(WorkMark(fingerprint, "extract", content, task))
 
 
 def finish_parsing(

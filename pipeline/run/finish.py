@@ -66,9 +66,10 @@ def finish_run(
     finished = datetime.now(UTC)
     duration = (finished - context.started_at).total_seconds()
     totals = Counts(stage_seconds={"list": list_seconds}).add(Counts.total(reports))
-    status = "completed" if totals.documents == documents_in else "incomplete"
+    expected = documents_in + totals.children
+    status = "completed" if totals.documents == expected else "incomplete"
     if status == "incomplete":
-        logger.error("run %s accounts for %d of %d documents", context.run_id, totals.documents, documents_in)
+        logger.error("run %s accounts for %d of %d documents", context.run_id, totals.documents, expected)
     engine = loaded_engine(context.settings.model)
     pages_per_second = totals.pages / duration if duration > 0 else 0.0
 

@@ -25,7 +25,7 @@ from pipeline.run.context import RunContext
 from pipeline.run.counts import ShardReport
 from pipeline.run.documents import document_errors, document_row, finish_parsing, settle_without_work, start_document
 from pipeline.run.extraction import extract_pending
-from pipeline.run.plan import Shard
+from pipeline.run.plan import PlannedDocument, Shard
 from pipeline.run.work import ShardWork
 from pipeline.state.incremental import DocumentPlan, load_parsed, plan_documents
 
@@ -45,7 +45,10 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
     parsing: deque[tuple[DocumentRef, DocumentRow, DocumentPlan | None, ParseJob]] = deque()
     window = 2 * max(1, settings.parsing.processes)
     rows: list[DocumentRow] = []
-    for planned in shard.documents:
+    # The shard's documents, and the members of each container right after it (with their bytes).
+    todo: deque[tuple[PlannedDocument, bytes | None]] = deque((planned, None) for planned in shard.documents)
+    while todo:
+        planned, member = todo.popleft()
         ref = planned.ref
         row = document_row(work, ref)
         rows.append(row)
@@ -53,9 +56,14 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
         if settle_without_work(work, planned, plan, row):
             continue
         with document_errors(work, ref, row, plan):
-            job = start_document(work, context.sources[ref.source], ref, row, plan, pool)
+            job = start_document(work, context.sources[ref.source], ref, row, plan, pool, member)
             if job is not None:
                 parsing.append((ref, row, plan, job))
+        if work.children:
+            children, work.children = work.children, []
+            refs = [child.ref for child, _ in children if child.ref.sha256]
+            plans.update(plan_documents(context.state, refs, context.tasks, context.model_sha256, settings))
+            todo.extendleft(reversed(children))
         while len(parsing) >= window:
             finish_parsing(work, *parsing.popleft())
     while parsing:
@@ -108,11 +116,12 @@ def _land(work: ShardWork, shard: Shard, rows: list[DocumentRow]) -> None:
     for table, table_rows in work.rows.tables():
         work.report.files.append(lake.write(table, table_rows, context.run_id, shard.part, run_date))
         crash_point("land")
-    context.state.record_seen(
+    context.state.record_seen(  # what the connectors listed; a container's members live and go with it
         context.run_id,
         [
             (r.source, r.uri, r.version, r.content_sha256, r.size_bytes, r.message if r.status == "failed" else None)
             for r in rows
+            if r.parent_uri is None
         ],
     )
     work.time("land", time.perf_counter() - started)

@@ -35,7 +35,8 @@ def render_text(summary: RunSummary) -> list[str]:
     failed, answers = _reasons(summary.document_failures), _reasons(summary.answer_failures)
     lines = [
         f"Run {summary.run_id} {summary.status} in {summary.duration_s:.1f} s",
-        f"  documents in:   {summary.documents_in}",
+        f"  documents in:   {summary.documents_in}"
+        + (f"  (and {summary.children} inside archives and e-mails)" if summary.children else ""),
         f"  processed:      {summary.processed}",
         f"  failed:         {summary.failed}" + (f"  ({failed})" if failed else ""),
         f"  skipped:        {summary.skipped}" + (f"  (unchanged {summary.unchanged})" if summary.unchanged else ""),
@@ -71,7 +72,12 @@ def render_markdown(summary: RunSummary) -> str:
         f"| {summary.chunks} | {summary.answers} ({summary.answers_failed}) | {summary.findings} "
         f"| {summary.pages_per_second} |",
         "",
-        f"Chunks sent to the model: {summary.chunks_routed} (not routed: {summary.chunks_not_routed}); "
+        (
+            f"Documents inside archives and e-mails: {summary.children} (counted in processed, failed, skipped).\n\n"
+            if summary.children
+            else ""
+        )
+        + f"Chunks sent to the model: {summary.chunks_routed} (not routed: {summary.chunks_not_routed}); "
         f"per-document values: {summary.values}, disagreements to review: {summary.disagreements}.",
         "",
         "## Seconds per stage",

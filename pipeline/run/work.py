@@ -23,6 +23,7 @@ from pipeline.land.tables import (
 )
 from pipeline.run.context import RunContext
 from pipeline.run.counts import ShardReport
+from pipeline.run.plan import PlannedDocument
 
 
 @dataclass
@@ -83,6 +84,8 @@ class ShardWork:
     pending: list[Pending] = field(default_factory=list)
     # content SHA-256 -> the landed parse of a document that only needs model work
     reusable: dict[str, tuple[ParsedDocument, list[Chunk]]] = field(default_factory=dict)
+    # documents found inside a container just read, with their bytes, to be processed next
+    children: list[tuple[PlannedDocument, bytes]] = field(default_factory=list)
 
     def time(self, stage: str, seconds: float) -> None:
         self.report.time(stage, seconds)
