@@ -19,7 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from connectors.imap import ImapConfig, ImapConnector
 from connectors.local import LocalFolderConfig, LocalFolderConnector
+from connectors.mailbox import MaildirConfig, MaildirConnector, MboxConfig, MboxConnector
 from connectors.s3 import S3Connector, S3SourceConfig
 from connectors.sql import SqlConnector, SqlSourceConfig
 from pipeline.core.connector import Connector, SourceLimits
@@ -39,6 +41,9 @@ CONNECTORS: dict[str, ConnectorKind] = {
     "local": ConnectorKind(LocalFolderConfig, LocalFolderConnector),
     "s3": ConnectorKind(S3SourceConfig, S3Connector),
     "sql": ConnectorKind(SqlSourceConfig, SqlConnector),
+    "imap": ConnectorKind(ImapConfig, ImapConnector),
+    "mbox": ConnectorKind(MboxConfig, MboxConnector),
+    "maildir": ConnectorKind(MaildirConfig, MaildirConnector),
 }
 ENTRY_POINT_GROUP = "assay.connectors"
 

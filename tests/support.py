@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,3 +151,58 @@ class S3Bucket:
             "access_key_id": "test",
             "secret_access_key": "test",
         }
+
+
+class FlakyProxy:
+    """A TCP proxy on loopback in front of a real server that drops the connections it is told to.
+
+    Fault injection for the connectors' retries: `drop` decides, by the 1-based number of each new
+    connection, whether to close it at once (as a reset connection or a restarting server would).
+    """
+
+    def __init__(self, target: tuple[str, int], drop: Callable[[int], bool]) -> None:
+        import socket
+        import threading
+
+        self.target, self.drop = target, drop
+        self.connections = 0
+        self.dropped = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.drop(self.connections):
+                self.dropped += 1
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                client.close()  # an RST, as a dropped connection looks
+                continue
+            upstream = socket.create_connection(self.target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._server.close()

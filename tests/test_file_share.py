@@ -179,3 +179,32 @@ def test_a_run_over_a_hostile_share_accounts_for_every_entry(tmp_path: Path) -> 
 
     again = run(tmp_path / "data", share, NO_MODEL)  # the next night: nothing to redo, the refusals stand
     assert again.unchanged == len(ODD_NAMES) + 1 and again.document_failures == {"read_error": 1, "refused": 2}
+
+
+def test_a_read_that_keeps_failing_transiently_is_recorded_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.local import LocalFolderConnector
+    from pipeline.core.errors import TransientError
+
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "flaky.txt").write_text("This agreement is governed by the laws of Ruritania.")
+    (share / "fine.txt").write_text("This agreement is governed by the laws of Freedonia.")
+    real_read = LocalFolderConnector.read
+    attempts: list[str] = []
+
+    def flaky(self: LocalFolderConnector, ref: DocumentRef) -> bytes:  # fault injection: a share that keeps timing out
+        if ref.name == "flaky.txt":
+            attempts.append(ref.uri)
+            raise TransientError("timed out")
+        return real_read(self, ref)
+
+    monkeypatch.setattr(LocalFolderConnector, "read", flaky)
+    summary = run(tmp_path / "data", share, NO_MODEL)
+    assert summary.status == "completed" and summary.processed == 1
+    assert summary.document_failures == {"read_error": 1} and len(attempts) == 4  # retried, then recorded
+    result = CliRunner().invoke(
+        cli, ["--data-dir", str(tmp_path / "data"), "query", "--format", "json", "select message from failures"]
+    )
+    assert json.loads(result.output) == [{"message": "gave up after 4 attempts: timed out"}]

@@ -204,3 +204,22 @@ def test_without_a_version_column_rows_are_hashed_and_the_url_password_is_never_
     assert "**********" in repr(connector.config) and database not in repr(connector.config)
     with pytest.raises(ConfigError, match="cannot list no_such_table"):
         list(make_connector("filings", _sql_source(database, table="no_such_table")).list())
+
+
+def test_an_s3_source_behind_dropped_connections_completes_with_nothing_lost(s3: S3Bucket, tmp_path: Path) -> None:
+    """Fault injection on the wire: every third new connection to the real S3 server is reset."""
+    from urllib.parse import urlsplit
+
+    from tests.support import FlakyProxy
+
+    for index in range(6):
+        s3.client.put_object(Bucket=s3.bucket, Key=f"inbox/{index}.txt", Body=AGREEMENT + str(index).encode())
+    endpoint = urlsplit(s3.endpoint)
+    proxy = FlakyProxy((endpoint.hostname or "127.0.0.1", endpoint.port or 80), drop=lambda n: n % 3 == 1)
+    try:
+        sources = {"bucket": {**_s3_source(s3), "endpoint_url": f"http://127.0.0.1:{proxy.port}"}}
+        summary = _run(tmp_path / "data", sources)
+    finally:
+        proxy.close()
+    assert proxy.dropped >= 1  # the faults happened
+    assert summary.status == "completed" and summary.documents_in == 6 and summary.processed == 6

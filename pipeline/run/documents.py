@@ -20,10 +20,10 @@ from urllib.parse import quote
 
 from pipeline.core.connector import Connector
 from pipeline.core.documents import CHILD_SEPARATOR, Chunk, DocumentRef, ListingProblem, ParsedDocument
-from pipeline.core.errors import DocumentError, Reason
+from pipeline.core.errors import DocumentError, Reason, TransientError
 from pipeline.core.faults import crash_point
 from pipeline.core.hashing import canonical_json, sha256_bytes
-from pipeline.core.retry import call_with_retry
+from pipeline.core.retry import ATTEMPTS, call_with_retry
 from pipeline.core.secrets import redact
 from pipeline.core.tasks import Task
 from pipeline.extract.routing import route
@@ -105,6 +105,11 @@ def document_errors(work: ShardWork, ref: DocumentRef, row: DocumentRow, plan: D
             settings = work.context.settings
             failed_fp = plan.failed_fp if plan else failed_fingerprint(parse_fingerprint(content, settings), settings)
             work.report.done.append(WorkMark(failed_fp, "failed", content, exc.reason.value))
+    except TransientError as exc:  # still failing after every retry: this night cannot read it; the next one tries
+        row.status, row.reason = "failed", Reason.READ_ERROR.value
+        row.message = redact(f"gave up after {ATTEMPTS} attempts: {exc}")
+        work.failure("document", Reason.READ_ERROR.value, row.message, ref, content_sha256=row.content_sha256)
+        work.report.failed += 1
     except Exception as exc:  # a bug or an unforeseen library error: record it, go on
         logger.exception("internal error on %s", ref.uri)
         message = redact(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")[:4000]
