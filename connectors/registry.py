@@ -23,6 +23,7 @@ from connectors.imap import ImapConfig, ImapConnector
 from connectors.local import LocalFolderConfig, LocalFolderConnector
 from connectors.mailbox import MaildirConfig, MaildirConnector, MboxConfig, MboxConnector
 from connectors.s3 import S3Connector, S3SourceConfig
+from connectors.smb import SmbConfig, SmbConnector
 from connectors.sql import SqlConnector, SqlSourceConfig
 from pipeline.core.connector import Connector, SourceLimits
 from pipeline.core.errors import ConfigError
@@ -41,6 +42,7 @@ CONNECTORS: dict[str, ConnectorKind] = {
     "local": ConnectorKind(LocalFolderConfig, LocalFolderConnector),
     "s3": ConnectorKind(S3SourceConfig, S3Connector),
     "sql": ConnectorKind(SqlSourceConfig, SqlConnector),
+    "smb": ConnectorKind(SmbConfig, SmbConnector),
     "imap": ConnectorKind(ImapConfig, ImapConnector),
     "mbox": ConnectorKind(MboxConfig, MboxConnector),
     "maildir": ConnectorKind(MaildirConfig, MaildirConnector),
