@@ -18,7 +18,7 @@ from pipeline.run.summary import RunSummary
 from tests.support import document
 
 # Documents that fail fast (no model work): the ledger tests need real runs, not real findings.
-QUICK = ["unstructured__empty.txt", "docling__qr_bill_example.jpg", "unstructured__password.pdf"]
+QUICK = ["unstructured__empty.txt", "pdfplumber__empty.pdf", "unstructured__password.pdf"]
 
 
 def _run(data_dir: Path, source: Path) -> RunSummary:

@@ -76,3 +76,36 @@ def test_corrupt_pdf_is_reported_as_corrupt() -> None:
     with pytest.raises(DocumentError) as caught:
         partition_bytes(broken, "truncated.pdf", sha256_bytes(broken))
     assert caught.value.reason is Reason.CORRUPT
+
+
+def test_ocr_reads_a_scan_an_image_and_the_scanned_page_of_a_born_digital_pdf() -> None:
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    from pipeline.parse.partition import ocr_available
+    from tests.support import skip_or_fail
+
+    if not ocr_available():
+        skip_or_fail("tesseract is not installed here (Debian: tesseract-ocr; .ci/run installs it)")
+    scan = document("docling__ocr_test.pdf").read_bytes()
+    read = partition_bytes(scan, "scan.pdf", sha256_bytes(scan), ocr_languages=("eng",)).document
+    assert "Docling bundles PDF document conversion" in read.text
+    assert read.ocr_pages == 1 and all(span.ocr for span in read.element_spans)
+    assert read.parser == "unstructured+tesseract" and "tesseract" in read.parser_version
+
+    image = document("docling__qr_bill_example.jpg").read_bytes()
+    seen = partition_bytes(image, "bill.jpg", sha256_bytes(image), ocr_languages=("eng",)).document
+    assert seen.filetype == "jpg" and len(seen.text) > 50 and seen.ocr_pages == 1
+
+    writer = PdfWriter()  # a born-digital page, then a scanned one: the fast strategy alone drops page 2
+    writer.add_page(PdfReader(document("nda-52d16f549c8c3f0b2a1ebab40576f4dc.pdf")).pages[0])
+    writer.add_page(PdfReader(io.BytesIO(scan)).pages[0])
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    mixed = buffer.getvalue()
+    without = partition_bytes(mixed, "mixed.pdf", sha256_bytes(mixed)).document
+    assert {span.page for span in without.element_spans} == {1}
+    both = partition_bytes(mixed, "mixed.pdf", sha256_bytes(mixed), ocr_languages=("eng",)).document
+    assert {(span.page, span.ocr) for span in both.element_spans} == {(1, False), (2, True)}
+    assert both.text.startswith(without.text) and "Docling bundles" in both.text

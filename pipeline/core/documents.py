@@ -62,6 +62,7 @@ class PageSpan(BaseModel):
     page: int | None
     start: int
     end: int
+    ocr: bool = False  # the text of this range was read from the page's image (tesseract)
 
 
 class ParsedDocument(BaseModel):
@@ -77,6 +78,11 @@ class ParsedDocument(BaseModel):
     page_count: int | None
     parser: str
     parser_version: str
+
+    @property
+    def ocr_pages(self) -> int:
+        """How many pages had their text read by OCR."""
+        return len({span.page for span in self.element_spans if span.ocr})
 
     def pages_between(self, start: int, end: int) -> list[int]:
         """Page numbers of the elements that overlap characters [start, end)."""

@@ -72,6 +72,12 @@ class ParsingSettings(_Section):
     max_text_chars: int = Field(
         default=50_000_000, ge=1, description="A file whose text is longer (characters) fails as too_large."
     )
+    ocr: bool = Field(
+        default=True, description="Read images, and PDF pages without a text layer, with tesseract (when installed)."
+    )
+    ocr_languages: list[str] = Field(
+        default_factory=lambda: ["eng"], description="tesseract language packs to read with (Debian: tesseract-ocr-*)."
+    )
 
     @property
     def processes(self) -> int:

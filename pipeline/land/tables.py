@@ -110,6 +110,7 @@ class DocumentRow:
     text_sha256: str | None = None
     text_chars: int | None = None
     pages: int | None = None
+    ocr_pages: int | None = None
     chunks: int = 0
     chunks_extracted: int = 0
     findings: int = 0

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -38,13 +41,29 @@ NEEDS = {
     "epub": "pandoc",
     "org": "pandoc",
     "rst": "pandoc",
-    "jpg": "OCR (tesseract)",
-    "png": "OCR (tesseract)",
-    "tiff": "OCR (tesseract)",
-    "bmp": "OCR (tesseract)",
-    "heic": "OCR (tesseract)",
+    "jpg": "OCR: parsing.ocr = true and tesseract installed (Debian: tesseract-ocr)",
+    "png": "OCR: parsing.ocr = true and tesseract installed (Debian: tesseract-ocr)",
+    "tiff": "OCR: parsing.ocr = true and tesseract installed (Debian: tesseract-ocr)",
+    "bmp": "OCR: parsing.ocr = true and tesseract installed (Debian: tesseract-ocr)",
+    "heic": "a HEIC decoder (pillow-heif) and OCR",
     "webp": "OCR (tesseract)",
 }
+# Images read with tesseract when OCR is on (parsing.ocr) and tesseract is installed.
+IMAGE_TYPES = {"jpg", "png", "tiff", "bmp"}
+OCR_STRATEGY = "ocr_only"  # unstructured's tesseract path: no layout model, nothing downloaded
+
+
+def ocr_available() -> bool:
+    return shutil.which("tesseract") is not None
+
+
+def tesseract_version() -> str:
+    try:
+        out = subprocess.run(["tesseract", "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    first = out.splitlines()[0] if out else ""
+    return first.split()[-1] if first else "unknown"
 
 
 @dataclass(frozen=True)
@@ -102,18 +121,22 @@ def _classify_exception(exc: BaseException) -> Reason:
     return Reason.CORRUPT
 
 
-def partition_bytes(data: bytes, filename: str, content_sha256: str, strategy: str = "fast") -> Partitioned:
+def partition_bytes(
+    data: bytes, filename: str, content_sha256: str, strategy: str = "fast", ocr_languages: tuple[str, ...] = ()
+) -> Partitioned:
     """Partition one document; raise `DocumentError` with a reason when it cannot be used."""
-    filetype = check_partitionable(data, filename)
-    elements = partition_elements(data, filename, strategy, filetype)
-    return Partitioned(document=build_document(elements, content_sha256, filetype), elements=elements)
+    filetype = check_partitionable(data, filename, bool(ocr_languages))
+    elements, ocr = partition_with_ocr(data, filename, strategy, filetype, 1, ocr_languages)
+    return Partitioned(document=build_document(elements, content_sha256, filetype, ocr), elements=elements)
 
 
-def check_partitionable(data: bytes, filename: str) -> str:
+def check_partitionable(data: bytes, filename: str, ocr: bool = False) -> str:
     """The file's type, or a `DocumentError` when it is empty, unsupported or an unreadable PDF."""
     if not data.strip():
         raise DocumentError(Reason.EMPTY_FILE, "the file is empty")
     filetype = detect_filetype(data, filename)
+    if filetype in IMAGE_TYPES and ocr and ocr_available():
+        return filetype
     if filetype not in SUPPORTED_TYPES:
         needs = f": it needs {NEEDS[filetype]}" if filetype in NEEDS else ""
         raise DocumentError(Reason.UNSUPPORTED_TYPE, f"file type {filetype!r} is not supported{needs}", filetype)
@@ -127,7 +150,55 @@ def check_partitionable(data: bytes, filename: str) -> str:
     return filetype
 
 
-def partition_elements(data: bytes, filename: str, strategy: str, filetype: str, first_page: int = 1) -> list[Any]:
+def partition_with_ocr(
+    data: bytes, filename: str, strategy: str, filetype: str, first_page: int, ocr_languages: tuple[str, ...]
+) -> tuple[list[Any], list[bool]]:
+    """The elements, and for each whether OCR read it: images whole, PDF pages that have no text layer.
+
+    A PDF's text-layer pages keep their text; each page the text layer gives nothing for (a scanned
+    page inside a born-digital PDF included) is read on its own with tesseract.
+    """
+    ocr = bool(ocr_languages) and ocr_available()
+    # tesseract's OpenMP threads would spin on the cores the other parsing processes use: one each
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    if filetype in IMAGE_TYPES:
+        elements = partition_elements(data, filename, OCR_STRATEGY, filetype, first_page, ocr_languages)
+        return elements, [True] * len(elements)
+    elements = partition_elements(data, filename, strategy, filetype, first_page)
+    flags = [False] * len(elements)
+    if filetype != "pdf" or not ocr:
+        return elements, flags
+    with_text = {element.metadata.page_number for element in elements}
+    pages = pdf_page_count(data)
+    scanned = [page for page in range(first_page, first_page + pages) if page not in with_text]
+    if not scanned:
+        return elements, flags
+    found: list[tuple[Any, bool]] = list(zip(elements, flags, strict=True))
+    for page in scanned:
+        single = single_page_pdf(data, page - first_page)
+        found += [(e, True) for e in partition_elements(single, filename, OCR_STRATEGY, "pdf", page, ocr_languages)]
+    found.sort(key=lambda pair: pair[0].metadata.page_number or 0)  # stable: each page keeps its order
+    return [element for element, _ in found], [flag for _, flag in found]
+
+
+def single_page_pdf(data: bytes, index: int) -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    writer.add_page(PdfReader(io.BytesIO(data)).pages[index])
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+def partition_elements(
+    data: bytes,
+    filename: str,
+    strategy: str,
+    filetype: str,
+    first_page: int = 1,
+    languages: tuple[str, ...] = ("eng",),
+) -> list[Any]:
     """unstructured's elements with text; `first_page` numbers the pages of a part of a larger PDF."""
     from unstructured.partition.auto import partition
 
@@ -136,7 +207,7 @@ def partition_elements(data: bytes, filename: str, strategy: str, filetype: str,
             file=io.BytesIO(data),
             metadata_filename=filename,
             strategy=strategy,
-            languages=["eng"],
+            languages=list(languages) or ["eng"],
         )
     except DocumentError:
         raise
@@ -146,6 +217,8 @@ def partition_elements(data: bytes, filename: str, strategy: str, filetype: str,
         reason = _classify_exception(exc)
         raise DocumentError(reason, f"{type(exc).__name__}: {exc}"[:2000], filetype) from exc
     elements = [el for el in elements if (el.text or "").strip()]
+    for element in elements:
+        element.text = str(element.text)  # OCR gives numpy strings
     if first_page != 1:
         for element in elements:
             if element.metadata.page_number is not None:
@@ -153,11 +226,18 @@ def partition_elements(data: bytes, filename: str, strategy: str, filetype: str,
     return elements
 
 
-def build_document(elements: list[Any], content_sha256: str, filetype: str) -> ParsedDocument:
+def build_document(
+    elements: list[Any], content_sha256: str, filetype: str, ocr: list[bool] | None = None
+) -> ParsedDocument:
     """The canonical text of a document from its elements (in order), with the page of each range."""
     if not elements:
-        hint = " (a scan without a text layer needs OCR)" if filetype == "pdf" else ""
+        hint = ""
+        if filetype == "pdf" and not ocr_available():
+            hint = " (a scan without a text layer needs OCR: install tesseract, Debian's tesseract-ocr)"
+        elif filetype == "pdf" or filetype in IMAGE_TYPES:
+            hint = " (OCR found no text either, or parsing.ocr is off)"
         raise DocumentError(Reason.NO_TEXT, f"partitioning produced no text{hint}", filetype)
+    flags = ocr if ocr is not None else [False] * len(elements)
 
     spans: list[PageSpan] = []
     parts: list[str] = []
@@ -167,7 +247,9 @@ def build_document(elements: list[Any], content_sha256: str, filetype: str) -> P
             cursor += len(ELEMENT_SEPARATOR)
         text = element.text
         parts.append(text)
-        spans.append(PageSpan(page=element.metadata.page_number, start=cursor, end=cursor + len(text)))
+        spans.append(
+            PageSpan(page=element.metadata.page_number, start=cursor, end=cursor + len(text), ocr=flags[index])
+        )
         cursor += len(text)
     text = ELEMENT_SEPARATOR.join(parts)
     pages = {span.page for span in spans if span.page is not None}
@@ -178,8 +260,8 @@ def build_document(elements: list[Any], content_sha256: str, filetype: str) -> P
         text_sha256=sha256_text(text),
         element_spans=tuple(spans),
         page_count=max(pages) if pages else None,
-        parser=PARSER_NAME,
-        parser_version=PARSER_VERSION,
+        parser=f"{PARSER_NAME}+tesseract" if any(flags) else PARSER_NAME,
+        parser_version=f"{PARSER_VERSION}; tesseract {tesseract_version()}" if any(flags) else PARSER_VERSION,
     )
 
 

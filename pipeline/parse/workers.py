@@ -49,7 +49,7 @@ from pipeline.parse.chunking import chunk_document
 from pipeline.parse.partition import (
     build_document,
     check_partitionable,
-    partition_elements,
+    partition_with_ocr,
     pdf_page_count,
     split_pdf,
 )
@@ -72,6 +72,7 @@ class _Part:
     last_page: int | None = None  # None: the whole file
     caps: tuple[int, int] = (200_000, 50_000_000)  # parsing.max_elements, parsing.max_text_chars
     fault: str | None = None  # tests only (pipeline/core/faults.py)
+    ocr_languages: tuple[str, ...] = ()  # empty: OCR off (parsing.ocr)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class _Parsed:
     filetype: str
     elements: list[Any] | None = None
     ranges: list[tuple[int, int, bytes]] | None = None
+    ocr: list[bool] | None = None  # per element: read by OCR
 
 
 def _parse_part(part: _Part) -> _Parsed:
@@ -101,7 +103,7 @@ def _parse_part(part: _Part) -> _Parsed:
 
 def _parse_in_worker(part: _Part) -> _Parsed:
     faults.misbehave(part.fault)
-    filetype = part.filetype or check_partitionable(part.data, part.filename)
+    filetype = part.filetype or check_partitionable(part.data, part.filename, bool(part.ocr_languages))
     if part.filetype is None and filetype == "pdf":
         pages = pdf_page_count(part.data)
         if pages > part.pages_per_part:
@@ -110,9 +112,11 @@ def _parse_in_worker(part: _Part) -> _Parsed:
                 for first, data in split_pdf(part.data, part.pages_per_part)
             ]
             return _Parsed(filetype, ranges=ranges)
-    elements = partition_elements(part.data, part.filename, part.strategy, filetype, part.first_page)
+    elements, ocr = partition_with_ocr(
+        part.data, part.filename, part.strategy, filetype, part.first_page, part.ocr_languages
+    )
     _Size().add(elements, part.caps, filetype)  # a bomb stops here, in the worker, before it is sent back
-    return _Parsed(filetype, elements=elements)
+    return _Parsed(filetype, elements=elements, ocr=ocr)
 
 
 @dataclass
@@ -191,6 +195,10 @@ class ParsePool:
             )
 
     @property
+    def ocr_languages(self) -> tuple[str, ...]:
+        return tuple(self.limits.ocr_languages) if self.limits.ocr else ()
+
+    @property
     def caps(self) -> tuple[int, int]:
         return self.limits.max_elements, self.limits.max_text_chars
 
@@ -212,6 +220,7 @@ class ParsePool:
             self.limits.pdf_pages_per_part,
             caps=self.caps,
             fault=faults.parse_fault(filename),
+            ocr_languages=self.ocr_languages,
         )
         return ParseJob(self, content_sha256, chunking, part, self.schedule(part))
 
@@ -237,6 +246,7 @@ class ParseJob:
         """The document and its chunks, or `DocumentError` with the reason it could not be parsed."""
         parsed = self._wait(self.part, self.wait)
         elements = parsed.elements or []
+        ocr = parsed.ocr or [False] * len(elements)
         size = _Size()  # checked here too: the parent trusts no worker's answer, and sums a PDF's parts
         if parsed.ranges is not None:
             # A long PDF: its page ranges in parallel, then their elements in page order.
@@ -250,18 +260,21 @@ class ParseJob:
                     a,
                     b,
                     caps=self.pool.caps,
+                    ocr_languages=self.pool.ocr_languages,
                 )
                 for a, b, data in parsed.ranges
             ]
             waits = [self.pool.schedule(p) for p in parts]
-            elements = []
+            elements, ocr = [], []
             for p, w in zip(parts, waits, strict=True):
-                more = self._wait(p, w).elements or []
+                done = self._wait(p, w)
+                more = done.elements or []
                 size.add(more, self.pool.caps, parsed.filetype)
                 elements += more
+                ocr += done.ocr or [False] * len(more)
         else:
             size.add(elements, self.pool.caps, parsed.filetype)
-        document = build_document(elements or [], self.content_sha256, parsed.filetype)
+        document = build_document(elements or [], self.content_sha256, parsed.filetype, ocr)
         return document, chunk_document(document, elements, self.chunking)
 
     def _wait(self, part: _Part, wait: Callable[[], _Parsed]) -> _Parsed:

@@ -262,6 +262,7 @@ def queue_model_work(
     settings = work.context.settings
     row.text_sha256, row.text_chars = document.text_sha256, len(document.text)
     row.pages, row.chunks, row.model_tokens = document.page_count, len(chunks), 0
+    row.ocr_pages = document.ocr_pages
     work.report.pages += document.page_count or 1
     work.report.chunks += len(chunks)
 

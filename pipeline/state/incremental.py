@@ -55,8 +55,14 @@ def parse_fingerprint(content_sha256: str, settings: Settings) -> str:
 
 
 def failed_fingerprint(parse_fp: str, settings: Settings) -> str:
-    """Marks a parse that failed in a way the same bytes would fail again, under these limits."""
-    return fingerprint("failed", parse_fp, settings.parsing.timeout_s, settings.parsing.memory_mb)
+    """Marks a parse that failed in a way the same bytes would fail again, under these limits.
+
+    OCR's settings count here, not in the parse fingerprint: turning OCR on (or adding a language)
+    retries the scans that failed as `no_text` or `unsupported_type`, without re-extracting every
+    document that parsed well (docs/operations.md, "OCR").
+    """
+    ocr = ("ocr", *settings.parsing.ocr_languages) if settings.parsing.ocr else ("no-ocr",)
+    return fingerprint("failed", parse_fp, settings.parsing.timeout_s, settings.parsing.memory_mb, *ocr)
 
 
 def extract_fingerprint(parse_fp: str, task: Task, model_sha256: str, settings: Settings) -> str:
