@@ -30,6 +30,13 @@ from pipeline.state.shards import ShardLeases
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+# Statements whose values are bound at execution (`expanding` IN): a statement built per batch keeps
+# that batch's values alive in SQLAlchemy's statement cache, memory that grows with the estate.
+_LANDED = select(schema.work_done.c.fingerprint).where(
+    schema.work_done.c.fingerprint.in_(bindparam("fingerprints", expanding=True))
+)
+
+
 class WorkMark(NamedTuple):
     """A piece of work whose results a run landed (`work_done`), so later runs skip it."""
 
@@ -156,10 +163,7 @@ class StateStore:
         found: set[str] = set()
         with self.engine.connect() as connection:
             for start in range(0, len(wanted), 500):
-                batch = wanted[start : start + 500]
-                rows = connection.execute(
-                    select(schema.work_done.c.fingerprint).where(schema.work_done.c.fingerprint.in_(batch))
-                )
+                rows = connection.execute(_LANDED, {"fingerprints": wanted[start : start + 500]})
                 found.update(r.fingerprint for r in rows)
         return found
 
@@ -172,8 +176,9 @@ class StateStore:
             for start in range(0, len(wanted), 500):
                 rows = connection.execute(
                     select(table.fingerprint, table.task, table.run_id).where(
-                        table.fingerprint.in_(wanted[start : start + 500]), table.kind == "failed"
-                    )
+                        table.fingerprint.in_(bindparam("fingerprints", expanding=True)), table.kind == "failed"
+                    ),
+                    {"fingerprints": wanted[start : start + 500]},
                 )
                 found.update((r.fingerprint, (str(r.task), r.run_id)) for r in rows)
         return found
@@ -195,12 +200,7 @@ class StateStore:
             existing: set[str] = set()
             for start in range(0, len(rows), 500):
                 batch = [r["fingerprint"] for r in rows[start : start + 500]]
-                existing.update(
-                    r.fingerprint
-                    for r in connection.execute(
-                        select(schema.work_done.c.fingerprint).where(schema.work_done.c.fingerprint.in_(batch))
-                    )
-                )
+                existing.update(r.fingerprint for r in connection.execute(_LANDED, {"fingerprints": batch}))
             fresh = [r for r in rows if r["fingerprint"] not in existing]
             if fresh:
                 connection.execute(insert(schema.work_done), fresh)
@@ -236,15 +236,16 @@ class StateStore:
             }
             for source, uri, version, content_sha256, size, error in seen
         ]
+        known_uris = select(documents.uri).where(  # values bound per batch, not kept in the statement cache
+            documents.source == bindparam("source"), documents.uri.in_(bindparam("uris", expanding=True))
+        )
         with self.engine.begin() as connection:
             for start in range(0, len(rows), 500):
                 batch = rows[start : start + 500]
                 existing: set[tuple[str, str]] = set()
                 for source in {b["b_source"] for b in batch}:  # (source, uri) is the unique index
                     uris = [b["b_uri"] for b in batch if b["b_source"] == source]
-                    found = connection.execute(
-                        select(documents.uri).where(documents.source == source, documents.uri.in_(uris))
-                    )
+                    found = connection.execute(known_uris, {"source": source, "uris": uris})
                     existing.update((str(source), str(r.uri)) for r in found)
                 known = [b for b in batch if (b["b_source"], b["b_uri"]) in existing]
                 fresh = [b for b in batch if (b["b_source"], b["b_uri"]) not in existing]
@@ -278,15 +279,16 @@ class StateStore:
         documents = schema.documents.c
         known: dict[str, str] = {}
         uris = list(versions)
+        # One statement, its values bound at execution: a statement built per batch would keep each
+        # batch's URIs alive in SQLAlchemy's statement cache (found by bench/connectors.py).
+        query = select(documents.uri, documents.version, documents.content_sha256).where(
+            documents.source == bindparam("source"),
+            documents.uri.in_(bindparam("uris", expanding=True)),
+            documents.content_sha256.is_not(None),
+        )
         with self.engine.connect() as connection:
             for start in range(0, len(uris), 500):
-                found = connection.execute(
-                    select(documents.uri, documents.version, documents.content_sha256).where(
-                        documents.source == source,
-                        documents.uri.in_(uris[start : start + 500]),
-                        documents.content_sha256.is_not(None),
-                    )
-                )
+                found = connection.execute(query, {"source": source, "uris": uris[start : start + 500]})
                 known.update((str(r.uri), str(r.content_sha256)) for r in found if r.version == versions[str(r.uri)])
         return known
 
