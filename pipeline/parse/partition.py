@@ -34,7 +34,7 @@ SUPPORTED_TYPES = {"pdf", "docx", "pptx", "xlsx", "xls", "html", "xml", "eml", "
 
 # Types unstructured knows but that need something Assay does not install, and what.
 NEEDS = {
-    "doc": "LibreOffice (soffice) to convert legacy Word files",
+    "doc": "LibreOffice (soffice; Debian: libreoffice-writer-nogui) to convert legacy Word files",
     "ppt": "LibreOffice (soffice) to convert legacy PowerPoint files",
     "rtf": "pandoc",
     "odt": "pandoc",
@@ -48,6 +48,8 @@ NEEDS = {
     "heic": "a HEIC decoder (pillow-heif) and OCR",
     "webp": "OCR (tesseract)",
 }
+# Legacy formats unstructured converts with LibreOffice (`soffice --headless --convert-to`), when installed.
+CONVERTED_TYPES = {"doc"}
 # Images read with tesseract when OCR is on (parsing.ocr) and tesseract is installed.
 IMAGE_TYPES = {"jpg", "png", "tiff", "bmp"}
 OCR_STRATEGY = "ocr_only"  # unstructured's tesseract path: no layout model, nothing downloaded
@@ -136,6 +138,8 @@ def check_partitionable(data: bytes, filename: str, ocr: bool = False) -> str:
         raise DocumentError(Reason.EMPTY_FILE, "the file is empty")
     filetype = detect_filetype(data, filename)
     if filetype in IMAGE_TYPES and ocr and ocr_available():
+        return filetype
+    if filetype in CONVERTED_TYPES and shutil.which("soffice"):
         return filetype
     if filetype not in SUPPORTED_TYPES:
         needs = f": it needs {NEEDS[filetype]}" if filetype in NEEDS else ""

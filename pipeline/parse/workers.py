@@ -32,8 +32,11 @@ from __future__ import annotations
 import atexit
 import gc
 import multiprocessing
+import os
 import resource
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -145,9 +148,17 @@ class _Size:
 
 
 def _limit_memory(memory_mb: int) -> None:
-    """Worker initialiser: cap the address space, so a runaway parse fails with MemoryError."""
+    """Worker initialiser: cap the address space, so a runaway parse fails with MemoryError.
+
+    Each worker also gets a home folder of its own, where LibreOffice (legacy .doc files) keeps its
+    profile: a profile is locked by the instance using it, and workers should not wait on each other's
+    (a precaution: two conversions at once also passed with one shared profile here).
+    """
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    home = tempfile.mkdtemp(prefix="assay-parse-home-")
+    os.environ["HOME"] = home
+    atexit.register(shutil.rmtree, home, True)
 
 
 def _failure(part: _Part, exc: BaseException, limits: ParsingSettings) -> DocumentError:
