@@ -11,7 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,44 @@ class FlakyProxy:
 
     def close(self) -> None:
         self._server.close()
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on the PostgreSQL `.ci/run` starts, dropped afterwards.
+
+    Skips (fails under ASSAY_REQUIRE_SERVICES=1) when ASSAY_TEST_POSTGRES_URL is not set.
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    base = os.environ.get("ASSAY_TEST_POSTGRES_URL")
+    if not base:
+        skip_or_fail("PostgreSQL is not running here (set ASSAY_TEST_POSTGRES_URL; .ci/run starts one)")
+    assert base is not None
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def wait_for_port(port: int, what: str, seconds: float = 10.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:`port`; fail the test after `seconds`."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"{what} did not start listening on 127.0.0.1:{port}")

@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pipeline.core.settings import load_settings
 from pipeline.run.local import run_locally
 from pipeline.run.summary import RunSummary
 from tests.jobrunner import NO_MODEL, TEST_TASKS
-from tests.support import skip_or_fail
+from tests.support import skip_or_fail, wait_for_port
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "documents"
 WITH_ATTACHMENT = (FIXTURES / "unstructured__fake-email-attachment.eml").read_bytes()
@@ -117,14 +116,7 @@ service imap-login {{
     )
     server = subprocess.Popen([binary, "-F", "-c", str(home / "dovecot.conf")], stderr=subprocess.PIPE)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"Dovecot did not start: {(home / 'dovecot.log').read_text(errors='replace')[-2000:]}")
+        wait_for_port(port, "Dovecot")
         yield Imap(port)
     finally:
         server.terminate()

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, make_url, text
 from pipeline.core.settings import load_settings
 from pipeline.land import warehouse
 from tests.jobrunner import NO_MODEL, TEST_TASKS
-from tests.support import ROOT, S3Bucket, document, skip_or_fail
+from tests.support import ROOT, S3Bucket, document, fresh_postgres_database
 
 pytestmark = pytest.mark.slow  # a Prefect server, process workers and a Dask cluster
 
@@ -105,20 +105,8 @@ def _check_lake(overrides: dict[str, object], run_id: str, secrets: dict[str, st
 
 @pytest.fixture
 def postgres_state() -> Iterator[str]:
-    base = os.environ.get("ASSAY_TEST_POSTGRES_URL")
-    if not base:
-        skip_or_fail("PostgreSQL is not running here (set ASSAY_TEST_POSTGRES_URL; .ci/run starts one)")
-    assert base is not None
-    name = f"assay_scale_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("assay_scale") as url:
+        yield url
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pipeline.core.settings import load_settings
 from pipeline.run.local import run_locally
 from pipeline.run.summary import RunSummary
 from tests.jobrunner import NO_MODEL, TEST_TASKS
-from tests.support import skip_or_fail
+from tests.support import skip_or_fail, wait_for_port
 
 PASSWORD = "smb-secret-pw-7731"
 AGREEMENT = b"This Agreement is governed by the laws of the State of Delaware. Dated 4 March 2026.\n"
@@ -101,14 +101,7 @@ def share() -> Iterator[Share]:
         start_new_session=True,  # smbd signals its whole process group when it stops: not ours
     )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("smbd did not start")
+        wait_for_port(port, "smbd")
         yield Share(port, home / "share")
     finally:
         server.terminate()

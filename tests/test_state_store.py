@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,12 +10,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 
 from pipeline.core.errors import RunInProgress
 from pipeline.state import schema
 from pipeline.state.store import StateStore, WorkMark, default_url
-from tests.support import skip_or_fail
+from tests.support import fresh_postgres_database, skip_or_fail
 
 
 def _postgres_url() -> str:
@@ -32,20 +31,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
     if request.param == "sqlite":
         yield StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
         return
-    base = _postgres_url()
-    name = f"assay_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.rsplit("/", 1)[0] + "/" + name
-    store = StateStore(url)
-    try:
-        yield store
-    finally:
-        store.engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("assay_test") as url:
+        store = StateStore(url)
+        try:
+            yield store
+        finally:
+            store.engine.dispose()
 
 
 def test_migrations_build_exactly_the_declared_schema(store: StateStore) -> None:

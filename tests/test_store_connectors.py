@@ -6,8 +6,6 @@ or row is accounted for, an unchanged night reads nothing, a changed one re-read
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column as SqlColumn
 from sqlalchemy import Integer as SqlInteger
-from sqlalchemy import LargeBinary, String, create_engine, text
+from sqlalchemy import LargeBinary, String, create_engine
 from sqlalchemy import MetaData as SqlMetaData
 from sqlalchemy import Table as SqlTable
 
@@ -26,7 +24,7 @@ from pipeline.core.settings import load_settings
 from pipeline.run.local import run_locally
 from pipeline.run.summary import RunSummary
 from tests.jobrunner import NO_MODEL, TEST_TASKS
-from tests.support import S3Bucket, skip_or_fail
+from tests.support import S3Bucket, fresh_postgres_database
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 AGREEMENT = b"This Agreement is governed by the laws of the State of Delaware. Dated 4 March 2026.\n"
@@ -119,20 +117,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'documents.sqlite'}"
         return
-    base = os.environ.get("ASSAY_TEST_POSTGRES_URL")
-    if not base:
-        skip_or_fail("PostgreSQL is not running here (set ASSAY_TEST_POSTGRES_URL; .ci/run starts one)")
-    assert base is not None
-    name = f"assay_docs_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database("assay_docs") as url:
+        yield url
 
 
 def _filings(url: str) -> SqlTable:
