@@ -158,16 +158,20 @@ class FlakyProxy:
     """A TCP proxy on loopback in front of a real server that drops the connections it is told to.
 
     Fault injection for the connectors' retries: `drop` decides, by the 1-based number of each new
-    connection, whether to close it at once (as a reset connection or a restarting server would).
+    connection, whether to close it at once (as a reset connection or a restarting server would);
+    `stall`, whether to accept it and then never answer (as a hung server or a black-holed route).
     """
 
-    def __init__(self, target: tuple[str, int], drop: Callable[[int], bool]) -> None:
+    def __init__(
+        self, target: tuple[str, int], drop: Callable[[int], bool], stall: Callable[[int], bool] = lambda n: False
+    ) -> None:
         import socket
         import threading
 
-        self.target, self.drop = target, drop
+        self.target, self.drop, self.stall = target, drop, stall
         self.connections = 0
         self.dropped = 0
+        self.stalled: list[Any] = []  # held open, never answered
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._threading = threading
@@ -186,6 +190,9 @@ class FlakyProxy:
                 self.dropped += 1
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 client.close()  # an RST, as a dropped connection looks
+                continue
+            if self.stall(self.connections):
+                self.stalled.append(client)
                 continue
             upstream = socket.create_connection(self.target)
             for source, sink in ((client, upstream), (upstream, client)):
@@ -207,6 +214,8 @@ class FlakyProxy:
 
     def close(self) -> None:
         self._server.close()
+        for client in self.stalled:
+            client.close()
 
 
 @contextmanager

@@ -206,3 +206,19 @@ def test_an_imap_source_behind_dropped_connections_completes_with_nothing_lost(i
         proxy.close()
     assert proxy.dropped >= 1
     assert summary.status == "completed" and summary.processed == 4 and summary.failed == 0
+
+
+def test_an_imap_server_that_stops_answering_is_timed_out_and_tried_again(imap: Imap, tmp_path: Path) -> None:
+    """Fault injection on the wire: the first connection is accepted and never answered (a hung server)."""
+    from tests.support import FlakyProxy
+
+    client = imap.client()
+    client.append("INBOX", None, None, _message("after the stall"))
+    client.logout()
+    proxy = FlakyProxy(("127.0.0.1", imap.port), drop=lambda n: False, stall=lambda n: n == 1)
+    try:
+        summary = _run(tmp_path / "data", {"mail": {**imap.source(), "port": proxy.port, "timeout_s": 2}})
+    finally:
+        proxy.close()
+    assert len(proxy.stalled) == 1 and proxy.connections >= 2  # it waited, gave up, connected again
+    assert summary.status == "completed" and summary.processed == 1
