@@ -45,6 +45,7 @@ class S3SourceConfig(BaseModel):
     exclude: list[str] = Field(default_factory=list, description="Globs of keys to leave out.")
     versions: bool = Field(default=False, description="List object versions and read exactly the listed one.")
     page_size: int = Field(default=1000, ge=1, le=1000, description="Objects per listing request.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Socket timeout of each request (a hung store).")
 
 
 def _match(relative: str, patterns: list[str]) -> bool:
@@ -80,7 +81,11 @@ class S3Connector:
                 config.secret_access_key.get_secret_value() if keys and config.secret_access_key else None
             ),
             # reads are retried by the run's retry module; listing pages by botocore (backoff with jitter)
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60),
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=min(10.0, config.timeout_s),
+                read_timeout=config.timeout_s,
+            ),
         )
 
     def _uri(self, key: str) -> str:

@@ -209,3 +209,24 @@ def test_an_s3_source_behind_dropped_connections_completes_with_nothing_lost(s3:
         proxy.close()
     assert proxy.dropped >= 1  # the faults happened
     assert summary.status == "completed" and summary.documents_in == 6 and summary.processed == 6
+
+
+def test_an_s3_store_that_stops_answering_is_timed_out_and_tried_again(s3: S3Bucket, tmp_path: Path) -> None:
+    """Fault injection on the wire: the first two connections are accepted and never answered."""
+    from urllib.parse import urlsplit
+
+    from tests.support import FlakyProxy
+
+    for index in range(3):
+        s3.client.put_object(Bucket=s3.bucket, Key=f"inbox/{index}.txt", Body=AGREEMENT + str(index).encode())
+    endpoint = urlsplit(s3.endpoint)
+    proxy = FlakyProxy(
+        (endpoint.hostname or "127.0.0.1", endpoint.port or 80), drop=lambda n: False, stall=lambda n: n <= 2
+    )
+    try:
+        source = {**_s3_source(s3), "endpoint_url": f"http://127.0.0.1:{proxy.port}", "timeout_s": 2}
+        summary = _run(tmp_path / "data", {"bucket": source})
+    finally:
+        proxy.close()
+    assert len(proxy.stalled) == 2 and proxy.connections > 2
+    assert summary.status == "completed" and summary.processed == 3
