@@ -167,6 +167,8 @@ def test_a_run_accounts_for_every_member_with_its_parent_and_an_unchanged_archiv
     assert by_uri[f"{bundle}!/locked.txt"]["reason"] == "encrypted"
     assert by_uri[f"{(source / 'mail.eml').as_uri()}!/fake-attachment.txt"]["status"] == "processed"
     assert by_uri[bundle]["status"] == "processed" and by_uri[bundle]["parent_uri"] is None
+    runs = _rows(tmp_path / "data", "select documents_in, documents_children from runs")
+    assert runs == [{"documents_in": 2, "documents_children": 7}]
 
     again = run(tmp_path / "data", source, NO_MODEL)  # nothing changed: the archive is not opened again
     assert again.status == "completed" and again.children == 0 and again.unchanged == 2

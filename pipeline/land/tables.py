@@ -58,6 +58,7 @@ class RunRow:
     model_n_params: int | None = None
     llm_runtime: str | None = None
     documents_in: int
+    documents_children: int | None = None  # found inside archives and e-mails (null in runs before containers)
     documents_processed: int
     documents_failed: int
     documents_skipped: int

@@ -161,6 +161,7 @@ def _run_row(
         model_n_params=identity.n_params if identity else None,
         llm_runtime=identity.runtime if identity else None,
         documents_in=documents_in,
+        documents_children=totals.children,
         documents_processed=totals.processed,
         documents_failed=totals.failed,
         documents_skipped=totals.skipped,
