@@ -154,16 +154,18 @@ def test_a_file_that_hangs_leaks_or_crashes_its_worker_is_recorded_and_the_next_
     assert lines[1].startswith("good.docx ok "), result.stdout
 
 
-def test_legacy_word_files_convert_with_libreoffice_in_the_parsing_processes(pool: ParsePool) -> None:
-    """Two conversions at the same time, in two parsing processes (each with its own home and profile)."""
+def test_legacy_word_and_powerpoint_files_convert_with_libreoffice_in_the_parsing_processes(pool: ParsePool) -> None:
+    """Conversions at the same time, in two parsing processes (each with its own home and profile)."""
     import shutil
 
     from tests.support import skip_or_fail
 
     if shutil.which("soffice") is None:
-        skip_or_fail("LibreOffice is not installed here (Debian: libreoffice-writer-nogui; .ci/run installs it)")
+        skip_or_fail("LibreOffice is not installed here (Debian: libreoffice-writer-nogui, libreoffice-impress-nogui)")
     legacy = document("unstructured__duplicate-paragraphs.doc")
-    jobs = [_submit(pool, legacy, name) for name in ("first.doc", "second.doc")]
-    for job in jobs:
+    slides = document("docling__powerpoint_sample.ppt")
+    jobs = [_submit(pool, legacy, "first.doc"), _submit(pool, slides, "slides.ppt"), _submit(pool, legacy, "again.doc")]
+    expected = [("doc", "This document contains duplicates"), ("ppt", "Test Table Slide"), ("doc", "some text")]
+    for job, (filetype, words) in zip(jobs, expected, strict=True):
         parsed, chunks = job.result()
-        assert parsed.filetype == "doc" and "This document contains duplicates" in parsed.text and chunks
+        assert parsed.filetype == filetype and words in parsed.text and chunks

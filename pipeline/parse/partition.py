@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from pipeline.core.documents import ELEMENT_SEPARATOR, PageSpan, ParsedDocument
@@ -35,7 +36,7 @@ SUPPORTED_TYPES = {"pdf", "docx", "pptx", "xlsx", "xls", "html", "xml", "eml", "
 # Types unstructured knows but that need something Assay does not install, and what.
 NEEDS = {
     "doc": "LibreOffice (soffice; Debian: libreoffice-writer-nogui) to convert legacy Word files",
-    "ppt": "LibreOffice (soffice) to convert legacy PowerPoint files",
+    "ppt": "LibreOffice Impress (soffice; Debian: libreoffice-impress-nogui) to convert legacy PowerPoint files",
     "rtf": "pandoc",
     "odt": "pandoc",
     "epub": "pandoc",
@@ -48,8 +49,18 @@ NEEDS = {
     "heic": "a HEIC decoder (pillow-heif) and OCR",
     "webp": "OCR (tesseract)",
 }
-# Legacy formats unstructured converts with LibreOffice (`soffice --headless --convert-to`), when installed.
-CONVERTED_TYPES = {"doc"}
+# Legacy formats unstructured converts with LibreOffice (`soffice --headless --convert-to`), when the
+# LibreOffice component that reads them is installed: its library beside the soffice program.
+CONVERTED_TYPES = {"doc": "libswlo.so", "ppt": "libsdlo.so"}  # Writer, Impress
+
+
+def converter_available(filetype: str) -> bool:
+    soffice = shutil.which("soffice")
+    if soffice is None or filetype not in CONVERTED_TYPES:
+        return False
+    return (Path(soffice).resolve().parent / CONVERTED_TYPES[filetype]).exists()
+
+
 # Images read with tesseract when OCR is on (parsing.ocr) and tesseract is installed.
 IMAGE_TYPES = {"jpg", "png", "tiff", "bmp"}
 OCR_STRATEGY = "ocr_only"  # unstructured's tesseract path: no layout model, nothing downloaded
@@ -139,7 +150,7 @@ def check_partitionable(data: bytes, filename: str, ocr: bool = False) -> str:
     filetype = detect_filetype(data, filename)
     if filetype in IMAGE_TYPES and ocr and ocr_available():
         return filetype
-    if filetype in CONVERTED_TYPES and shutil.which("soffice"):
+    if converter_available(filetype):
         return filetype
     if filetype not in SUPPORTED_TYPES:
         needs = f": it needs {NEEDS[filetype]}" if filetype in NEEDS else ""
