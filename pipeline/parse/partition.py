@@ -179,7 +179,13 @@ def partition_with_ocr(
     if filetype in IMAGE_TYPES:
         elements = partition_elements(data, filename, OCR_STRATEGY, filetype, first_page, ocr_languages)
         return elements, [True] * len(elements)
-    elements = partition_elements(data, filename, strategy, filetype, first_page)
+    try:
+        elements = partition_elements(data, filename, strategy, filetype, first_page)
+    except DocumentError as exc:
+        if filetype not in ("csv", "tsv") or "Error tokenizing data" not in str(exc):
+            raise
+        # Rows of different lengths (a ragged export): pandas refuses them; pad every row to the widest.
+        elements = partition_elements(rectangular(data, filetype), filename, strategy, filetype, first_page)
     flags = [False] * len(elements)
     if filetype != "pdf" or not ocr:
         return elements, flags
@@ -194,6 +200,21 @@ def partition_with_ocr(
         found += [(e, True) for e in partition_elements(single, filename, OCR_STRATEGY, "pdf", page, ocr_languages)]
     found.sort(key=lambda pair: pair[0].metadata.page_number or 0)  # stable: each page keeps its order
     return [element for element, _ in found], [flag for _, flag in found]
+
+
+def rectangular(data: bytes, filetype: str) -> bytes:
+    """A CSV or TSV with every row padded to the widest row's number of fields (nothing dropped)."""
+    import csv
+
+    text = data.decode("utf-8", errors="replace")
+    delimiter = "\t" if filetype == "tsv" else ","
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    width = max((len(row) for row in rows), default=0)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    for row in rows:
+        writer.writerow(row + [""] * (width - len(row)))
+    return out.getvalue().encode("utf-8")
 
 
 def single_page_pdf(data: bytes, index: int) -> bytes:
