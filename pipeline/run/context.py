@@ -90,7 +90,9 @@ def state_url(settings: Settings) -> str:
 
 def new_run(settings: Settings, sources: dict[str, Connector], flow_run_id: str | None = None) -> RunContext:
     """Check the configuration, take the lake lock, repair what a crashed run left, and start the run."""
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    # to the microsecond: run ids sort in start order (reports and reuse order by them), even for two
+    # runs that start in the same second
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:8]
     # Fail early on an unknown task or a bad model file, before any document is touched; pin the tasks.
     tasks = tuple(find_task(name, settings.task_dirs) for name in settings.tasks)
     model_sha256 = resolve_model_file(settings.model).sha256
