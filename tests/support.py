@@ -1,7 +1,8 @@
 """Helpers the tests share (fixtures live in conftest.py): where the documents are, service checks, offline runs.
 
 Documents come from `samples/documents` (the demo's, shared so that no file is kept twice) and, for the few
-that only tests need, `tests/fixtures/documents` and `tests/fixtures/nda/documents`. Tests never read ../shared.
+that only tests need, `tests/fixtures/documents` and `tests/fixtures/nda/documents`. Tests never read the
+shared corpus beside the project.
 """
 
 from __future__ import annotations
