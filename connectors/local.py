@@ -20,7 +20,6 @@ The rules:
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import stat
@@ -32,6 +31,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.globs import matches, selected
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef, ListingProblem
 from pipeline.core.errors import ConfigError, DocumentError, Reason
@@ -99,14 +99,8 @@ class LocalFolderConnector:
         if not self.root.exists():
             raise ConfigError(f"source {source_name!r}: path does not exist: {self.root}")
 
-    @staticmethod
-    def _match(relative: str, patterns: list[str]) -> bool:
-        return any(
-            fnmatch.fnmatch(relative, p) or (p.startswith("**/") and fnmatch.fnmatch(relative, p[3:])) for p in patterns
-        )
-
     def _selected(self, relative: str) -> bool:
-        return self._match(relative, self.include) and not self._match(relative, self.exclude)
+        return selected(relative, self.include, self.exclude)
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -137,7 +131,7 @@ class LocalFolderConnector:
                     below.append(path)
                 elif self._selected(relative):
                     yield self._ref(path)
-                elif entry.is_symlink() and not self._match(relative, self.exclude) and _links_to_folder(entry):
+                elif entry.is_symlink() and not matches(relative, self.exclude) and _links_to_folder(entry):
                     # a folder link is never followed; say so (the globs on its files cannot be known)
                     yield self._problem(path, Reason.REFUSED, "a linked folder (not followed; name its target)")
             folders.extend(reversed(below))

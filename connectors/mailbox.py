@@ -49,15 +49,25 @@ class _MailConnector:
 
     source_name: str
     limits: SourceLimits
+    _open: dict[str, mailbox.Mailbox[mailbox.Message]]  # the folders reads use, opened once (a folder's table
+    # of contents is read when it is opened: a mailbox opened per read costs the whole folder each time)
 
     def _boxes(self) -> Iterator[tuple[str, mailbox.Mailbox[mailbox.Message]]]:
         raise NotImplementedError
+
+    def _folder(self, name: str, fresh: bool = False) -> mailbox.Mailbox[mailbox.Message] | None:
+        if fresh or name not in self._open:
+            self._open = dict(self._boxes())
+        return self._open.get(name)
 
     def _name(self, box_key: str, data: bytes) -> str:
         """The message's name in its URI."""
         return box_key
 
-    def _find(self, box: mailbox.Mailbox[mailbox.Message], name: str) -> bytes:
+    def _find(self, folder: str, name: str) -> bytes:
+        box = self._folder(folder)
+        if box is None:
+            raise KeyError(folder)
         return box.get_bytes(name)
 
     def _uri(self, folder: str, key: str) -> str:
@@ -88,16 +98,13 @@ class _MailConnector:
         if urlsplit(ref.uri).netloc != quote(self.source_name, safe="") or len(parts) != 2:
             raise DocumentError(Reason.REFUSED, f"{ref.uri} is not a message of source {self.source_name!r}")
         folder, key = unquote(parts[0]), unquote(parts[1]).removesuffix(".eml")
-        for name, box in self._boxes():
-            if name == folder:
-                try:
-                    data = self._find(box, key)
-                except KeyError:
-                    raise DocumentError(Reason.READ_ERROR, f"the message is gone: {ref.uri}") from None
-                if len(data) > self.limits.max_file_bytes:
-                    raise DocumentError(Reason.TOO_LARGE, f"{len(data)} bytes exceeds max_file_bytes")
-                return data
-        raise DocumentError(Reason.READ_ERROR, f"the folder is gone: {ref.uri}")
+        try:
+            data = self._find(folder, key)
+        except KeyError:
+            raise DocumentError(Reason.READ_ERROR, f"the message or its folder is gone: {ref.uri}") from None
+        if len(data) > self.limits.max_file_bytes:
+            raise DocumentError(Reason.TOO_LARGE, f"{len(data)} bytes exceeds max_file_bytes")
+        return data
 
 
 class MboxConnector(_MailConnector):
@@ -105,36 +112,37 @@ class MboxConnector(_MailConnector):
         self.source_name, self.config, self.limits = source_name, config, limits or SourceLimits()
         self.path = Path(config.path).expanduser().resolve()
         self._index: dict[str, str] = {}
+        self._open = {}
         if not self.path.is_file():
             raise ConfigError(f"source {source_name!r}: no mbox file at {self.path}")
 
     def _name(self, box_key: str, data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()[:24]
 
-    def _find(self, box: mailbox.Mailbox[mailbox.Message], name: str) -> bytes:
-        """A message by its name: one pass over the file builds the index the run's later reads use."""
-        for attempt in range(2):
-            if attempt or name not in self._index:
-                self._index = {self._name(str(key), box.get_bytes(key)): key for key in box.keys()}
-            if name not in self._index:
+    def _find(self, folder: str, name: str) -> bytes:
+        """A message by its name: one pass over the file builds the index the run's later reads use.
+
+        If the file changed since (the indexed message is not the one named), it is opened and indexed again.
+        """
+        for fresh in (False, True):
+            box = self._folder(folder, fresh)
+            if box is None:
                 break
-            data = box.get_bytes(self._index[name])
-            if self._name("", data) == name:  # the file may have changed since the index was built
+            if fresh or name not in self._index:
+                self._index = {self._name(str(key), box.get_bytes(key)): key for key in box.keys()}
+            if name in self._index and self._name("", data := box.get_bytes(self._index[name])) == name:
                 return data
         raise KeyError(name)
 
     def _boxes(self) -> Iterator[tuple[str, mailbox.Mailbox[mailbox.Message]]]:
-        box = mailbox.mbox(self.path, create=False)
-        try:
-            yield "inbox", box
-        finally:
-            box.close()
+        yield "inbox", mailbox.mbox(self.path, create=False)  # read only; its file closes with the object
 
 
 class MaildirConnector(_MailConnector):
     def __init__(self, source_name: str, config: MaildirConfig, limits: SourceLimits | None = None) -> None:
         self.source_name, self.config, self.limits = source_name, config, limits or SourceLimits()
         self.path = Path(config.path).expanduser().resolve()
+        self._open = {}
         if not (self.path / "cur").is_dir():
             raise ConfigError(f"source {source_name!r}: {self.path} is not a Maildir (no cur/ folder)")
 

@@ -16,13 +16,13 @@ instance profile). Throttling, timeouts and 5xx answers are retried by the run
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from connectors.globs import selected
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef, ListingProblem
 from pipeline.core.errors import ConfigError, DocumentError, Reason, TransientError
@@ -46,12 +46,6 @@ class S3SourceConfig(BaseModel):
     versions: bool = Field(default=False, description="List object versions and read exactly the listed one.")
     page_size: int = Field(default=1000, ge=1, le=1000, description="Objects per listing request.")
     timeout_s: float = Field(default=60.0, gt=0, description="Socket timeout of each request (a hung store).")
-
-
-def _match(relative: str, patterns: list[str]) -> bool:
-    return any(
-        fnmatch.fnmatch(relative, p) or (p.startswith("**/") and fnmatch.fnmatch(relative, p[3:])) for p in patterns
-    )
 
 
 class S3Connector:
@@ -99,16 +93,11 @@ class S3Connector:
         try:
             yield from (self._list_versions() if self.config.versions else self._list_objects())
         except Exception as exc:
-            raise _translated(exc, f"listing {self.config.url}") from exc
+            raise _translated(exc, f"listing {self.config.url}", listing=True) from exc
 
     def _selected(self, key: str) -> bool:
         relative = key[len(self.prefix) :]
-        return (
-            bool(relative)
-            and not key.endswith("/")
-            and _match(relative, self.config.include)
-            and not _match(relative, self.config.exclude)
-        )
+        return bool(relative) and not key.endswith("/") and selected(relative, self.config.include, self.config.exclude)
 
     def _list_objects(self) -> Iterator[DocumentRef]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -159,13 +148,13 @@ class S3Connector:
             response = self.client.get_object(**request)
             data: bytes = response["Body"].read()
         except Exception as exc:
-            raise _translated(exc, f"reading {ref.uri}") from exc
+            raise _translated(exc, f"reading {ref.uri}", listing=False) from exc
         if len(data) > limit:
             raise DocumentError(Reason.TOO_LARGE, f"{ref.uri} is larger than max_file_bytes={limit}")
         return data
 
 
-def _translated(exc: Exception, doing: str) -> Exception:
+def _translated(exc: Exception, doing: str, listing: bool) -> Exception:
     """botocore's errors as Assay's: transient ones retried by the run, the rest final for the document."""
     from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, ReadTimeoutError
 
@@ -183,7 +172,7 @@ def _translated(exc: Exception, doing: str) -> Exception:
         if code in {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}:
             return (
                 ConfigError(f"{doing}: {code}")
-                if doing.startswith("listing")
+                if listing  # a source that refuses its listing is misconfigured; a refused object fails alone
                 else DocumentError(Reason.READ_ERROR, f"{doing}: {code}")
             )
         return DocumentError(Reason.READ_ERROR, f"{doing}: {code or status}")

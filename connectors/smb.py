@@ -14,13 +14,13 @@ URIs are `smb://<server>/<share>/<path>` with the path percent-encoded.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from connectors.globs import selected
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef, ListingProblem
 from pipeline.core.errors import ConfigError, DocumentError, Reason, TransientError
@@ -44,12 +44,6 @@ class SmbConfig(BaseModel):
     encrypt: bool = Field(default=True, description="Require SMB 3 encryption of everything on the wire.")
     include: list[str] = Field(default_factory=lambda: ["**/*"], description="Globs on the path under the folder.")
     exclude: list[str] = Field(default_factory=list, description="Globs of files to leave out.")
-
-
-def _match(relative: str, patterns: list[str]) -> bool:
-    return any(
-        fnmatch.fnmatch(relative, p) or (p.startswith("**/") and fnmatch.fnmatch(relative, p[3:])) for p in patterns
-    )
 
 
 class SmbConnector:
@@ -121,7 +115,7 @@ class SmbConnector:
                 relative = f"{folder}/{entry.name}" if folder else entry.name
                 if entry.is_dir():
                     below.append(relative)
-                elif _match(relative, self.config.include) and not _match(relative, self.config.exclude):
+                elif selected(relative, self.config.include, self.config.exclude):
                     info = entry.smb_info
                     yield DocumentRef(
                         source=self.source_name,

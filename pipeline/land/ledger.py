@@ -41,18 +41,9 @@ COMMIT_ATTEMPTS = 5
 __all__ = ["FORMAT", "MANIFEST_DIR", "FileEntry", "Ledger", "Manifest", "VerifyReport", "chain_problems", "verify"]
 
 
-class _FileRecord(BaseModel):
-    """A manifest's file entry as written; strict, so a damaged manifest is refused, not coerced."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
-    path: StrictStr
-    sha256: StrictStr
-    bytes: StrictInt
-    rows: StrictInt
-    table: StrictStr
-
-
 class _ManifestRecord(BaseModel):
+    """A manifest as written; strict (its file entries too), so a damaged manifest is refused, not coerced."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
     sequence: StrictInt
     commit_id: StrictStr
@@ -60,7 +51,7 @@ class _ManifestRecord(BaseModel):
     run_id: StrictStr | None = None
     created_at: StrictStr
     previous_sha256: StrictStr | None = None
-    files: list[_FileRecord]
+    files: list[FileEntry]
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ class Ledger:
             run_id=record.run_id,
             created_at=record.created_at,
             previous_sha256=record.previous_sha256,
-            files=tuple(FileEntry(**entry.model_dump()) for entry in record.files),
+            files=tuple(record.files),
             name=relative.rsplit("/", 1)[-1],
             sha256=sha256_bytes(raw),
             size=len(raw),

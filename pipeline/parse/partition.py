@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ NEEDS = {
 CONVERTED_TYPES = {"doc": "libswlo.so", "ppt": "libsdlo.so"}  # Writer, Impress
 
 
+@cache
 def converter_available(filetype: str) -> bool:
     soffice = shutil.which("soffice")
     if soffice is None or filetype not in CONVERTED_TYPES:
@@ -66,11 +67,14 @@ IMAGE_TYPES = {"jpg", "png", "tiff", "bmp"}
 OCR_STRATEGY = "ocr_only"  # unstructured's tesseract path: no layout model, nothing downloaded
 
 
+@cache
 def ocr_available() -> bool:
     return shutil.which("tesseract") is not None
 
 
+@cache
 def tesseract_version() -> str:
+    """Asked once per process: it goes into every OCR'd document's parser_version."""
     try:
         out = subprocess.run(["tesseract", "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
@@ -166,7 +170,13 @@ def check_partitionable(data: bytes, filename: str, ocr: bool = False) -> str:
 
 
 def partition_with_ocr(
-    data: bytes, filename: str, strategy: str, filetype: str, first_page: int, ocr_languages: tuple[str, ...]
+    data: bytes,
+    filename: str,
+    strategy: str,
+    filetype: str,
+    first_page: int,
+    ocr_languages: tuple[str, ...],
+    pages: int | None = None,
 ) -> tuple[list[Any], list[bool]]:
     """The elements, and for each whether OCR read it: images whole, PDF pages that have no text layer.
 
@@ -174,8 +184,6 @@ def partition_with_ocr(
     page inside a born-digital PDF included) is read on its own with tesseract.
     """
     ocr = bool(ocr_languages) and ocr_available()
-    # tesseract's OpenMP threads would spin on the cores the other parsing processes use: one each
-    os.environ["OMP_THREAD_LIMIT"] = "1"
     if filetype in IMAGE_TYPES:
         elements = partition_elements(data, filename, OCR_STRATEGY, filetype, first_page, ocr_languages)
         return elements, [True] * len(elements)
@@ -190,7 +198,7 @@ def partition_with_ocr(
     if filetype != "pdf" or not ocr:
         return elements, flags
     with_text = {element.metadata.page_number for element in elements}
-    pages = pdf_page_count(data)
+    pages = pages if pages is not None else pdf_page_count(data)  # the caller usually counted them already
     scanned = [page for page in range(first_page, first_page + pages) if page not in with_text]
     if not scanned:
         return elements, flags

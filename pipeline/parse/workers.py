@@ -107,6 +107,7 @@ def _parse_part(part: _Part) -> _Parsed:
 def _parse_in_worker(part: _Part) -> _Parsed:
     faults.misbehave(part.fault)
     filetype = part.filetype or check_partitionable(part.data, part.filename, bool(part.ocr_languages))
+    pages = None if part.last_page is None else part.last_page - part.first_page + 1
     if part.filetype is None and filetype == "pdf":
         pages = pdf_page_count(part.data)
         if pages > part.pages_per_part:
@@ -116,7 +117,7 @@ def _parse_in_worker(part: _Part) -> _Parsed:
             ]
             return _Parsed(filetype, ranges=ranges)
     elements, ocr = partition_with_ocr(
-        part.data, part.filename, part.strategy, filetype, part.first_page, part.ocr_languages
+        part.data, part.filename, part.strategy, filetype, part.first_page, part.ocr_languages, pages
     )
     _Size().add(elements, part.caps, filetype)  # a bomb stops here, in the worker, before it is sent back
     return _Parsed(filetype, elements=elements, ocr=ocr)
@@ -152,10 +153,13 @@ def _limit_memory(memory_mb: int) -> None:
 
     Each worker also gets a home folder of its own, where LibreOffice (legacy .doc files) keeps its
     profile: a profile is locked by the instance using it, and workers should not wait on each other's
-    (a precaution: two conversions at once also passed with one shared profile here).
+    (a precaution: two conversions at once also passed with one shared profile here). And tesseract,
+    which these processes start, runs one OpenMP thread: the other parsing processes use the other cores.
+    Set here, in parsing processes only: the run's own process runs llama.cpp's OpenMP threads.
     """
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.environ["OMP_THREAD_LIMIT"] = "1"
     home = tempfile.mkdtemp(prefix="assay-parse-home-")
     os.environ["HOME"] = home
     atexit.register(shutil.rmtree, home, True)

@@ -96,26 +96,23 @@ def document_errors(work: ShardWork, ref: DocumentRef, row: DocumentRow, plan: D
     try:
         yield
     except DocumentError as exc:
-        row.status, row.reason, row.message = "failed", exc.reason.value, redact(str(exc))
         row.filetype = row.filetype or exc.filetype
-        work.failure("document", exc.reason.value, row.message, ref, content_sha256=row.content_sha256)
-        work.report.failed += 1
+        _failed(work, ref, row, exc.reason, redact(str(exc)))
         content = ref.sha256 or row.content_sha256  # listed with the ref, or known once its bytes were read
         if exc.reason in REMEMBERED_FAILURES and content:
             settings = work.context.settings
             failed_fp = plan.failed_fp if plan else failed_fingerprint(parse_fingerprint(content, settings), settings)
             work.report.done.append(WorkMark(failed_fp, "failed", content, exc.reason.value))
-    except TransientError as exc:  # still failing after every retry: this night cannot read it; the next one tries
-        row.status, row.reason = "failed", Reason.READ_ERROR.value
-        row.message = redact(f"gave up after {ATTEMPTS} attempts: {exc}")
-        work.failure("document", Reason.READ_ERROR.value, row.message, ref, content_sha256=row.content_sha256)
-        work.report.failed += 1
     except Exception as exc:  # a bug or an unforeseen library error: record it, go on
         logger.exception("internal error on %s", ref.uri)
         message = redact(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")[:4000]
-        row.status, row.reason, row.message = "failed", Reason.INTERNAL_ERROR.value, message
-        work.failure("document", Reason.INTERNAL_ERROR.value, message, ref, content_sha256=row.content_sha256)
-        work.report.failed += 1
+        _failed(work, ref, row, Reason.INTERNAL_ERROR, message)
+
+
+def _failed(work: ShardWork, ref: DocumentRef, row: DocumentRow, reason: Reason, message: str) -> None:
+    row.status, row.reason, row.message = "failed", reason.value, message
+    work.failure("document", reason.value, message, ref, content_sha256=row.content_sha256)
+    work.report.failed += 1
 
 
 def start_document(
@@ -146,7 +143,7 @@ def start_document(
         queue_model_work(work, ref, row, document, chunks, plan.extract_fps)
         return None
     started = time.perf_counter()
-    data = member if member is not None else call_with_retry(connector.read, ref)
+    data = member if member is not None else _read(connector, ref)
     row.content_sha256 = sha256_bytes(data)
     expansion = expand(data, ref.name, settings.containers, ref.depth)
     if expansion is not None:
@@ -160,6 +157,13 @@ def start_document(
     job = pool.submit(data, ref.name, row.content_sha256, settings.parser_strategy, settings.chunking)
     work.time("parse", time.perf_counter() - started)
     return job
+
+
+def _read(connector: Connector, ref: DocumentRef) -> bytes:
+    try:
+        return call_with_retry(connector.read, ref)
+    except TransientError as exc:  # still failing after every retry: this night cannot read it; the next one tries
+        raise DocumentError(Reason.READ_ERROR, f"gave up after {ATTEMPTS} attempts: {exc}") from exc
 
 
 def child_documents(parent: DocumentRef, expansion: Expansion) -> list[tuple[PlannedDocument, bytes]]:
