@@ -14,11 +14,12 @@ CREATE OR REPLACE VIEW document_versions AS
 CREATE OR REPLACE VIEW texts AS
     SELECT * EXCLUDE (run_date) REPLACE (page_spans::JSON AS page_spans) FROM ${texts};
 CREATE OR REPLACE VIEW chunks AS
-    SELECT * EXCLUDE (run_date) FROM ${chunks};
+    SELECT * EXCLUDE (run_date) REPLACE (chunking::JSON AS chunking) FROM ${chunks};
 CREATE OR REPLACE VIEW answers AS
     SELECT * EXCLUDE (run_date) REPLACE (sampling::JSON AS sampling) FROM ${answers};
 CREATE OR REPLACE VIEW findings AS
-    SELECT * EXCLUDE (run_date) REPLACE (value_json::JSON AS value_json, sampling::JSON AS sampling)
+    SELECT * EXCLUDE (run_date)
+             REPLACE (value_json::JSON AS value_json, sampling::JSON AS sampling, chunking::JSON AS chunking)
     FROM ${findings};
 CREATE OR REPLACE VIEW failures AS
     SELECT * EXCLUDE (run_date) RENAME (uri AS document_uri) FROM ${failures};

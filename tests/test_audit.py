@@ -52,6 +52,35 @@ def test_coverage_lists_every_input(landed: dict[str, object]) -> None:
     assert all(r["reason"] for r in rows if r["status"] != "processed")
 
 
+def test_coverage_counts_how_each_documents_findings_are_grounded(landed: dict[str, object]) -> None:
+    """The view's counts are the findings' own, per run and document (none for a document without findings)."""
+    shown = _rows(
+        landed,
+        "select run_id, document_uri, findings, findings_verified, findings_on_evidence, findings_on_value,"
+        " findings_by_rule from coverage",
+    )
+    counted = {
+        (r["run_id"], r["document_uri"]): r
+        for r in _rows(
+            landed,
+            "select run_id, document_uri, count(*) as findings,"
+            " count(*) filter (where grounding_status <> 'ungrounded') as findings_verified,"
+            " count(*) filter (where grounded_on = 'evidence') as findings_on_evidence,"
+            " count(*) filter (where grounded_on = 'value') as findings_on_value,"
+            " count(*) filter (where grounded_on = 'rule') as findings_by_rule"
+            " from findings group by all",
+        )
+    }
+    assert sum(r["findings_on_evidence"] for r in counted.values()) > 0  # the model's quotes held values
+    counts = ("findings", "findings_verified", "findings_on_evidence", "findings_on_value", "findings_by_rule")
+    for row in shown:
+        key = (row["run_id"], row["document_uri"])
+        assert row == counted.get(key, {"run_id": key[0], "document_uri": key[1], **dict.fromkeys(counts, 0)})
+        grounded = row["findings_on_evidence"] + row["findings_on_value"] + row["findings_by_rule"]
+        assert row["findings_verified"] == grounded  # a verified finding is grounded on exactly one of them
+    assert set(counted) <= {(r["run_id"], r["document_uri"]) for r in shown}  # no finding of an unlisted document
+
+
 def test_findings_to_review_are_unverified_or_unsure(landed: dict[str, object]) -> None:
     for row in _rows(landed, "select verified, confidence from findings_to_review"):
         assert not row["verified"] or row["confidence"] < 0.5

@@ -43,11 +43,22 @@ def test_json_answers_parse(night: tuple[Path, Path]) -> None:
     by_path = json.loads(_cli(data_dir, "documents", str(source / "docling__kvp_data_example.html"), "--json").output)
     assert by_path["document"]["status"] == "processed" and len(by_path["runs"]) == 1
     assert {v["field"] for v in by_path["values"]} == {"dates", "phone_numbers"}
+    assert all(v["grounded_on"] == "rule" for v in by_path["values"])  # each value's grounding, as for findings
     assert all(f["grounded_on"] == "rule" for f in by_path["findings"])
     failed = json.loads(_cli(data_dir, "documents", (source / "unstructured__empty.txt").as_uri(), "--json").output)
     assert failed["document"]["reason"] == "empty_file" and failed["values"] == []
     missing = _cli(data_dir, "documents", "file:///nowhere.pdf")
     assert missing.exit_code == 1 and "no document" in missing.output
+
+    # replay (rule findings: the recorded task's rules run again, no model), last: it commits
+    run_id = runs[0]["run_id"]
+    replayed = _cli(data_dir, "replay", "--sample", "2", "--run", run_id, "--json")
+    assert replayed.exit_code == 0, replayed.output
+    results = json.loads(replayed.output)
+    assert len(results) == 2 and {r["run_id"] for r in results} == {run_id}
+    assert all(r["status"] == "replayed" and r["reproduced"] is True for r in results), results
+    one = json.loads(_cli(data_dir, "replay", finding_id[0]["finding_id"], "--json").output)
+    assert [r["finding_id"] for r in one] == [finding_id[0]["finding_id"]]
 
 
 def test_csv_lines_end_with_lf_so_a_pasted_id_carries_no_cr(night: tuple[Path, Path]) -> None:

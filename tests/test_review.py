@@ -18,6 +18,7 @@ from assay.cli import cli
 from pipeline.audit.export import export_query
 from pipeline.audit.review_sheet import COLUMNS
 from tests.jobrunner import NO_MODEL, run
+from tests.support import ROOT
 
 # Two documents whose one signing date disagrees with itself (a reviewer must settle it), one that does not.
 DOCUMENTS = {
@@ -75,6 +76,7 @@ def test_a_filled_in_sheet_lands_every_decision_in_one_commit(night: Path, tmp_p
     assert set(to_review) == {"lease.txt", "loan.txt"}  # the memo's one date needs no one
     lease, loan = to_review["lease.txt"], to_review["loan.txt"]
     assert lease[4] == "disagreement" and "2026-05-06 (1 finding)" in lease[6]  # the other candidate, readable
+    assert lease[COLUMNS.index("grounded_on")] == "rule"  # what the value's evidence is grounded on
     decision, corrected, comment = (COLUMNS.index(c) for c in ("decision", "corrected_value", "comment"))
     lease[decision], lease[corrected], lease[comment] = "correct", "2026-05-06", "the amendment's date governs"
     loan[decision] = "Accept"
@@ -90,6 +92,7 @@ def test_a_filled_in_sheet_lands_every_decision_in_one_commit(night: Path, tmp_p
     assert values["lease.txt"]["reviewed_value"] == "2026-05-06"
     assert values["lease.txt"]["review_comment"] == "the amendment's date governs"
     assert values["loan.txt"]["reviewed_value"] == values["loan.txt"]["value"] == "2026-01-02"
+    assert {v["grounded_on"] for v in values.values()} == {"rule"}
     assert {v["reviewer"] for v in values.values() if v["review_decision"]} == {"ana.lyst@compliance"}
     assert _rows(night, "select count(*) as n from values_to_review") == [{"n": 0}]  # nothing left to decide
     kinds = [r["kind"] for r in _rows(night, "select kind from manifests order by sequence")]
@@ -153,3 +156,28 @@ def test_exported_cells_never_run_and_csv_lines_end_with_lf(tmp_path: Path) -> N
     assert b"\r\n" not in raw and raw.count(b"\n") == 2
     with outputs[1].open(newline="", encoding="utf-8") as handle:
         assert list(csv.reader(handle))[1][0].startswith("'=HYPERLINK")
+
+
+def _view(sql_file: str, view: str) -> str:
+    """One view's statement of a file of sql/ (its comments left out)."""
+    lines = (ROOT / "sql" / sql_file).read_text(encoding="utf-8").splitlines()
+    statements = "\n".join(line for line in lines if not line.lstrip().startswith("--")).split(";")
+    return next(s for s in statements if f"CREATE OR REPLACE VIEW {view} AS" in s)
+
+
+def test_a_value_is_grounded_on_the_strongest_grounding_of_its_own_findings() -> None:
+    con = duckdb.connect()
+    con.execute("create table findings (run_id varchar, finding_id varchar, grounded_on varchar)")
+    con.execute("create table document_values (run_id varchar, value_id varchar, finding_ids varchar[])")
+    con.execute(
+        "insert into findings values ('r1', 'quote', 'evidence'), ('r1', 'alone', 'value'), ('r1', 'rule', 'rule'),"
+        " ('r1', 'lost', null), ('r2', 'quote', 'rule')"  # the same finding id in another run
+    )
+    con.execute(
+        "insert into document_values values ('r1', 'ruled', ['alone', 'rule', 'quote']),"
+        " ('r1', 'quoted', ['alone', 'quote']), ('r1', 'alone', ['alone', 'lost']), ('r1', 'lost', ['lost']),"
+        " ('r1', 'unsupported', [])"
+    )
+    con.execute(_view("030_values.sql", "value_grounding"))
+    grounded = dict(con.execute("select value_id, grounded_on from value_grounding").fetchall())
+    assert grounded == {"ruled": "rule", "quoted": "evidence", "alone": "value", "lost": None}

@@ -4,10 +4,11 @@ In order: the run's facts (counts, model file, task and prompt versions); the
 values that wait for a decision, among the documents the run listed (an unchanged
 document's values are the ones landed for it earlier); what changed since the previous run (new,
 changed, gone); charts (SVG whose words are text); every document of the run
-with its values, each value's evidence highlighted in its context and its
-review status; the failures. No script, no external asset: it opens anywhere,
-offline, and can be attached to an audit file. `assay report` writes it, and so
-does every run (`<data_dir>/reports/<run_id>.html`).
+with its values, each value's evidence highlighted in its context, what that
+evidence is grounded on (view `value_grounding`), and its review status; the
+failures. No script, no external asset: it opens anywhere, offline, and can be
+attached to an audit file. `assay report` writes it, and so does every run
+(`<data_dir>/reports/<run_id>.html`).
 """
 
 from __future__ import annotations
@@ -98,16 +99,29 @@ def _facts(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
 _VALUES = """
     SELECT v.value_id, d.document_uri, v.content_sha256, v.task, v.field, v.item_index, v.status, v.value,
            v.alternatives, v.evidence_text, v.evidence_start, v.evidence_end, v.evidence_page, v.methods,
-           v.run_id AS extracted_in, rd.decision AS review_decision, rd.corrected_value, rd.reviewer
+           g.grounded_on, v.run_id AS extracted_in, rd.decision AS review_decision, rd.corrected_value, rd.reviewer
     FROM (
         SELECT * FROM document_values WHERE run_id <= $run
         QUALIFY dense_rank() OVER (PARTITION BY content_sha256, task ORDER BY run_id DESC) = 1
     ) AS v
     JOIN (SELECT DISTINCT content_sha256, document_uri FROM document_versions WHERE run_id = $run) AS d
         USING (content_sha256)
+    LEFT JOIN value_grounding AS g USING (value_id)
     LEFT JOIN latest_value_decisions AS rd USING (value_id)
     ORDER BY d.document_uri, v.task, v.field, v.item_index
 """
+
+
+# What a value's evidence is grounded on (view value_grounding), as the report says it.
+GROUNDED_ON = {
+    "rule": "grounded by a rule",
+    "evidence": "grounded on the model's quote",
+    "value": "grounded on the value alone",
+}
+
+
+def _grounding(value: dict[str, Any]) -> str:
+    return GROUNDED_ON.get(str(value["grounded_on"]), "not verified")
 
 
 def _review_state(value: dict[str, Any]) -> str:
@@ -133,13 +147,14 @@ def _to_review(values: list[dict[str, Any]]) -> str:
             "status": v["status"],
             "value": v["value"],
             "other candidates": _alternatives(v["alternatives"]),
+            "grounding": _grounding(v),
             "page": v["evidence_page"],
             "value_id": v["value_id"],
         }
         for v in waiting
     ]
     intro = f"<p>{len(rows)} value(s) wait for a decision (`assay export --view values_to_review`).</p>"
-    columns = ["document", "task.field", "status", "value", "other candidates", "page", "value_id"]
+    columns = ["document", "task.field", "status", "value", "other candidates", "grounding", "page", "value_id"]
     return intro + _table(rows, columns, "Nothing waits for a decision.")
 
 
@@ -244,7 +259,7 @@ def _documents(con: duckdb.DuckDBPyConnection, run_id: str, values: list[dict[st
             )
             items.append(
                 f"<li><b>{_e(value['task'])}.{_e(value['field'])}</b> = {_e(value['value'] or '(no value)')} "
-                f"<small>[{_e(value['status'])}; {_e(value['methods'])}"
+                f"<small>[{_e(value['status'])}; {_e(value['methods'])}; {_e(_grounding(value))}"
                 + (f"; page {_e(value['evidence_page'])}" if value["evidence_page"] is not None else "")
                 + "]</small> "
                 f"{_review_state(value)}{evidence}</li>"

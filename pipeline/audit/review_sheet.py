@@ -1,8 +1,9 @@
 """The review round trip: `values_to_review` out to a spreadsheet, the reviewers' decisions back in.
 
-`write_sheet` writes one row per value to review, with empty `decision`,
-`corrected_value` and `comment` columns for the reviewer and a `row_check`
-(a hash of the cells they should not change). `read_sheet` reads a filled-in
+`write_sheet` writes one row per value to review (its candidates, its evidence,
+and what that is grounded on: `grounded_on`, from the view `value_grounding`),
+with empty `decision`, `corrected_value` and `comment` columns for the reviewer
+and a `row_check` (a hash of the cells they should not change). `read_sheet` reads a filled-in
 sheet back and refuses it whole, with the line number of every problem, when a
 row names a value that does not exist, when a row's other cells were changed
 since the export, when a decision is not accept / reject / correct (or a
@@ -36,6 +37,7 @@ SHOWN = (
     "alternatives",
     "evidence_text",
     "evidence_page",
+    "grounded_on",  # what the value's evidence is grounded on: rule, evidence (the model's quote), value, or empty
 )
 FILLED = ("decision", "corrected_value", "comment")
 COLUMNS = (*SHOWN, *FILLED, "row_check")
