@@ -100,6 +100,28 @@ def test_a_filled_in_sheet_lands_every_decision_in_one_commit(night: Path, tmp_p
     assert _cli(night, "verify").exit_code == 0
 
 
+def test_a_sheet_exported_before_grounding_was_shown_is_still_read(
+    night: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review in progress survives an upgrade: the older layout (no grounded_on column) lands its decisions."""
+    from pipeline.audit import review_sheet
+
+    with monkeypatch.context() as older:  # the export of the previous version
+        older.setattr(review_sheet, "SHOWN", review_sheet.SHOWN_BEFORE_GROUNDING)
+        older.setattr(
+            review_sheet, "COLUMNS", (*review_sheet.SHOWN_BEFORE_GROUNDING, *review_sheet.FILLED, "row_check")
+        )
+        rows = _sheet(night, tmp_path / "old.xlsx")
+    assert "grounded_on" not in rows[0]
+    decision = rows[0].index("decision")
+    for row in rows[1:]:
+        row[decision] = "accept"
+    _save(rows, tmp_path / "old-filled.xlsx")
+    result = _cli(night, "review", "--from", str(tmp_path / "old-filled.xlsx"))
+    assert result.exit_code == 0, result.output
+    assert f"{len(rows) - 1} decision(s) recorded" in result.output
+
+
 def test_a_sheet_with_problems_is_refused_whole_with_each_line(night: Path, tmp_path: Path) -> None:
     rows = _sheet(night, tmp_path / "review.xlsx")
     header = rows[0]

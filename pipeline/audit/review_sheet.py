@@ -41,6 +41,9 @@ SHOWN = (
 )
 FILLED = ("decision", "corrected_value", "comment")
 COLUMNS = (*SHOWN, *FILLED, "row_check")
+# Sheets exported before `grounded_on` was shown are still read (a review in progress survives an upgrade).
+SHOWN_BEFORE_GROUNDING = tuple(c for c in SHOWN if c != "grounded_on")
+LAYOUTS = (SHOWN, SHOWN_BEFORE_GROUNDING)
 
 
 class SheetRefused(ConfigError):
@@ -51,8 +54,8 @@ class SheetRefused(ConfigError):
         self.problems = problems
 
 
-def _row_check(values: dict[str, Any]) -> str:
-    return short_id(*[None if values[c] is None else str(values[c]) for c in SHOWN])
+def _row_check(values: dict[str, Any], shown: tuple[str, ...] = SHOWN) -> str:
+    return short_id(*[None if values[c] is None else str(values[c]) for c in shown])
 
 
 def _alternatives(raw: Any) -> str:
@@ -68,7 +71,7 @@ def write_sheet(con: duckdb.DuckDBPyConnection, outputs: list[Path]) -> int:
     for row in rows:
         values = dict(zip(columns, row, strict=True))
         values["alternatives"] = _alternatives(values["alternatives"])
-        out.append([*(values[c] for c in SHOWN), None, None, None, _row_check(values)])
+        out.append([*(values[c] for c in SHOWN), None, None, None, _row_check(values, SHOWN)])
     write(outputs, COLUMNS, out, sheet=SHEET)
     return len(out)
 
@@ -79,7 +82,8 @@ class _Line:
     cells: dict[str, Any]
 
 
-def _lines(path: Path) -> list[_Line]:
+def _lines(path: Path) -> tuple[tuple[str, ...], list[_Line]]:
+    """The sheet's shown columns (its layout) and its lines."""
     if path.suffix.lower() == ".csv":
         import csv
 
@@ -91,12 +95,16 @@ def _lines(path: Path) -> list[_Line]:
         sheet = load_workbook(path, read_only=True, data_only=True).active
         assert sheet is not None
         records = [["" if v is None else str(v) for v in row] for row in sheet.iter_rows(values_only=True)]
-    if not records or [str(h) for h in records[0][: len(COLUMNS)]] != list(COLUMNS):
-        raise SheetRefused(path, [f"line 1: the columns must be {', '.join(COLUMNS)} (write the sheet with export)"])
-    return [
-        _Line(number, {c: _read(v) for c, v in zip(COLUMNS, record, strict=False)})
-        for number, record in enumerate(records[1:], start=2)
-    ]
+    header = [str(h) for h in records[0]] if records else []
+    for shown in LAYOUTS:
+        columns = (*shown, *FILLED, "row_check")
+        if header[: len(columns)] == list(columns):
+            lines = [
+                _Line(number, {c: _read(v) for c, v in zip(columns, record, strict=False)})
+                for number, record in enumerate(records[1:], start=2)
+            ]
+            return shown, lines
+    raise SheetRefused(path, [f"line 1: the columns must be {', '.join(COLUMNS)} (write the sheet with export)"])
 
 
 def _as_shown(value: Any) -> str:
@@ -116,13 +124,14 @@ def read_sheet(con: duckdb.DuckDBPyConnection, path: Path) -> list[Proposed]:
     """The decisions a filled-in review sheet holds, checked; SheetRefused lists every problem."""
     problems: list[str] = []
     decided: dict[str, tuple[int, Proposed]] = {}
-    for line in _lines(path):
+    shown, lines = _lines(path)
+    for line in lines:
         cells = line.cells
         choice = str(cells["decision"] or "").strip().lower()
         if not choice:
             continue  # not decided yet
         value_id = str(cells["value_id"] or "")
-        current = con.execute(f"SELECT {', '.join(SHOWN)} FROM current_values WHERE value_id = ?", [value_id])
+        current = con.execute(f"SELECT {', '.join(shown)} FROM current_values WHERE value_id = ?", [value_id])
         columns, rows = rows_of(current)
         if not rows:
             known = con.execute("SELECT 1 FROM document_values WHERE value_id = ?", [value_id]).fetchone()
@@ -131,8 +140,8 @@ def read_sheet(con: duckdb.DuckDBPyConnection, path: Path) -> list[Proposed]:
             continue
         exported = dict(zip(columns, rows[0], strict=True))
         exported["alternatives"] = _alternatives(exported["alternatives"])
-        if str(cells["row_check"]) != _row_check(exported) or any(
-            _as_shown(cells[c]) != _as_shown(exported[c]) for c in SHOWN
+        if str(cells["row_check"]) != _row_check(exported, shown) or any(
+            _as_shown(cells[c]) != _as_shown(exported[c]) for c in shown
         ):
             problems.append(f"line {line.number}: the row was changed after the export (only decide, correct, comment)")
             continue
