@@ -14,12 +14,14 @@ export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 endif
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test test-fast lint typecheck imports check docs-cli docs clean-demo help
+.PHONY: setup demo test test-fast serve ui lint typecheck imports check docs-cli docs clean-demo help
 
 help:
 	@echo "make demo       - set up, then run Assay over samples/ on the embedded model"
 	@echo "make test       - set up, then run the whole test suite (lint, types and imports included)"
 	@echo "make test-fast  - the tests not marked slow: no model, no Prefect run (under two minutes)"
+	@echo "make serve      - Prefect server on loopback, Assay's deployments registered, a worker (the UI: http://127.0.0.1:4200)"
+	@echo "make ui         - the Prefect server alone"
 	@echo "make check      - lint, format check, type check, import contract"
 	@echo "make docs-cli   - regenerate docs/cli.md from the commands' own help"
 	@echo "make docs       - build the documentation site into site/ (offline, strict)"
@@ -44,6 +46,13 @@ test: setup
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "not slow"
+
+# The operator's console: stop with Ctrl-C (docs/operations.md, "The console").
+serve: setup
+	$(VENV)/bin/assay serve
+
+ui: setup
+	$(VENV)/bin/assay serve --ui-only
 
 lint: setup
 	$(VENV)/bin/ruff check .

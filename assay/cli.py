@@ -3,6 +3,7 @@
 Run:        run, eval, sources
 Read:       runs, query, show, documents
 Audit:      verify, replay, review, export, report, warehouse, mirror
+Operate:    serve, doctor, config
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import click
 import duckdb
 
 from assay.audit_commands import export, mirror, rebuild_warehouse, replay, report, review, verify
+from assay.config_commands import config_group
 from assay.context import CliContext
+from assay.doctor_commands import doctor
 from assay.read_commands import documents, query, runs, show
 from assay.run_commands import evaluate, run
+from assay.serve_commands import serve
 from assay.source_commands import sources
 from pipeline.core.errors import AssayError
 
@@ -60,6 +64,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     Run:    run, eval, sources
     Read:   runs, query, show, documents
     Audit:  verify, replay, review, export, report, warehouse, mirror
+    Operate: serve, doctor, config
     """
     ctx.obj = CliContext(config, data_dir)
 
@@ -79,6 +84,9 @@ COMMANDS = (
     report,
     rebuild_warehouse,
     mirror,
+    serve,
+    doctor,
+    config_group,
 )
 for command in COMMANDS:
     cli.add_command(command)

@@ -27,6 +27,11 @@ err_console = Console(stderr=True)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def plain(value: Any) -> str:
+    """Data for plain terminal text (click.echo, no Rich markup): control characters dropped."""
+    return _CONTROL.sub("", "" if value is None else str(value))
+
+
 def safe(value: Any) -> str:
     """Data for the terminal: control characters dropped, Rich markup escaped (a `[/b]` is text, not markup)."""
     return escape(_CONTROL.sub("", "" if value is None else str(value)))

@@ -31,6 +31,12 @@ def render() -> str:
         command = cli.get_command(root, name)
         assert command is not None
         parts += [f"## assay {name}\n", "```text\n" + _help(command, name, root) + "\n```\n"]
+        if isinstance(command, click.Group):  # `assay config show`: each subcommand's own help too
+            group = click.Context(command, info_name=name, parent=root, terminal_width=100, max_content_width=100)
+            for sub_name in command.list_commands(group):
+                sub = command.get_command(group, sub_name)
+                assert sub is not None
+                parts += [f"### assay {name} {sub_name}\n", "```text\n" + _help(sub, sub_name, group) + "\n```\n"]
     return "\n".join(parts)
 
 

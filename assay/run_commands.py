@@ -56,7 +56,7 @@ def run(
 
     The run is a Prefect flow run (`assay-run`); exits 1 when the run did not account for every document.
     """
-    from flows.assay_run import assay_run
+    from flows.assay_run import assay_run, summary_of
 
     overrides: dict[str, Any] = {}
     if obj.data_dir is not None:
@@ -74,7 +74,8 @@ def run(
     if retry_failed:
         overrides["retry_failed"] = True
     with progress_shown(sys.stderr.isatty() if progress is None else progress):
-        summary = assay_run(list(sources), overrides=overrides, config_file=obj.config_file)
+        state = assay_run(list(sources), overrides=overrides, config_file=obj.config_file, return_state=True)
+        summary = summary_of(state)
     if as_json:
         click.echo(summary.model_dump_json(indent=1))
     else:
@@ -136,7 +137,7 @@ def evaluate(
     report.md, summary.json, fields/documents/calibration.parquet). Re-running an evaluation with the
     same settings reuses the landed results.
     """
-    from flows.assay_run import assay_run
+    from flows.assay_run import assay_run, summary_of
     from pipeline.audit import evaluation
     from pipeline.audit.evaluation_run import GOLD_SOURCE, evaluate_task
 
@@ -148,7 +149,9 @@ def evaluate(
 
     def run_flow(overrides: dict[str, Any]) -> RunSummary:
         with progress_shown(False):
-            return assay_run([GOLD_SOURCE], overrides=overrides, config_file=obj.config_file)
+            return summary_of(
+                assay_run([GOLD_SOURCE], overrides=overrides, config_file=obj.config_file, return_state=True)
+            )
 
     evaluated = evaluate_task(
         obj.settings(), task_name, gold, run_flow, limit=limit, name=name, routing=routing, threads=threads

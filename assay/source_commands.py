@@ -13,6 +13,15 @@ from assay.output import print_json, print_table
 from connectors.registry import limits_of, make_connector, source_config
 from pipeline.core.errors import AssayError
 from pipeline.core.secrets import redact_data
+from pipeline.core.settings import Settings, SourceSettings
+
+
+def first_document(name: str, options: SourceSettings, settings: Settings) -> str:
+    """List a source up to its first document (what `assay sources` and `assay doctor` say of a reachable one)."""
+    started = time.perf_counter()
+    first = next(iter(make_connector(name, options, limits_of(settings)).list()), None)
+    seconds = time.perf_counter() - started
+    return f"first document {first.uri} ({seconds:.2f} s)" if first else f"reachable, empty ({seconds:.2f} s)"
 
 
 @click.command()
@@ -33,13 +42,7 @@ def sources(obj: CliContext, check: bool, as_json: bool) -> None:
             entry["connector"] = getattr(config, "connector", None)
             entry["settings"] = redact_data(config.model_dump(mode="json", exclude={"connector"}))
             if check:
-                started = time.perf_counter()
-                first = next(iter(make_connector(name, options, limits_of(settings)).list()), None)
-                seconds = time.perf_counter() - started
-                entry["status"] = "ok"
-                entry["detail"] = (
-                    f"first document {first.uri} ({seconds:.2f} s)" if first else f"reachable, empty ({seconds:.2f} s)"
-                )
+                entry["status"], entry["detail"] = "ok", first_document(name, options, settings)
         except AssayError as exc:
             entry["status"], entry["detail"] = "error", str(redact_data(str(exc)))
         except Exception as exc:  # a driver's own error: the operator needs its words

@@ -271,12 +271,12 @@ def child_rerun(estate: Path, data_dir: Path) -> dict[str, Any]:
 
 def child_rerun_flow(estate: Path, data_dir: Path) -> dict[str, Any]:
     """The unchanged re-run again, through the Prefect flow (`assay run`, ephemeral Prefect) as operators run it."""
-    from flows.assay_run import assay_run
+    from flows.assay_run import assay_run, summary_of
 
     _use_stand_in(_settings(data_dir, SHARD_SIZE_BOOKKEEPING))
     started = time.perf_counter()
     overrides = {"data_dir": str(data_dir), "tasks": ["key_terms"], "shard_size": SHARD_SIZE_BOOKKEEPING}
-    summary = assay_run([str(estate)], overrides=overrides)
+    summary = summary_of(assay_run([str(estate)], overrides=overrides, return_state=True))
     own, _ = _peak_rss_mb()
     return {
         "seconds": time.perf_counter() - started,

@@ -3,7 +3,9 @@
 The run calls `documents_planned(total)` as its shard plan grows and
 `document_done(uri, status)` as each document ends; a front end installs a
 listener with `listening(listener)`. Every event also goes to the log
-(`assay.progress`), listener or not.
+(`assay.progress`), listener or not: a failed document at WARNING, the rest at
+DEBUG (a night of a million documents should not put a million lines in the
+Prefect UI; each shard logs one line at INFO, pipeline/run/shard.py).
 """
 
 from __future__ import annotations
@@ -43,6 +45,6 @@ def documents_planned(total: int) -> None:
 
 
 def document_done(uri: str, status: str) -> None:
-    logger.info("%s: %s", status, uri)
+    logger.log(logging.WARNING if status == "failed" else logging.DEBUG, "%s: %s", status, uri)
     for listener in list(_listeners):
         listener.document_done(uri, status)

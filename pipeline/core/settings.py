@@ -30,6 +30,9 @@ from pipeline.core.settings_sections import (  # re-exported: the sections are p
     EngineName,
     LockSettings,
     ModelSettings,
+    NotifyOn,
+    NotifySettings,
+    OrchestrationSettings,
     ParserStrategy,
     ParsingSettings,
     S3StoreSettings,
@@ -46,6 +49,9 @@ __all__ = [
     "EngineName",
     "LockSettings",
     "ModelSettings",
+    "NotifyOn",
+    "NotifySettings",
+    "OrchestrationSettings",
     "ParserStrategy",
     "ParsingSettings",
     "S3StoreSettings",
@@ -101,6 +107,8 @@ class Settings(BaseSettings):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     values: ValueConventions = Field(default_factory=ValueConventions)
     lake_store: S3StoreSettings | None = Field(

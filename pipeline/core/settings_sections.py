@@ -107,6 +107,42 @@ class SigningSettings(_Section):
     )
 
 
+class OrchestrationSettings(_Section):
+    """How a scheduled run behaves under Prefect (flows/): shard retries and time limits, model slots."""
+
+    shard_retries: int = Field(
+        default=2, ge=0, description="A shard that fails on a transient error (network, store) is tried again."
+    )
+    shard_retry_delay_s: float = Field(default=30.0, ge=0, description="Seconds before a shard is tried again.")
+    shard_timeout_s: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        description="A shard still running after this fails; its documents are left for the next run.",
+    )
+    model_slots: str | None = Field(
+        default="assay-model-slots",
+        description="Prefect global concurrency limit each shard takes a slot of, so runs of several "
+        "deployments never share the cores or a GPU (created by `assay serve`; None: no limit taken).",
+    )
+
+
+NotifyOn = Literal["completed", "incomplete", "failed", "crashed"]
+NOTIFY_BY_DEFAULT: tuple[NotifyOn, ...] = ("incomplete", "failed", "crashed")
+
+
+class NotifySettings(_Section):
+    """Who is told when a run ends badly: a webhook (JSON POST of the run's summary) and/or a command."""
+
+    webhook_url: SecretStr | None = Field(
+        default=None, description="POSTed the run's summary as JSON (a secret: such URLs often carry a token)."
+    )
+    command: list[str] | None = Field(
+        default=None, description="Run with the summary as JSON on its standard input, e.g. ['/usr/local/bin/page']."
+    )
+    on: list[NotifyOn] = Field(default_factory=lambda: list(NOTIFY_BY_DEFAULT), description="Which outcomes notify.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Time allowed to the webhook or the command.")
+
+
 class S3StoreSettings(_Section):
     """A place in an S3-compatible store (AWS S3, MinIO, Ceph, ...): the lake itself, or its mirror."""
 

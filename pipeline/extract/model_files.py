@@ -79,8 +79,8 @@ def _package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def resolve_model_file(settings: ModelSettings) -> ModelFile:
-    """Locate the configured model and verify its SHA-256."""
+def locate_model_file(settings: ModelSettings) -> tuple[Path, str]:
+    """Where the configured model's file should be, and the SHA-256 it must have (nothing is read)."""
     if settings.path is None:
         embedded = EMBEDDED_MODELS.get(settings.name)
         if embedded is None:
@@ -98,6 +98,12 @@ def resolve_model_file(settings: ModelSettings) -> ModelFile:
                 "Assay only runs a model file it can prove"
             )
         expected = settings.sha256
+    return path, expected
+
+
+def resolve_model_file(settings: ModelSettings) -> ModelFile:
+    """Locate the configured model and verify its SHA-256."""
+    path, expected = locate_model_file(settings)
     if not path.is_file():
         raise ModelIntegrityError(f"model file not found: {path}")
     fd = os.open(path, os.O_RDONLY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import duckdb
@@ -67,10 +68,46 @@ def document_overview(con: duckdb.DuckDBPyConnection, uri: str) -> dict[str, Any
         ),
         "values": records(
             "SELECT value_id, task, field, item_index, status, value, reviewed_value, review_decision, reviewer,"
-            " evidence_text, evidence_page FROM current_values WHERE document_uri = ? ORDER BY task, field, item_index"
+            " evidence_text, evidence_page, grounded_on FROM current_values WHERE document_uri = ?"
+            " ORDER BY task, field, item_index"
         ),
         "findings": records(
             "SELECT finding_id, task, field, value, grounding_status, grounded_on, confidence, evidence_page,"
             " review_decision, run_id FROM findings_evidence WHERE document_uri = ? ORDER BY task, field, item_index"
         ),
+    }
+
+
+def run_failures(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """A run's failed documents, then its failed model answers, with reason and message (view `failures`)."""
+    return rows_of(
+        con.execute(
+            "select stage, reason, document_uri, message from failures where run_id = ?"
+            " order by stage = 'extract', reason, document_uri limit ?",
+            [run_id, limit],
+        )
+    )
+
+
+def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    """What a run's summary artifact adds to its counts: model, versions, tasks and grounding rate."""
+    row = con.execute(
+        "select r.model_name, r.model_sha256, r.versions,"
+        " (select string_agg(task || ' ' || left(task_version, 12), ', ' order by task)"
+        "  from tasks where run_id = r.run_id),"
+        " (select count(*) from findings where run_id = r.run_id),"
+        " (select count(*) from findings where run_id = r.run_id and grounding_status <> 'ungrounded')"
+        " from runs as r where r.run_id = ?",
+        [run_id],
+    ).fetchone()
+    if row is None:
+        return None
+    model, sha256, versions, tasks, findings, grounded = row
+    return {
+        "model": model,
+        "model_sha256": sha256,
+        "versions": json.loads(versions) if isinstance(versions, str) else versions,
+        "tasks": tasks,
+        "grounded": grounded,
+        "findings": findings,
     }

@@ -9,6 +9,7 @@ written as it ends; they count only once the run's manifest lists them
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -28,6 +29,8 @@ from pipeline.run.extraction import extract_pending
 from pipeline.run.plan import PlannedDocument, Shard
 from pipeline.run.work import ShardWork
 from pipeline.state.incremental import DocumentPlan, load_parsed, plan_documents
+
+logger = logging.getLogger(__name__)
 
 
 def process_shard(context: RunContext, shard: Shard) -> ShardReport:
@@ -76,7 +79,21 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
         work.rows.documents.append(row)
         progress.document_done(row.uri, row.status)
     _land(work, shard, rows)
+    logger.info("%s", describe(work.report, len(shard.documents)))
     return work.report
+
+
+def describe(report: ShardReport, listed: int) -> str:
+    """One log line for a finished shard: its documents, failures by reason, seconds per stage."""
+    failures = ", ".join(f"{reason} {n}" for reason, n in sorted(report.document_failures.items()))
+    stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in report.stage_seconds.items())
+    return (
+        f"shard {report.shard_index}: {listed} listed, {report.processed} processed, {report.failed} failed"
+        + (f" ({failures})" if failures else "")
+        + f", {report.skipped} skipped; {report.pages} pages, {report.answers} model answers"
+        + (f" ({report.answers_failed} failed)" if report.answers_failed else "")
+        + f", {report.findings} findings; seconds: {stages or 'none'}"
+    )
 
 
 def _known_contents(context: RunContext, shard: Shard) -> None:

