@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.jobrunner import NO_MODEL, TEST_TASKS
-from tests.support import ROOT, HookCatcher, assay_command, free_port, skip_or_fail
+from tests.support import ROOT, HookCatcher, assay_command, free_port, fresh_postgres_database, skip_or_fail
 
 pytestmark = pytest.mark.slow  # a Prefect server, a worker and its flow runs
 
@@ -34,7 +34,7 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 class Served:
     """One `assay serve` and the API client that talks to it."""
 
-    def __init__(self, tmp_path: Path, hook_url: str) -> None:
+    def __init__(self, tmp_path: Path, hook_url: str, database_url: str | None = None) -> None:
         self.port = free_port()
         self.home = tmp_path / "prefect"
         self.data_dir = tmp_path / "data"
@@ -53,6 +53,7 @@ class Served:
                     str(self.port),
                     "--home",
                     str(self.home),
+                    *(["--database-url", database_url] if database_url else []),
                 ],
                 env=env,
                 cwd=ROOT,
@@ -324,21 +325,25 @@ def test_a_shard_that_keeps_failing_leaves_its_documents_to_the_next_night_and_t
 
 
 def test_sigterm_stops_the_estate_and_a_second_start_registers_the_same_deployments(tmp_path: Path) -> None:
-    served = Served(tmp_path, "http://127.0.0.1:9/unused")
-    first = served.api.post("/deployments/filter", json={}).json()
-    assert served.stop() == 0
-    assert "stopped the worker" in served.log.read_text() and "stopped the server" in served.log.read_text()
-    again = Served(tmp_path, "http://127.0.0.1:9/unused")
-    try:
-        second = again.api.post("/deployments/filter", json={}).json()
-        assert sorted(d["name"] for d in second) == sorted(d["name"] for d in first) == ["default", "nightly"]
-        assert {d["id"] for d in second} == {d["id"] for d in first}
-        nightly = next(d for d in second if d["name"] == "nightly")
-        assert nightly["concurrency_limit"] == 1 or nightly.get("global_concurrency_limit", {}).get("limit") == 1
-        assert nightly["schedules"][0]["schedule"]["timezone"] == "Europe/Zurich"
-        pools = again.api.post("/work_pools/filter", json={}).json()
-        assert "assay-cpu" in {p["name"] for p in pools}
-        limit = again.api.get("/v2/concurrency_limits/assay-model-slots").json()
-        assert limit["limit"] == 1
-    finally:
-        assert again.stop() == 0
+    """On a PostgreSQL database (the production set-up of the Prefect server), stopped and started again."""
+    with fresh_postgres_database("assay_prefect") as url:
+        database_url = url.replace("postgresql+psycopg://", "postgresql+asyncpg://")
+        served = Served(tmp_path, "http://127.0.0.1:9/unused", database_url)
+        first = served.api.post("/deployments/filter", json={}).json()
+        assert served.stop() == 0
+        assert "stopped the worker" in served.log.read_text() and "stopped the server" in served.log.read_text()
+        assert not (tmp_path / "prefect" / "prefect.db").exists()  # the server kept nothing in SQLite
+        again = Served(tmp_path, "http://127.0.0.1:9/unused", database_url)
+        try:
+            second = again.api.post("/deployments/filter", json={}).json()
+            assert sorted(d["name"] for d in second) == sorted(d["name"] for d in first) == ["default", "nightly"]
+            assert {d["id"] for d in second} == {d["id"] for d in first}
+            nightly = next(d for d in second if d["name"] == "nightly")
+            assert nightly["concurrency_limit"] == 1 or nightly.get("global_concurrency_limit", {}).get("limit") == 1
+            assert nightly["schedules"][0]["schedule"]["timezone"] == "Europe/Zurich"
+            pools = again.api.post("/work_pools/filter", json={}).json()
+            assert "assay-cpu" in {p["name"] for p in pools}
+            limit = again.api.get("/v2/concurrency_limits/assay-model-slots").json()
+            assert limit["limit"] == 1
+        finally:
+            assert again.stop() == 0

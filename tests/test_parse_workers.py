@@ -169,3 +169,36 @@ def test_legacy_word_and_powerpoint_files_convert_with_libreoffice_in_the_parsin
     for job, (filetype, words) in zip(jobs, expected, strict=True):
         parsed, chunks = job.result()
         assert parsed.filetype == filetype and words in parsed.text and chunks
+
+
+def test_rtf_opendocument_and_strict_ooxml_are_read_through_libreoffice_writer(pool: ParsePool) -> None:
+    """Before: RTF and ODT were unsupported_type ("needs pandoc"), a Strict OOXML .docx a parse_error (python-docx
+    knows only the transitional namespaces). Each keeps its own type in the records."""
+    import shutil
+
+    from tests.support import skip_or_fail
+
+    if shutil.which("soffice") is None:
+        skip_or_fail("LibreOffice is not installed here (Debian: libreoffice-writer-nogui)")
+    names = ("assay__agreement.rtf", "assay__agreement.odt", "assay__agreement-strict.docx")
+    jobs = [_submit(pool, document(name), name) for name in names]
+    for job, filetype in zip(jobs, ("rtf", "odt", "docx"), strict=True):
+        parsed, chunks = job.result()
+        assert parsed.filetype == filetype and chunks
+        assert "made on 4 March 2026 between Acme AG, Zürich, and Beta GmbH" in parsed.text
+        assert "governed by the laws of Switzerland" in parsed.text
+
+
+def test_without_libreoffice_writer_an_rtf_file_names_what_would_read_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.core.errors import DocumentError
+    from pipeline.parse import convert, partition
+
+    monkeypatch.setattr(partition, "libreoffice_has", lambda component: False)
+    monkeypatch.setattr(convert, "libreoffice_has", lambda component: False)
+    for name, reason in (
+        ("assay__agreement.rtf", "unsupported_type"),
+        ("assay__agreement-strict.docx", "unsupported_type"),
+    ):
+        with pytest.raises(DocumentError) as caught:
+            partition.partition_bytes(document(name).read_bytes(), name, "sha")
+        assert caught.value.reason == reason and "libreoffice-writer-nogui" in str(caught.value)

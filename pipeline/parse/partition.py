@@ -23,6 +23,7 @@ from typing import Any
 from pipeline.core.documents import ELEMENT_SEPARATOR, PageSpan, ParsedDocument
 from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.hashing import sha256_text
+from pipeline.parse.convert import TO_DOCX, libreoffice_has, needs_docx_conversion, to_docx
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ SUPPORTED_TYPES = {"pdf", "docx", "pptx", "xlsx", "xls", "html", "xml", "eml", "
 NEEDS = {
     "doc": "LibreOffice (soffice; Debian: libreoffice-writer-nogui) to convert legacy Word files",
     "ppt": "LibreOffice Impress (soffice; Debian: libreoffice-impress-nogui) to convert legacy PowerPoint files",
-    "rtf": "pandoc",
-    "odt": "pandoc",
+    "rtf": "LibreOffice Writer (soffice; Debian: libreoffice-writer-nogui) to convert RTF files",
+    "odt": "LibreOffice Writer (soffice; Debian: libreoffice-writer-nogui) to convert OpenDocument text",
     "epub": "pandoc",
     "org": "pandoc",
     "rst": "pandoc",
@@ -51,15 +52,12 @@ NEEDS = {
 }
 # Legacy formats unstructured converts with LibreOffice (`soffice --headless --convert-to`), when the
 # LibreOffice component that reads them is installed: its library beside the soffice program.
-CONVERTED_TYPES = {"doc": "libswlo.so", "ppt": "libsdlo.so"}  # Writer, Impress
+# RTF and OpenDocument text Assay converts to .docx itself (pipeline/parse/convert.py).
+CONVERTED_TYPES = {"doc": "libswlo.so", "ppt": "libsdlo.so", **TO_DOCX}  # Writer, Impress
 
 
-@cache
 def converter_available(filetype: str) -> bool:
-    soffice = shutil.which("soffice")
-    if soffice is None or filetype not in CONVERTED_TYPES:
-        return False
-    return (Path(soffice).resolve().parent / CONVERTED_TYPES[filetype]).exists()
+    return filetype in CONVERTED_TYPES and libreoffice_has(CONVERTED_TYPES[filetype])
 
 
 # Images read with tesseract when OCR is on (parsing.ocr) and tesseract is installed.
@@ -184,6 +182,10 @@ def partition_with_ocr(
     page inside a born-digital PDF included) is read on its own with tesseract.
     """
     ocr = bool(ocr_languages) and ocr_available()
+    if needs_docx_conversion(data, filetype):  # RTF, OpenDocument text, Strict OOXML: read as a .docx
+        converted = to_docx(data, filetype)
+        elements = partition_elements(converted, f"{Path(filename).stem}.docx", strategy, filetype, first_page)
+        return elements, [False] * len(elements)
     if filetype in IMAGE_TYPES:
         elements = partition_elements(data, filename, OCR_STRATEGY, filetype, first_page, ocr_languages)
         return elements, [True] * len(elements)
