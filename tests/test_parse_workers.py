@@ -202,3 +202,21 @@ def test_without_libreoffice_writer_an_rtf_file_names_what_would_read_it(monkeyp
         with pytest.raises(DocumentError) as caught:
             partition.partition_bytes(document(name).read_bytes(), name, "sha")
         assert caught.value.reason == reason and "libreoffice-writer-nogui" in str(caught.value)
+
+
+def test_a_file_that_failed_for_want_of_a_converter_is_tried_again_once_one_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The failed-parse fingerprint names the converters installed: installing LibreOffice Writer changes it,
+    so `.rtf` and `.doc` files recorded as unsupported_type are parsed again on the next night."""
+    from pipeline.core.settings import load_settings
+    from pipeline.parse import partition
+    from pipeline.state.incremental import failed_fingerprint
+
+    settings = load_settings()
+    monkeypatch.setattr(partition, "libreoffice_has", lambda component: False)
+    without = failed_fingerprint("parse-fp", settings)
+    assert failed_fingerprint("parse-fp", settings) == without  # stable while nothing is installed
+    monkeypatch.setattr(partition, "libreoffice_has", lambda component: component == "libswlo.so")
+    assert "rtf" in partition.converters() and "ppt" not in partition.converters()
+    assert failed_fingerprint("parse-fp", settings) != without

@@ -60,6 +60,15 @@ def converter_available(filetype: str) -> bool:
     return filetype in CONVERTED_TYPES and libreoffice_has(CONVERTED_TYPES[filetype])
 
 
+CONVERSIONS_VERSION = "1"  # bumped when what Assay converts, or how, changes
+
+
+def converters() -> tuple[str, ...]:
+    """What this installation can convert: a file that failed for want of a converter is tried again once
+    one is installed (the failed-parse fingerprint includes this, pipeline/state/incremental.py)."""
+    return (f"conversions-{CONVERSIONS_VERSION}", *sorted(t for t in CONVERTED_TYPES if converter_available(t)))
+
+
 # Images read with tesseract when OCR is on (parsing.ocr) and tesseract is installed.
 IMAGE_TYPES = {"jpg", "png", "tiff", "bmp"}
 OCR_STRATEGY = "ocr_only"  # unstructured's tesseract path: no layout model, nothing downloaded

@@ -36,7 +36,7 @@ from pipeline.extract.prompts import SYSTEM_TEMPLATE, USER_TEMPLATE
 from pipeline.extract.versions import EXTRACTION_CODE_VERSION
 from pipeline.land.store import LakeStore
 from pipeline.parse.chunking import chunking_key
-from pipeline.parse.partition import PARSER_NAME, PARSER_VERSION
+from pipeline.parse.partition import PARSER_NAME, PARSER_VERSION, converters
 from pipeline.state.store import StateStore
 
 PROMPT_CODE_SHA256 = sha256_text(SYSTEM_TEMPLATE + "\x00" + USER_TEMPLATE)  # includes the fence
@@ -57,12 +57,14 @@ def parse_fingerprint(content_sha256: str, settings: Settings) -> str:
 def failed_fingerprint(parse_fp: str, settings: Settings) -> str:
     """Marks a parse that failed in a way the same bytes would fail again, under these limits.
 
-    OCR's settings count here, not in the parse fingerprint: turning OCR on (or adding a language)
-    retries the scans that failed as `no_text` or `unsupported_type`, without re-extracting every
-    document that parsed well (docs/operations.md, "OCR").
+    OCR's settings and the converters installed count here, not in the parse fingerprint: turning OCR
+    on (or adding a language), or installing LibreOffice's Writer, retries the files that failed as
+    `no_text` or `unsupported_type`, without re-extracting every document that parsed well
+    (docs/operations.md, "OCR").
     """
     ocr = ("ocr", *settings.parsing.ocr_languages) if settings.parsing.ocr else ("no-ocr",)
-    return fingerprint("failed", parse_fp, settings.parsing.timeout_s, settings.parsing.memory_mb, *ocr)
+    limits = (settings.parsing.timeout_s, settings.parsing.memory_mb)
+    return fingerprint("failed", parse_fp, *limits, *ocr, *converters())
 
 
 def extract_fingerprint(parse_fp: str, task: Task, model_sha256: str, settings: Settings) -> str:
