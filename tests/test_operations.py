@@ -8,6 +8,7 @@ Set ASSAY_SCREENSHOTS=1 to refresh the screenshots docs/operations.md shows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,19 @@ from tests.support import ROOT, HookCatcher, assay_command, free_port, fresh_pos
 pytestmark = pytest.mark.slow  # a Prefect server, a worker and its flow runs
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+class _Patient(httpx.HTTPTransport):
+    """Asks again when the server is busy (503, 502, 429), as Prefect's own client does."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(20):
+            response = super().handle_request(request)
+            if response.status_code not in (429, 502, 503):
+                return response
+            response.close()
+            time.sleep(min(0.5 * (attempt + 1), 3.0))
+        return response
 
 
 class Served:
@@ -61,7 +75,7 @@ class Served:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api", timeout=30)
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api", timeout=30, transport=_Patient())
         deadline = time.monotonic() + 180
         while "Stop with Ctrl-C or SIGTERM" not in self.log.read_text():
             assert self.process.poll() is None, self.log.read_text()
@@ -123,7 +137,17 @@ def nights(tmp_path_factory: pytest.TempPathFactory, hooks: HookCatcher) -> Iter
     source.mkdir()
     (source / "lease.txt").write_text("Signed 03/04/2026 in Boston. Call (555) 123-4567.")
     (source / "blank.txt").write_text("")
-    served = Served(tmp, hooks.url)
+    with contextlib.ExitStack() as stack:  # the server on PostgreSQL where there is one (as in production)
+        database = (
+            stack.enter_context(fresh_postgres_database("assay_ops")).replace("+psycopg://", "+asyncpg://")
+            if os.environ.get("ASSAY_TEST_POSTGRES_URL")
+            else None
+        )
+        yield from _nights(tmp, source, hooks, database)
+
+
+def _nights(tmp: Path, source: Path, hooks: HookCatcher, database: str | None) -> Iterator[dict[str, Any]]:
+    served = Served(tmp, hooks.url, database)
     try:
         good = served.trigger([str(source)])
         good_run = served.wait(good)
