@@ -34,6 +34,11 @@ from pipeline.run.summary import RunSummary, render_text
     help="Parse again the documents that failed in a way the same bytes would fail again (default: not retried).",
 )
 @click.option(
+    "--full-listing",
+    is_flag=True,
+    help="List every source in full, not only what changed since the last completed run (finds deletions).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar (default: on a terminal; otherwise one line per document).",
@@ -49,6 +54,7 @@ def run(
     threads: int | None,
     routing: bool | None,
     retry_failed: bool | None,
+    full_listing: bool,
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -74,7 +80,13 @@ def run(
     if retry_failed:
         overrides["retry_failed"] = True
     with progress_shown(sys.stderr.isatty() if progress is None else progress):
-        state = assay_run(list(sources), overrides=overrides, config_file=obj.config_file, return_state=True)
+        state = assay_run(
+            list(sources),
+            overrides=overrides,
+            config_file=obj.config_file,
+            full_listing=full_listing,
+            return_state=True,
+        )
         summary = summary_of(state)
     if as_json:
         click.echo(summary.model_dump_json(indent=1))

@@ -72,7 +72,7 @@ def unchanged_night(connector: Connector, state: StateStore, source: str) -> int
 
 def remember(state: StateStore, refs: Iterator[DocumentRef]) -> None:
     """What a first night leaves: every document seen, with its content hash."""
-    rows = [(ref.source, ref.uri, ref.version, "0" * 64, ref.size, None) for ref in refs]
+    rows = [(ref.source, ref.uri, ref.version, "0" * 64, ref.size, None, None) for ref in refs]
     state.record_seen("first-night", rows)
 
 

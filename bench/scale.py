@@ -230,7 +230,8 @@ def child_discover(estate: Path, data_dir: Path) -> dict[str, Any]:
     from pipeline.core.tasks import find_task
     from pipeline.extract.model_files import resolve_model_file
     from pipeline.run.context import get_state, state_url
-    from pipeline.run.plan import ShardPlan, list_documents
+    from pipeline.run.listing import list_documents
+    from pipeline.run.plan import ShardPlan
     from pipeline.state.incremental import extract_fingerprint, parse_fingerprint
     from pipeline.state.store import WorkMark
 
@@ -249,7 +250,7 @@ def child_discover(estate: Path, data_dir: Path) -> dict[str, Any]:
         for planned in shard.documents:
             ref = planned.ref
             assert ref.sha256
-            seen.append((ref.source, ref.uri, ref.version, ref.sha256, ref.size, None))
+            seen.append((ref.source, ref.uri, ref.version, ref.sha256, ref.size, None, None))
             parse_fp = parse_fingerprint(ref.sha256, settings)
             done.append(WorkMark(parse_fp, "parse", ref.sha256, None))
             done += [

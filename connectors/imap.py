@@ -14,6 +14,7 @@ a refused login stops the run before anything is planned.
 from __future__ import annotations
 
 import imaplib
+import json
 import re
 import ssl
 from collections.abc import Iterator, Sequence
@@ -105,16 +106,48 @@ class ImapConnector:
     def list(self) -> Iterator[DocumentRef]:
         """Each folder's UIDs (one request), then their sizes 500 at a time; each request retried on its own."""
         for folder in self.config.folders:
-            validity, uids = call_with_retry(self._uids, folder)
-            for start in range(0, len(uids), 500):
-                sizes = call_with_retry(self._sizes, folder, validity, uids[start : start + 500])
-                for uid, size in sorted(sizes, key=lambda pair: int(pair[0])):
-                    yield DocumentRef(
-                        source=self.source_name,
-                        uri=self._uri(folder, validity, uid),
-                        version=f"uidvalidity:{validity};uid:{uid}",
-                        size=size,
-                    )
+            yield from self._folder(folder, None)
+
+    def cursor(self) -> str:
+        """Each folder's UIDVALIDITY and UIDNEXT: messages never change under a UID, so the messages at
+        or past UIDNEXT are all that a later listing needs (unless the folder was recreated)."""
+        return json.dumps({folder: call_with_retry(self._next_uid, folder) for folder in self.config.folders})
+
+    def list_changes(self, since: str) -> Iterator[DocumentRef]:
+        try:
+            saved = json.loads(since)
+        except ValueError:
+            raise ConfigError(f"not a listing cursor of the imap connector: {since!r}") from None
+        for folder in self.config.folders:
+            yield from self._folder(folder, saved.get(folder))
+
+    def _next_uid(self, folder: str) -> tuple[str, str]:
+        try:
+            status, data = self._client().status(_quoted(folder), "(UIDVALIDITY UIDNEXT)")
+        except (OSError, imaplib.IMAP4.abort) as exc:
+            self._drop()
+            raise TransientError(f"source {self.source_name!r}: {folder}: {exc}") from None
+        line = data[0] if status == "OK" and data and isinstance(data[0], bytes) else b""
+        validity, next_uid = re.search(rb"UIDVALIDITY (\d+)", line), re.search(rb"UIDNEXT (\d+)", line)
+        if validity is None or next_uid is None:
+            raise ConfigError(f"source {self.source_name!r}: no folder {folder!r} (STATUS: {line[:200]!r})")
+        return validity.group(1).decode(), next_uid.group(1).decode()
+
+    def _folder(self, folder: str, since: Sequence[str] | None) -> Iterator[DocumentRef]:
+        """The folder's messages; with `since` ([UIDVALIDITY, UIDNEXT] of a cursor) only the newer ones,
+        unless the folder was recreated since (a new UIDVALIDITY: every message is new)."""
+        validity, uids = call_with_retry(self._uids, folder)
+        if since is not None and since[0] == validity:
+            uids = [uid for uid in uids if int(uid) >= int(since[1])]
+        for start in range(0, len(uids), 500):
+            sizes = call_with_retry(self._sizes, folder, validity, uids[start : start + 500])
+            for uid, size in sorted(sizes, key=lambda pair: int(pair[0])):
+                yield DocumentRef(
+                    source=self.source_name,
+                    uri=self._uri(folder, validity, uid),
+                    version=f"uidvalidity:{validity};uid:{uid}",
+                    size=size,
+                )
 
     def _uids(self, folder: str) -> tuple[str, Sequence[bytes]]:
         try:

@@ -31,6 +31,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.base import changed_since, time_cursor
 from connectors.globs import matches, selected
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef, ListingProblem
@@ -76,6 +77,22 @@ def _links_to_folder(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+def _change_time(path: Path) -> int:
+    """The entry's own inode change time (a link's, not its target's), in ns; 0 when it is gone."""
+    try:
+        return path.lstat().st_ctime_ns
+    except OSError:
+        return 0
+
+
+def _changed(path: Path, since_ns: int | None) -> bool:
+    """Whether an entry that is listed as a problem changed since `since_ns` (a vanished one did)."""
+    if since_ns is None:
+        return True
+    found = _change_time(path)
+    return found == 0 or found >= since_ns
+
+
 class _Unreadable(Exception):
     def __init__(self, reason: Reason, message: str, size: int = 0) -> None:
         super().__init__(message)
@@ -105,8 +122,21 @@ class LocalFolderConnector:
     # -- listing ---------------------------------------------------------------------------------
 
     def list(self) -> Iterator[DocumentRef]:
+        return self._walk(None)
+
+    def cursor(self) -> str:
+        return time_cursor(self.limits)
+
+    def list_changes(self, since: str) -> Iterator[DocumentRef]:
+        """The files whose content or inode changed since the cursor (a copy or a rename sets the change
+        time even when it keeps the modified time); still a walk of every folder, but nothing unchanged
+        is opened or hashed."""
+        return self._walk(int(changed_since(since).timestamp() * 1e9))
+
+    def _walk(self, since_ns: int | None) -> Iterator[DocumentRef]:
         if self.root.is_file():
-            yield self._ref(self.root)
+            if (ref := self._ref(self.root, since_ns)) is not None:
+                yield ref
             return
         folders = [self.root]
         while folders:
@@ -130,10 +160,12 @@ class LocalFolderConnector:
                 if real_folder:
                     below.append(path)
                 elif self._selected(relative):
-                    yield self._ref(path)
+                    if (ref := self._ref(path, since_ns)) is not None:
+                        yield ref
                 elif entry.is_symlink() and not matches(relative, self.exclude) and _links_to_folder(entry):
                     # a folder link is never followed; say so (the globs on its files cannot be known)
-                    yield self._problem(path, Reason.REFUSED, "a linked folder (not followed; name its target)")
+                    if _changed(path, since_ns):
+                        yield self._problem(path, Reason.REFUSED, "a linked folder (not followed; name its target)")
             folders.extend(reversed(below))
 
     def _problem(self, path: Path, reason: Reason, message: str, size: int = 0) -> DocumentRef:
@@ -145,11 +177,18 @@ class LocalFolderConnector:
             problem=ListingProblem(reason=reason.value, message=f"{message}: {os.fsdecode(path)!r}"),
         )
 
-    def _ref(self, path: Path) -> DocumentRef:
+    def _ref(self, path: Path, since_ns: int | None = None) -> DocumentRef | None:
+        """The file's ref; None when it has not changed since `since_ns` (then it is not even opened)."""
         try:
             target, status = self._target(path)
         except _Unreadable as exc:
-            return self._problem(path, exc.reason, exc.message, exc.size)
+            return self._problem(path, exc.reason, exc.message, exc.size) if _changed(path, since_ns) else None
+        if since_ns is not None:
+            changed = max(status.st_mtime_ns, status.st_ctime_ns)
+            if target != path:  # a new link to an old file is a change too
+                changed = max(changed, _change_time(path))
+            if changed < since_ns:
+                return None
         sha256: str | None = None
         size = status.st_size
         if size <= self.limits.max_file_bytes:  # a larger file fails as too_large without being hashed

@@ -94,7 +94,7 @@ def make_connector(
 
 
 def limits_of(settings: Settings) -> SourceLimits:
-    return SourceLimits(max_file_bytes=settings.max_file_bytes)
+    return SourceLimits(max_file_bytes=settings.max_file_bytes, cursor_overlap_s=settings.listing.overlap_s)
 
 
 def validate_sources(settings: Settings) -> None:

@@ -15,11 +15,13 @@ URIs are `smb://<server>/<share>/<path>` with the path percent-encoded.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from connectors.base import changed_since, time_cursor
 from connectors.globs import selected
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef, ListingProblem
@@ -97,6 +99,16 @@ class SmbConnector:
     # -- listing -----------------------------------------------------------------------------------
 
     def list(self) -> Iterator[DocumentRef]:
+        return self._walk(None)
+
+    def cursor(self) -> str:
+        return time_cursor(self.limits)
+
+    def list_changes(self, since: str) -> Iterator[DocumentRef]:
+        """The files written, created or changed (a rename) since the cursor, by the server's times."""
+        return self._walk(changed_since(since))
+
+    def _walk(self, since: datetime | None) -> Iterator[DocumentRef]:
         import smbclient
 
         kwargs = self._kwargs()
@@ -117,6 +129,8 @@ class SmbConnector:
                     below.append(relative)
                 elif selected(relative, self.config.include, self.config.exclude):
                     info = entry.smb_info
+                    if since is not None and max(info.last_write_time, info.change_time, info.creation_time) < since:
+                        continue
                     yield DocumentRef(
                         source=self.source_name,
                         uri=self._uri(relative),

@@ -4,8 +4,10 @@ Each row is one document: its bytes in `content_column` (a blob, or text read as
 UTF-8), its identity in `id_column`, its file name in `name_column` (or a type in
 `mime_column`, from which a name is made) so the parser knows the format. The
 version marker is `version_column` (an updated-at time or a row version) when
-there is one: the run then reads only rows whose version changed. Without one,
-the listing reads and hashes every row's content (as the file share does).
+there is one: the run then reads only rows whose version changed, and a night's
+listing fetches only the rows at or past the cursor (the largest version when the
+last completed run started; `ListsChanges`). Without one, the listing reads and
+hashes every row's content (as the file share does), every night.
 
 Rows are listed in id order through a server-side cursor, so a table of millions
 is never held in memory. Lost connections and timeouts are transient (the run
@@ -17,13 +19,15 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy import Connection, Engine, column, create_engine, func, inspect, select, table
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.sql.expression import ColumnClause, TableClause
+from sqlalchemy.sql.expression import ColumnClause, ColumnElement, TableClause
 
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef
@@ -103,9 +107,14 @@ class SqlConnector:
         raise ConfigError(f"source {self.source_name!r}: {self.config.table} has no column {self.config.id_column!r}")
 
     def list(self) -> Iterator[DocumentRef]:
+        return self._rows(None)
+
+    def _rows(self, where: ColumnElement[bool] | None) -> Iterator[DocumentRef]:
         extra = [c for c in (self.name, self.mime, self.version) if c is not None]
         measured = self.content if self.version is None else func.length(self.content)
         query = select(self.id, measured.label("measured"), *extra).select_from(self.rows).order_by(self.id)
+        if where is not None:
+            query = query.where(where)
         with self._connection() as connection:
             try:
                 result = connection.execution_options(stream_results=True, yield_per=self.config.batch_size)
@@ -117,6 +126,31 @@ class SqlConnector:
                 raise ConfigError(
                     f"source {self.source_name!r}: cannot list {self.config.table}: {_short(exc)}"
                 ) from None
+
+    def cursor(self) -> str | None:
+        """The largest version in the table now (an updated-at time less the overlap); None without a
+        `version_column`: such a table is listed, and every row hashed, in full each night."""
+        if self.version is None:
+            return None
+        query = select(func.max(self.version)).select_from(self.rows)
+        with self._connection() as connection:
+            try:
+                newest = connection.execute(query).scalar()
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise TransientError(f"source {self.source_name!r}: cursor failed: {_short(exc)}") from None
+                raise ConfigError(
+                    f"source {self.source_name!r}: cannot read {self.config.version_column}: {_short(exc)}"
+                ) from None
+        if isinstance(newest, datetime):  # rows committed late with an earlier time stamp
+            newest -= timedelta(seconds=self.limits.cursor_overlap_s)
+        return _encoded(newest)
+
+    def list_changes(self, since: str) -> Iterator[DocumentRef]:
+        """The rows whose version is at least the cursor's (the boundary's rows again: the run sees
+        their version unchanged and reads nothing)."""
+        newest = _decoded(since)
+        return self._rows(None if newest is _EMPTY else self.version >= newest)  # type: ignore[operator]
 
     def _connection(self) -> Connection:
         """A connection; a database that cannot be reached is transient (the run or the operator tries again)."""
@@ -168,6 +202,49 @@ class SqlConnector:
                 Reason.TOO_LARGE, f"{len(data)} bytes exceeds max_file_bytes={self.limits.max_file_bytes}"
             )
         return data
+
+
+_EMPTY = object()  # the table had no rows when the cursor was taken: every row is new
+
+
+def _encoded(value: object) -> str:
+    """A version value as a cursor string that keeps its type (compared in the database as that type)."""
+    if value is None:
+        return "empty:"
+    if isinstance(value, bool | int):
+        return f"int:{int(value)}"
+    if isinstance(value, datetime):
+        return f"datetime:{value.isoformat()}"
+    if isinstance(value, date):
+        return f"date:{value.isoformat()}"
+    if isinstance(value, Decimal):
+        return f"decimal:{value}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"hex:{bytes(value).hex()}"
+    return f"str:{value}"
+
+
+def _decoded(cursor: str) -> object:
+    kind, _, text = cursor.partition(":")
+    try:
+        match kind:
+            case "empty":
+                return _EMPTY
+            case "int":
+                return int(text)
+            case "datetime":
+                return datetime.fromisoformat(text)
+            case "date":
+                return date.fromisoformat(text)
+            case "decimal":
+                return Decimal(text)
+            case "hex":
+                return bytes.fromhex(text)
+            case "str":
+                return text
+    except ValueError:
+        pass
+    raise ConfigError(f"not a listing cursor of the sql connector: {cursor!r} (run once with --full-listing)")
 
 
 def _as_bytes(value: object) -> bytes:

@@ -218,8 +218,12 @@ def assay_run(
     config_file: str | None = None,
     shard_workers: int = 0,
     worker_deployment: str = "assay-shard-worker/default",
+    full_listing: bool = False,
 ) -> RunSummary | State[Any]:
     """Process every document of `sources` (configured names or paths) with the configured tasks.
+
+    Each source lists only what changed since the last completed run where its connector keeps a
+    cursor; `full_listing` lists every source in full (that also finds deleted documents).
 
     `shard_workers > 0` spreads the shards over that many runs of `worker_deployment`. Returns the
     run's summary; an incomplete run returns a Failed state holding it (`summary_of` reads either).
@@ -247,7 +251,14 @@ def assay_run(
             validate_sources(settings)
             connectors = resolve_sources(sources, settings)
             logger.info("run over %s", ", ".join(connectors))
-            summary = run_locally(settings, connectors, flow_run_id=flow_run.id, execute=execute, finish=_finish)
+            summary = run_locally(
+                settings,
+                connectors,
+                flow_run_id=flow_run.id,
+                execute=execute,
+                finish=_finish,
+                full_listing=full_listing,
+            )
         except Exception as exc:
             message = console.publish_failure(exc, night)
             console.tell(settings, "failed", {"run_id": night.run_id, "flow_run_name": flow_run.name, "error": message})

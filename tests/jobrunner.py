@@ -23,14 +23,19 @@ NO_MODEL = ["patterns_only"]  # the tasks of a run that needs no model
 
 
 def run(
-    data_dir: Path, source: Path, tasks: list[str] | None = None, task_dir: Path | None = None, **extra: Any
+    data_dir: Path,
+    source: Path,
+    tasks: list[str] | None = None,
+    task_dir: Path | None = None,
+    full_listing: bool = False,
+    **extra: Any,
 ) -> RunSummary:
     overrides: dict[str, Any] = {"data_dir": data_dir, "max_chunks_per_document": 1, "shard_size": 2, **extra}
     if tasks:
         overrides["tasks"] = tasks
     overrides["task_dirs"] = [task_dir, TEST_TASKS] if task_dir else [TEST_TASKS]
     settings = load_settings(**overrides)
-    return run_locally(settings, resolve_sources([str(source)], settings))
+    return run_locally(settings, resolve_sources([str(source)], settings), full_listing=full_listing)
 
 
 if __name__ == "__main__":

@@ -215,7 +215,8 @@ def test_a_deleted_document_is_marked_and_its_findings_stay_flagged(local_night:
     gone = night.source / NIGHTLY_GOOD[1]
     keep = gone.read_bytes()
     gone.unlink()
-    summary = run(night.data_dir, night.source, NO_MODEL)
+    assert run(night.data_dir, night.source, NO_MODEL).deleted == 0  # a changes-only listing cannot see it
+    summary = run(night.data_dir, night.source, NO_MODEL, full_listing=True)
     assert summary.deleted == 1
     uri = gone.resolve().as_uri()
     assert night.rows(f"select deleted from documents where document_uri = '{uri}'") == [{"deleted": True}]

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from connectors.registry import make_connector, resolve_sources
+from pipeline.core.connector import ListsChanges
 from pipeline.core.errors import ConfigError
 from pipeline.core.settings import load_settings
 from pipeline.run.local import run_locally
@@ -40,9 +41,9 @@ def _message(subject: str) -> bytes:
     ).encode()
 
 
-def _run(data_dir: Path, sources: dict[str, dict[str, Any]]) -> RunSummary:
+def _run(data_dir: Path, sources: dict[str, dict[str, Any]], full_listing: bool = False) -> RunSummary:
     settings = load_settings(data_dir=data_dir, sources=sources, tasks=NO_MODEL, task_dirs=[TEST_TASKS])
-    return run_locally(settings, resolve_sources(list(sources), settings))
+    return run_locally(settings, resolve_sources(list(sources), settings), full_listing=full_listing)
 
 
 @dataclass(frozen=True)
@@ -146,14 +147,16 @@ def test_an_imap_mailbox_runs_end_to_end_without_marking_mail_seen_and_an_unchan
     _, flags = client.uid("FETCH", "1:*", "(FLAGS)")
     assert all(b"\\Seen" not in line for line in flags if isinstance(line, bytes))  # read with BODY.PEEK
 
-    again = _run(tmp_path / "data", sources)
-    assert again.unchanged == 3 and again.processed == 0 and again.stage_seconds.get("parse", 0.0) == 0.0
+    again = _run(tmp_path / "data", sources)  # only messages past UIDNEXT are listed: none
+    assert again.status == "completed" and again.documents_in == 0 and again.processed == 0
+    full = _run(tmp_path / "data", sources, full_listing=True)  # listed, but nothing fetched or parsed
+    assert full.unchanged == 3 and full.processed == 0 and full.stage_seconds.get("parse", 0.0) == 0.0
 
     client.select("INBOX")
     client.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
     client.expunge()
     client.logout()
-    third = _run(tmp_path / "data", sources)
+    third = _run(tmp_path / "data", sources, full_listing=True)  # only a full listing sees a deletion
     assert third.deleted == 1 and third.unchanged == 2
 
 
@@ -222,3 +225,22 @@ def test_an_imap_server_that_stops_answering_is_timed_out_and_tried_again(imap: 
         proxy.close()
     assert len(proxy.stalled) == 1 and proxy.connections >= 2  # it waited, gave up, connected again
     assert summary.status == "completed" and summary.processed == 1
+
+
+def test_an_imap_cursor_lists_only_messages_newer_than_uidnext_unless_the_folder_was_recreated(imap: Imap) -> None:
+    client = imap.client()
+    client.create("Board")
+    client.append("Board", None, None, _message("Minutes"))
+    connector = make_connector("mail", imap.source(folders=["Board"]))
+    assert isinstance(connector, ListsChanges)
+    cursor = connector.cursor()
+    assert cursor is not None
+    assert list(connector.list_changes(cursor)) == []  # nothing new since
+    client.append("Board", None, None, _message("Resolution"))
+    assert [ref.name for ref in connector.list_changes(cursor)] == ["2.eml"]
+
+    client.delete("Board")  # recreated: a new UIDVALIDITY, every message is new
+    client.create("Board")
+    client.append("Board", None, None, _message("Minutes again"))
+    client.logout()
+    assert [ref.name for ref in connector.list_changes(cursor)] == ["1.eml"]

@@ -44,7 +44,7 @@ def test_migrations_build_exactly_the_declared_schema(store: StateStore) -> None
         differences = compare_metadata(MigrationContext.configure(connection), schema.metadata)
         version = connection.execute(text("select version_num from alembic_version")).scalar()
     assert differences == []
-    assert version == "0003"
+    assert version == "0004"
     StateStore(store.url)  # migrating again is a no-op
 
 
@@ -100,12 +100,12 @@ def test_work_marks_and_rollback(store: StateStore) -> None:
 
 def test_documents_seen_and_deleted(store: StateStore) -> None:
     store.record_seen(
-        "r1", [("src", "file:///a", "v1", "sha-a", 10, None), ("src", "file:///b", "v1", "sha-b", 5, None)]
+        "r1", [("src", "file:///a", "v1", "sha-a", 10, None, None), ("src", "file:///b", "v1", "sha-b", 5, None, None)]
     )
-    store.record_seen("r2", [("src", "file:///a", "v2", "sha-a2", 11, None)])
+    store.record_seen("r2", [("src", "file:///a", "v2", "sha-a2", 11, None, None)])
     assert store.mark_deleted("r2", "src") == [("file:///b", "sha-b")]
     assert store.mark_deleted("r2", "src") == []  # already marked
-    store.record_seen("r3", [("src", "file:///b", "v1", "sha-b", 5, None)])  # it came back
+    store.record_seen("r3", [("src", "file:///b", "v1", "sha-b", 5, None, None)])  # it came back
     with store.engine.connect() as connection:
         status = connection.execute(text("select status from documents where uri = 'file:///b'")).scalar()
     assert status == "active"

@@ -30,9 +30,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 AGREEMENT = b"This Agreement is governed by the laws of the State of Delaware. Dated 4 March 2026.\n"
 
 
-def _run(data_dir: Path, sources: dict[str, dict[str, Any]]) -> RunSummary:
+def _run(data_dir: Path, sources: dict[str, dict[str, Any]], full_listing: bool = False) -> RunSummary:
     settings = load_settings(data_dir=data_dir, sources=sources, tasks=NO_MODEL, task_dirs=[TEST_TASKS], shard_size=2)
-    return run_locally(settings, resolve_sources(list(sources), settings))
+    return run_locally(settings, resolve_sources(list(sources), settings), full_listing=full_listing)
 
 
 # -- S3 ---------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_an_s3_source_runs_end_to_end_and_an_unchanged_night_reads_nothing(s3: S
 
     s3.client.put_object(Bucket=s3.bucket, Key="inbox/b.txt", Body=AGREEMENT + b"amended")
     s3.client.delete_object(Bucket=s3.bucket, Key="inbox/c.txt")
-    third = _run(tmp_path / "data", sources)
+    third = _run(tmp_path / "data", sources, full_listing=True)  # only a full listing sees a deletion
     assert third.processed == 1 and third.unchanged == 1 and third.deleted == 1
 
 
@@ -176,7 +176,7 @@ def test_rows_of_a_table_run_end_to_end_and_only_changed_rows_are_read_again(dat
         )
         connection.execute(filings.delete().where(filings.c.doc_id == 1))
     engine.dispose()
-    third = _run(tmp_path / "data", sources)
+    third = _run(tmp_path / "data", sources, full_listing=True)  # only a full listing sees a deletion
     assert third.processed == 1 and third.unchanged == 1 and third.deleted == 1
 
 

@@ -28,6 +28,7 @@ from pipeline.core.settings_sections import (  # re-exported: the sections are p
     ChunkingSettings,
     ContainerSettings,
     EngineName,
+    ListingSettings,
     LockSettings,
     ModelSettings,
     NotifyOn,
@@ -47,6 +48,7 @@ __all__ = [
     "ChunkingSettings",
     "ContainerSettings",
     "EngineName",
+    "ListingSettings",
     "LockSettings",
     "ModelSettings",
     "NotifyOn",
@@ -103,6 +105,7 @@ class Settings(BaseSettings):
     )
     parsing: ParsingSettings = Field(default_factory=ParsingSettings)
     containers: ContainerSettings = Field(default_factory=ContainerSettings)
+    listing: ListingSettings = Field(default_factory=ListingSettings)
     locks: LockSettings = Field(default_factory=LockSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)

@@ -126,6 +126,28 @@ class OrchestrationSettings(_Section):
     )
 
 
+class ListingSettings(_Section):
+    """How a night lists its sources: only what changed since the last completed run, or everything."""
+
+    changes_only: bool = Field(
+        default=True,
+        description="List only what changed since the last completed run, where the connector keeps a cursor "
+        "(local, smb, s3, sql with version_column, imap); a full listing still runs every full_every_days.",
+    )
+    full_every_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="Days between full listings, which find deleted documents and whatever a cursor cannot see "
+        "(a file copied in with an old time stamp); 0: every run lists in full.",
+    )
+    overlap_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A time-stamp cursor lists from this many seconds before it was taken (clock skew between "
+        "this machine and the store, uploads still being written).",
+    )
+
+
 NotifyOn = Literal["completed", "incomplete", "failed", "crashed"]
 NOTIFY_BY_DEFAULT: tuple[NotifyOn, ...] = ("incomplete", "failed", "crashed")
 

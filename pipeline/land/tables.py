@@ -48,6 +48,7 @@ class RunRow:
     finished_at: Timestamp
     duration_s: float
     sources: str
+    listing: str | None = None  # JSON: per source, listed in full or changes since a cursor, and why
     tasks: str
     config: str
     versions: str

@@ -26,6 +26,8 @@ from pipeline.land.ledger import Ledger, Manifest
 from pipeline.land.signing import load_or_create
 from pipeline.land.store import LakeStore, open_store
 from pipeline.land.warehouse import sql_sha256
+from pipeline.run.listing import SourceListing
+from pipeline.state.incremental import work_fingerprint
 from pipeline.state.locks import COMMIT, LAKE, Heartbeat
 from pipeline.state.recovery import recover
 from pipeline.state.store import StateStore
@@ -46,6 +48,8 @@ class RunContext:
     model_sha256: str
     state_url: str = field(repr=False)  # may hold a password
     tasks: tuple[Task, ...] = ()
+    listings: dict[str, SourceListing] = field(default_factory=dict)  # how each source is listed
+    work_fingerprint: str = ""  # what the run does to each document (saved with its listing cursors)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (for a Dask worker) without a secret: the worker takes them from its own environment."""
@@ -106,7 +110,10 @@ def new_run(settings: Settings, sources: dict[str, Connector], flow_run_id: str 
     except BaseException:
         release_lake(state, run_id)
         raise
-    return RunContext(run_id, flow_run_id, settings, sources, datetime.now(UTC), model_sha256, url, tasks)
+    started_at = datetime.now(UTC)
+    context = RunContext(run_id, flow_run_id, settings, sources, started_at, model_sha256, url, tasks)
+    context.work_fingerprint = work_fingerprint(tasks, model_sha256, settings)
+    return context
 
 
 # The heartbeats of the runs this process holds the lake lock for (threads: not part of a pickled context).

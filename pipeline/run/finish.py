@@ -28,6 +28,7 @@ from pipeline.land.store import open_store
 from pipeline.land.tables import DeletionRow, RunRow, TaskRow
 from pipeline.run.context import RunContext, commit, release_lake, still_holds_lake
 from pipeline.run.counts import Counts, ShardReport
+from pipeline.run.listing import save_cursors
 from pipeline.run.summary import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def finish_run(
     written = [entry for report in reports for entry in report.files]
     deletions = [
         DeletionRow(run_id=context.run_id, source=source, uri=uri, content_sha256=sha, deleted_at=finished)
-        for source in context.sources
+        for source in _listed_in_full(context)
         for uri, sha in state.mark_deleted(context.run_id, source)
     ]
     if deletions:
@@ -100,6 +101,8 @@ def finish_run(
         context.settings, lake.store, "run", written, run_id=context.run_id, check=lambda: still_holds_lake(context)
     )
     crash_point("after-manifest")
+    if status == "completed":  # a night that missed documents lists from the same place again
+        save_cursors(state, context.listings, context.work_fingerprint, context.run_id, context.started_at)
     state.run_finished(context.run_id, "completed")
     release_lake(state, context.run_id)
     # Committed: nothing below may turn the run into a failure; what goes wrong is reported.
@@ -113,6 +116,7 @@ def finish_run(
         status=status,
         documents_in=documents_in,
         deleted=len(deletions),
+        listing={name: listing.describe() for name, listing in context.listings.items()},
         duration_s=round(duration, 2),
         pages_per_second=round(pages_per_second, 3),
         warehouse=str(context.settings.warehouse_path),
@@ -122,6 +126,11 @@ def finish_run(
         mirror=mirror,
         warnings=[redact(warning)] if warning else [],
     )
+
+
+def _listed_in_full(context: RunContext) -> list[str]:
+    """The sources this run listed in full: only there is a document it did not list gone."""
+    return [name for name in context.sources if name not in context.listings or context.listings[name].full]
 
 
 def _run_row(
@@ -143,6 +152,9 @@ def _run_row(
         finished_at=finished,
         duration_s=duration,
         sources=canonical_json({name: c.config.model_dump(mode="json") for name, c in context.sources.items()}),
+        listing=canonical_json(
+            {name: listing.model_dump(exclude={"cursor"}) for name, listing in context.listings.items()}
+        ),
         tasks=canonical_json({t.name: t.version for t in context.tasks}),
         config=canonical_json(context.settings.redacted()),
         versions=canonical_json(package_versions()),

@@ -16,7 +16,8 @@ from pipeline.core.settings import Settings
 from pipeline.run.context import RunContext, abort_run, new_run
 from pipeline.run.counts import ShardReport
 from pipeline.run.finish import finish_run
-from pipeline.run.plan import ShardPlan, list_documents
+from pipeline.run.listing import list_documents, plan_listings
+from pipeline.run.plan import ShardPlan
 from pipeline.run.shard import process_shard
 from pipeline.run.summary import RunSummary
 
@@ -36,11 +37,19 @@ def run_locally(
     flow_run_id: str | None = None,
     execute: ShardExecutor = in_order,
     finish: Finisher = finish_run,
+    full_listing: bool = False,
 ) -> RunSummary:
-    """Run the job over `sources` with `settings`; the run's summary."""
+    """Run the job over `sources` with `settings`; the run's summary.
+
+    Each source is listed in full or only for what changed since the last completed run
+    (pipeline/run/listing.py); `full_listing` asks for a full listing of every source.
+    """
     context = new_run(settings, sources, flow_run_id=flow_run_id)
     try:
-        plan = ShardPlan(list_documents(context.sources), settings.shard_size)
+        context.listings = plan_listings(
+            sources, context.state, settings, context.work_fingerprint, context.started_at, full_listing
+        )
+        plan = ShardPlan(list_documents(context.sources, context.listings, context.state), settings.shard_size)
         reports = execute(context, plan)
         return finish(context, reports, plan.documents, plan.seconds)
     except BaseException:

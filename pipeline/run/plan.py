@@ -8,12 +8,11 @@ duplicate of the first URI that had them; it shares that one's results.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
 from pydantic import BaseModel
 
 from pipeline.core import progress
-from pipeline.core.connector import Connector
 from pipeline.core.documents import DocumentRef
 
 
@@ -31,12 +30,6 @@ class Shard(BaseModel):
     def part(self) -> str:
         """The part of its lake file names (a new attempt never collides with a dead one's files)."""
         return f"{self.index:05d}" if self.attempt == 1 else f"{self.index:05d}-{self.attempt}"
-
-
-def list_documents(sources: Mapping[str, Connector]) -> Iterator[DocumentRef]:
-    """Every document of every source, as the connectors list them."""
-    for connector in sources.values():
-        yield from connector.list()
 
 
 class ShardPlan:

@@ -136,7 +136,15 @@ def _land(work: ShardWork, shard: Shard, rows: list[DocumentRow]) -> None:
     context.state.record_seen(  # what the connectors listed; a container's members live and go with it
         context.run_id,
         [
-            (r.source, r.uri, r.version, r.content_sha256, r.size_bytes, r.message if r.status == "failed" else None)
+            (
+                r.source,
+                r.uri,
+                r.version,
+                r.content_sha256,
+                r.size_bytes,
+                r.message if r.status == "failed" else None,
+                r.reason if r.status == "failed" else None,
+            )
             for r in rows
             if r.parent_uri is None
         ],

@@ -15,6 +15,7 @@ class RunSummary(Counts):
     status: str  # completed | incomplete (not every listed document accounted for)
     documents_in: int
     deleted: int = 0
+    listing: dict[str, str] = Field(default_factory=dict)  # per source: listed in full, or changes since a cursor
     duration_s: float
     pages_per_second: float
     warehouse: str
@@ -43,6 +44,7 @@ def render_text(summary: RunSummary) -> list[str]:
     ]
     if summary.deleted:
         lines.append(f"  deleted:        {summary.deleted}  (gone from the source; past findings kept)")
+    lines += [f"  listing:        {source}: {how}" for source, how in summary.listing.items()]
     lines += [
         f"  pages:          {summary.pages}",
         f"  chunks:         {summary.chunks}",
@@ -80,6 +82,11 @@ def render_markdown(summary: RunSummary) -> str:
         + f"Chunks sent to the model: {summary.chunks_routed} (not routed: {summary.chunks_not_routed}); "
         f"per-document values: {summary.values}, disagreements to review: {summary.disagreements}.",
         "",
+        *(
+            ["## Listing", "", *[f"- `{source}`: {how}" for source, how in summary.listing.items()], ""]
+            if summary.listing
+            else []
+        ),
         "## Seconds per stage",
         "",
         "| stage | seconds |",

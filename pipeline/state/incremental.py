@@ -214,3 +214,15 @@ def plan_documents(
         )
         for uri, (parse_fp, extract) in wanted.items()
     }
+
+
+def work_fingerprint(tasks: Iterable[Task], model_sha256: str, settings: Settings) -> str:
+    """The work a run does on every document it lists, as one fingerprint (its listing cursors carry it).
+
+    Built from the fingerprints above for a stand-in content, so whatever would make a document's
+    parse, extraction or failed parse differ (a task, the model, the code versions, chunking, OCR, an
+    installed converter) changes it, and the next run lists every document again.
+    """
+    parse_fp = parse_fingerprint("listing", settings)
+    extract = extract_fingerprints(parse_fp, tasks, model_sha256, settings)
+    return fingerprint("work", parse_fp, failed_fingerprint(parse_fp, settings), *sorted(extract.values()))

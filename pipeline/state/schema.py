@@ -18,6 +18,7 @@ documents = Table(
     Column("size_bytes", BigInteger),
     Column("status", String(32), nullable=False),  # active | deleted
     Column("last_error", Text),
+    Column("last_reason", String(64)),  # the reason code of last_error (a changes-only listing retries some)
     Column("first_seen_run", String(64)),
     Column("last_seen_run", String(64)),
     Column("deleted_in_run", String(64)),
@@ -90,4 +91,18 @@ ledger_heads = Table(
     Column("kind", String(16), nullable=False),  # run | review | replay
     Column("key_id", String(64)),  # the signing key's id
     Column("recorded_at", DateTime(timezone=True)),
+)
+
+# Where each source's next listing starts: the cursor its connector handed out before the listing of the
+# newest completed run, and when that source was last listed in full (pipeline/run/listing.py).
+listing_cursors = Table(
+    "listing_cursors",
+    metadata,
+    Column("source", String(512), primary_key=True),
+    Column("cursor", Text),  # opaque to the run; None: no listing has completed since a full one was asked for
+    Column("work_fingerprint", String(64)),  # the work a run did on what it listed (tasks, model, code)
+    Column("cursor_run_id", String(64)),
+    Column("full_listing_at", DateTime(timezone=True)),  # the start of the newest completed full listing
+    Column("full_listing_run_id", String(64)),
+    Column("updated_at", DateTime(timezone=True)),
 )

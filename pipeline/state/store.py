@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -26,6 +26,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, insert, select, update
 
 from pipeline.state import schema
+from pipeline.state.cursors import ListingCursors
 from pipeline.state.locks import Locks
 from pipeline.state.shards import ShardLeases
 
@@ -113,6 +114,7 @@ class StateStore:
         migrate(self.engine)
         self.shards = ShardLeases(self.engine)
         self.locks = Locks(self.engine)
+        self.cursors = ListingCursors(self.engine)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -241,8 +243,10 @@ class StateStore:
 
     # -- documents ---------------------------------------------------------------------------
 
-    def record_seen(self, run_id: str, seen: Iterable[tuple[str, str, str, str | None, int, str | None]]) -> None:
-        """Record (source, uri, version, content_sha256, size, last_error) as listed by `run_id`.
+    def record_seen(
+        self, run_id: str, seen: Iterable[tuple[str, str, str, str | None, int, str | None, str | None]]
+    ) -> None:
+        """Record (source, uri, version, content_sha256, size, last_error, last_reason) as listed by `run_id`.
 
         In batches: one query finds which rows exist, then one executemany updates them and one
         inserts the rest (a nightly re-run of a million documents is a million updates).
@@ -260,9 +264,10 @@ class StateStore:
                 "last_seen_run": run_id,
                 "deleted_in_run": None,
                 "last_error": error,
+                "last_reason": reason,
                 "updated_at": now,
             }
-            for source, uri, version, content_sha256, size, error in seen
+            for source, uri, version, content_sha256, size, error, reason in seen
         ]
         known_uris = select(documents.uri).where(  # values bound per batch, not kept in the statement cache
             documents.source == bindparam("source"), documents.uri.in_(bindparam("uris", expanding=True))
@@ -319,6 +324,19 @@ class StateStore:
                 found = connection.execute(query, {"source": source, "uris": uris[start : start + 500]})
                 known.update((str(r.uri), str(r.content_sha256)) for r in found if r.version == versions[str(r.uri)])
         return known
+
+    def failed_to_retry(self, source: str, reasons: Iterable[str]) -> Iterator[tuple[str, str, int]]:
+        """(uri, version, size) of the active documents of `source` whose last outcome was a failure for
+        one of `reasons`: a changes-only listing lists them again (their failure may have been passing)."""
+        documents = schema.documents.c
+        query = (
+            select(documents.uri, documents.version, documents.size_bytes)
+            .where(documents.source == source, documents.status == "active", documents.last_reason.in_(list(reasons)))
+            .order_by(documents.uri)
+        )
+        with self.engine.connect() as connection:
+            for row in connection.execute(query):
+                yield str(row.uri), str(row.version or ""), int(row.size_bytes or 0)
 
     def mark_deleted(self, run_id: str, source: str) -> list[tuple[str, str | None]]:
         """Active documents of `source` not listed by `run_id`: mark them deleted; return (uri, sha) of each."""
