@@ -14,6 +14,9 @@ a folder on the local disk. Side by side in one run, because these machines are 
    listed version in the state store (`known_contents`, what lets a run skip reading). Printed:
    the extra milliseconds per object beyond the server's own listing (target <= 1 ms), and the peak
    of Python's traced memory at N/4 and N (target: flat, the ratio near 1).
+3. The same unchanged night listed only for what changed since a cursor (`list_changes`, what a
+   night does between weekly full listings), beside the full night: seconds, documents listed, and
+   how many times faster.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline  # noqa: F401  (offline switches first)
 from connectors.registry import make_connector
-from pipeline.core.connector import Connector
+from pipeline.core.connector import Connector, ListsChanges, SourceLimits
 from pipeline.core.documents import DocumentRef
 from pipeline.state.store import StateStore
 
@@ -83,6 +86,19 @@ def read_throughput(name: str, connector: Connector, refs: list[DocumentRef]) ->
     print(f"read  {name:6s} {len(refs)} documents: {rate}")
 
 
+def changes_report(name: str, n: int, connector: Connector, full_s: float) -> None:
+    """An unchanged night listed since a cursor taken now (no overlap), beside the full night's seconds."""
+    assert isinstance(connector, ListsChanges)
+    cursor = connector.cursor()
+    assert cursor is not None
+    time.sleep(0.05)  # file and object times come from coarse clocks
+    seconds, listed = timed(lambda: sum(1 for _ in connector.list_changes(cursor)))
+    print(
+        f"list  {name:6s} {n} unchanged, changes only: {seconds:.2f} s, {listed} listed "
+        f"(the full night: {full_s:.2f} s, {full_s / max(seconds, 1e-9):.1f}x as long)"
+    )
+
+
 def listing_report(name: str, n: int, server_s: float, night_s: float, peak_small: int, peak_full: int) -> None:
     extra_ms = (night_s - server_s) / n * 1000
     print(
@@ -124,7 +140,7 @@ def bench_s3(objects: int, work: Path) -> None:
             )
         print(f"setup s3     {objects + objects // 4 + 1000} objects put in {time.perf_counter() - started:.0f} s")
 
-        def source(prefix: str) -> Connector:
+        def source(prefix: str, limits: SourceLimits | None = None) -> Connector:
             options = {
                 "connector": "s3",
                 "url": f"s3://estate/{prefix}",
@@ -132,7 +148,7 @@ def bench_s3(objects: int, work: Path) -> None:
                 "access_key_id": "b",
                 "secret_access_key": "b",
             }
-            return make_connector(prefix, options)
+            return make_connector(prefix, options, limits)
 
         read_throughput("s3", source("read"), list(source("read").list()))
         peaks = {}
@@ -153,6 +169,7 @@ def bench_s3(objects: int, work: Path) -> None:
             night_s, peak = timed_and_traced(night)
             peaks[prefix] = (server_s, night_s, peak)
         listing_report("s3", objects, peaks["all"][0], peaks["all"][1], peaks["quarter"][2], peaks["all"][2])
+        changes_report("s3", objects, source("all", SourceLimits(cursor_overlap_s=0)), peaks["all"][1])
     finally:
         server.stop()
 
@@ -181,11 +198,11 @@ def bench_sql(rows: int, work: Path) -> None:
                     text(f"CREATE TABLE {table} (id bigint primary key, name text, content text, row_version bigint)")
                 )
                 connection.execute(
-                    text(f"INSERT INTO {table} SELECT g, g || '.txt', :body, 1 FROM generate_series(1, :n) AS g"),
+                    text(f"INSERT INTO {table} SELECT g, g || '.txt', :body, g FROM generate_series(1, :n) AS g"),
                     {"body": body, "n": n},
                 )
 
-        def source(table: str) -> Connector:
+        def source(table: str, limits: SourceLimits | None = None) -> Connector:
             options = {
                 "connector": "sql",
                 "url": url,
@@ -193,7 +210,7 @@ def bench_sql(rows: int, work: Path) -> None:
                 "name_column": "name",
                 "version_column": "row_version",
             }
-            return make_connector(table, options)
+            return make_connector(table, options, limits)
 
         read_throughput("sql", source("docs_read"), list(source("docs_read").list()))
         results = {}
@@ -226,6 +243,7 @@ def bench_sql(rows: int, work: Path) -> None:
             results["docs_quarter"][2],
             results["docs_all"][2],
         )
+        changes_report("sql", rows, source("docs_all", SourceLimits(cursor_overlap_s=0)), results["docs_all"][1])
     finally:
         engine.dispose()
         with admin.connect() as connection:
@@ -243,6 +261,9 @@ def bench_local(work: Path) -> None:
     rate = f"{len(refs) / seconds:8.1f} files/s, {megabytes / seconds:6.1f} MB/s"
     print(f"list  local  {len(refs)} files listed and hashed: {rate}")
     read_throughput("local", connector, refs)
+    changes_report(
+        "local", len(refs), make_connector("share", {"path": str(folder)}, SourceLimits(cursor_overlap_s=0)), seconds
+    )
 
 
 def main() -> None:

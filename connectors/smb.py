@@ -46,6 +46,7 @@ class SmbConfig(BaseModel):
     encrypt: bool = Field(default=True, description="Require SMB 3 encryption of everything on the wire.")
     include: list[str] = Field(default_factory=lambda: ["**/*"], description="Globs on the path under the folder.")
     exclude: list[str] = Field(default_factory=list, description="Globs of files to leave out.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Connecting may take this long (a server that hangs).")
 
 
 class SmbConnector:
@@ -76,7 +77,7 @@ class SmbConnector:
                 port=config.port,
                 encrypt=config.encrypt,
                 connection_cache=self._cache,
-                connection_timeout=30,
+                connection_timeout=max(1, round(config.timeout_s)),
             )
         except SMBAuthenticationError as exc:
             raise ConfigError(f"source {self.source_name!r}: login refused for {config.username}: {exc}") from None

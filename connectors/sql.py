@@ -9,29 +9,46 @@ listing fetches only the rows at or past the cursor (the largest version when th
 last completed run started; `ListsChanges`). Without one, the listing reads and
 hashes every row's content (as the file share does), every night.
 
-Rows are listed in id order through a server-side cursor, so a table of millions
-is never held in memory. Lost connections and timeouts are transient (the run
-retries them); anything else fails the one document.
+Rows are listed in id order a page (`batch_size` rows) at a time, each page
+asked for after the last id of the one before, so a table of millions is never
+held in memory and a connection lost mid-listing costs one page, asked again.
+Lost connections and timeouts (`timeout_s`, for connecting and each statement)
+are transient (retried through pipeline/core/retry.py); anything else fails the
+one document, or, while listing, the source.
 """
 
 from __future__ import annotations
 
 import hashlib
 import mimetypes
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from sqlalchemy import Connection, Engine, column, create_engine, func, inspect, select, table
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    column,
+    create_engine,
+    func,
+    inspect,
+    make_url,
+    select,
+    table,
+)
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.expression import ColumnClause, ColumnElement, TableClause
 
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef
 from pipeline.core.errors import ConfigError, DocumentError, Reason, TransientError
+from pipeline.core.retry import call_with_retry
 
 
 class SqlSourceConfig(BaseModel):
@@ -49,6 +66,9 @@ class SqlSourceConfig(BaseModel):
     mime_column: str | None = Field(default=None, description="The document's MIME type, when it has no name.")
     version_column: str | None = Field(default=None, description="Updated-at time or row version of each row.")
     batch_size: int = Field(default=1000, ge=1, description="Rows fetched per round trip while listing.")
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="Connecting, and each statement, may take this long (PostgreSQL, MySQL)."
+    )
 
 
 class SqlConnector:
@@ -59,7 +79,8 @@ class SqlConnector:
         self.config = config
         self.limits = limits or SourceLimits()
         try:
-            self.engine: Engine = create_engine(config.url.get_secret_value(), pool_pre_ping=True)
+            url = make_url(config.url.get_secret_value())
+            self.engine: Engine = create_engine(url, pool_pre_ping=True, connect_args=_timeouts(url, config.timeout_s))
         except (SQLAlchemyError, ValueError) as exc:
             raise ConfigError(f"source {source_name!r}: not a usable database URL ({type(exc).__name__})") from None
         self.rows: TableClause = table(config.table, schema=config.db_schema)
@@ -115,13 +136,26 @@ class SqlConnector:
         query = select(self.id, measured.label("measured"), *extra).select_from(self.rows).order_by(self.id)
         if where is not None:
             query = query.where(where)
+        query = query.limit(self.config.batch_size)
+        after: object = None
+        while True:
+            page = call_with_retry(self._page, query, after)
+            for row in page:
+                yield self._ref(row)
+            if len(page) < self.config.batch_size:
+                return
+            after = page[-1][self.config.id_column]
+
+    def _page(self, query: Select[Any], after: object) -> Sequence[RowMapping]:
+        """One page of the listing: the next `batch_size` rows in id order after `after` (a keyset page,
+        so a connection lost between pages, or during one, costs only that page: it is asked again)."""
+        if after is not None:
+            query = query.where(self.id > after)
         with self._connection() as connection:
             try:
-                result = connection.execution_options(stream_results=True, yield_per=self.config.batch_size)
-                for row in result.execute(query):
-                    yield self._ref(row._mapping)
+                return connection.execute(query).mappings().all()
             except DBAPIError as exc:
-                if exc.connection_invalidated:
+                if _transient(exc):
                     raise TransientError(f"source {self.source_name!r}: listing failed: {_short(exc)}") from None
                 raise ConfigError(
                     f"source {self.source_name!r}: cannot list {self.config.table}: {_short(exc)}"
@@ -132,19 +166,23 @@ class SqlConnector:
         `version_column`: such a table is listed, and every row hashed, in full each night."""
         if self.version is None:
             return None
+        newest = call_with_retry(self._newest_version)
+        if isinstance(newest, datetime):  # rows committed late with an earlier time stamp
+            newest -= timedelta(seconds=self.limits.cursor_overlap_s)
+        return _encoded(newest)
+
+    def _newest_version(self) -> object:
+        assert self.version is not None
         query = select(func.max(self.version)).select_from(self.rows)
         with self._connection() as connection:
             try:
-                newest = connection.execute(query).scalar()
+                return connection.execute(query).scalar()
             except DBAPIError as exc:
-                if exc.connection_invalidated:
+                if _transient(exc):
                     raise TransientError(f"source {self.source_name!r}: cursor failed: {_short(exc)}") from None
                 raise ConfigError(
                     f"source {self.source_name!r}: cannot read {self.config.version_column}: {_short(exc)}"
                 ) from None
-        if isinstance(newest, datetime):  # rows committed late with an earlier time stamp
-            newest -= timedelta(seconds=self.limits.cursor_overlap_s)
-        return _encoded(newest)
 
     def list_changes(self, since: str) -> Iterator[DocumentRef]:
         """The rows whose version is at least the cursor's (the boundary's rows again: the run sees
@@ -191,7 +229,7 @@ class SqlConnector:
             try:
                 found = connection.execute(query).first()
             except DBAPIError as exc:
-                if exc.connection_invalidated:
+                if _transient(exc):
                     raise TransientError(f"reading {ref.uri}: {_short(exc)}") from None
                 raise DocumentError(Reason.READ_ERROR, f"reading {ref.uri}: {_short(exc)}") from None
         if found is None:
@@ -202,6 +240,17 @@ class SqlConnector:
                 Reason.TOO_LARGE, f"{len(data)} bytes exceeds max_file_bytes={self.limits.max_file_bytes}"
             )
         return data
+
+
+def _timeouts(url: URL, seconds: float) -> dict[str, Any]:
+    """The driver's own time limits, so a database that stops answering fails (and is tried again)
+    instead of hanging the night: PostgreSQL and MySQL drivers; others take their defaults."""
+    whole = max(1, round(seconds))
+    if url.get_backend_name() == "postgresql":
+        return {"connect_timeout": whole, "options": f"-c statement_timeout={whole * 1000}"}
+    if url.get_backend_name() in {"mysql", "mariadb"}:
+        return {"connect_timeout": whole, "read_timeout": whole}
+    return {}
 
 
 _EMPTY = object()  # the table had no rows when the cursor was taken: every row is new
@@ -253,6 +302,11 @@ def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     return str(value).encode("utf-8")
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """A lost connection, or a statement cancelled by the time limit (PostgreSQL's 57014): try again."""
+    return bool(exc.connection_invalidated) or getattr(exc.orig, "sqlstate", None) == "57014"
 
 
 def _short(exc: SQLAlchemyError) -> str:

@@ -59,6 +59,43 @@ def _tar_gz(members: dict[str, bytes], links: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
+def _7z(members: dict[str, bytes], password: str | None = None, header_encryption: bool = False) -> bytes:
+    import py7zr
+
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w", password=password, header_encryption=header_encryption) as archive:
+        for name, data in members.items():
+            archive.writestr(data, name)
+    return buffer.getvalue()
+
+
+def test_a_7z_gives_its_members_and_says_what_it_cannot_read() -> None:
+    expansion = expand(_7z({"Verträge/NDA 1.txt": b"one", "two.txt": b"two"}), "Akten 2026.7z", LIMITS)
+    assert expansion is not None and expansion.kind == "7z"
+    assert {m.path: m.data for m in expansion.members} == {"Verträge/NDA 1.txt": b"one", "two.txt": b"two"}
+
+    locked = expand(_7z({"a.txt": b"secret"}, password="pw"), "locked.7z", LIMITS)
+    assert locked is not None and [(m.path, m.problem) for m in locked.members] == [
+        ("a.txt", (Reason.ENCRYPTED, "an encrypted archive member"))
+    ]
+    with pytest.raises(DocumentError) as hidden:  # even the names are encrypted
+        expand(_7z({"a.txt": b"secret"}, password="pw", header_encryption=True), "hidden.7z", LIMITS)
+    assert hidden.value.reason == Reason.ENCRYPTED
+
+
+def test_a_7z_bomb_is_refused_before_and_while_it_expands() -> None:
+    zeros = _7z({"zeros.bin": b"\0" * 20_000_000})
+    with pytest.raises(DocumentError, match="decompression bomb") as declared:
+        expand(zeros, "zeros.7z", LIMITS)
+    assert declared.value.reason == Reason.REFUSED
+    with pytest.raises(DocumentError, match="max_total_bytes") as total:
+        expand(_7z({"a.txt": b"a" * 5000}), "a.7z", ContainerSettings(max_total_bytes=1000))
+    assert total.value.reason == Reason.TOO_LARGE
+    with pytest.raises(DocumentError, match="not a readable 7z") as damaged:
+        expand(b"7z\xbc\xaf\x27\x1c garbage", "broken.7z", LIMITS)
+    assert damaged.value.reason == Reason.CORRUPT
+
+
 def test_a_zip_gives_its_members_and_names_what_it_cannot_read() -> None:
     data = _zip(
         {"a.txt": b"one", "deep/b.txt": b"two", "../../etc/evil.txt": b"three", "secret.txt": b"x"},
@@ -152,10 +189,11 @@ def test_a_run_accounts_for_every_member_with_its_parent_and_an_unchanged_archiv
         )
     )
     (source / "mail.eml").write_bytes((FIXTURES / "unstructured__fake-email-attachment.eml").read_bytes())
+    (source / "Akten.7z").write_bytes(_7z({"Verträge/NDA.txt": AGREEMENT.encode() + b"7z"}))
     summary = run(tmp_path / "data", source, NO_MODEL)
-    assert summary.status == "completed" and summary.documents_in == 2
-    assert summary.children == 5 + 1 + 1  # the zip's five, the inner zip's one, the e-mail's attachment
-    assert summary.processed + summary.failed + summary.skipped == 2 + 7
+    assert summary.status == "completed" and summary.documents_in == 3
+    assert summary.children == 5 + 1 + 1 + 1  # the zip's five, the inner zip's one, the e-mail's, the 7z's
+    assert summary.processed + summary.failed + summary.skipped == 3 + 8
     assert summary.document_failures == {"encrypted": 1, "empty_file": 1}
 
     rows = _rows(tmp_path / "data", "select document_uri, parent_uri, status, reason from documents")
@@ -167,8 +205,10 @@ def test_a_run_accounts_for_every_member_with_its_parent_and_an_unchanged_archiv
     assert by_uri[f"{bundle}!/locked.txt"]["reason"] == "encrypted"
     assert by_uri[f"{(source / 'mail.eml').as_uri()}!/fake-attachment.txt"]["status"] == "processed"
     assert by_uri[bundle]["status"] == "processed" and by_uri[bundle]["parent_uri"] is None
+    seven = (source / "Akten.7z").as_uri()
+    assert by_uri[f"{seven}!/Vertr%C3%A4ge/NDA.txt"]["status"] == "processed"
     runs = _rows(tmp_path / "data", "select documents_in, documents_children from runs")
-    assert runs == [{"documents_in": 2, "documents_children": 7}]
+    assert runs == [{"documents_in": 3, "documents_children": 8}]
 
-    again = run(tmp_path / "data", source, NO_MODEL)  # nothing changed: the archive is not opened again
-    assert again.status == "completed" and again.children == 0 and again.unchanged == 2
+    again = run(tmp_path / "data", source, NO_MODEL, full_listing=True)  # nothing changed: not opened again
+    assert again.status == "completed" and again.children == 0 and again.unchanged == 3

@@ -93,6 +93,19 @@ def test_ocr_reads_a_scan_an_image_and_the_scanned_page_of_a_born_digital_pdf() 
     assert "Docling bundles PDF document conversion" in read.text
     assert read.ocr_pages == 1 and all(span.ocr for span in read.element_spans)
     assert read.parser == "unstructured+tesseract" and "tesseract" in read.parser_version
+    assert read.ocr_confidence is not None and read.ocr_confidence > 80  # a clean scan: tesseract is sure
+    assert {span.ocr_rotated for span in read.element_spans} == {0}
+
+    from pipeline.parse.ocr import pdf_page_image
+
+    for turned in (90, 180):  # a page scanned on its side, or upside down, is turned upright first
+        buffer = io.BytesIO()
+        pdf_page_image(scan, 0).rotate(turned, expand=True).save(buffer, format="PNG")
+        sideways = buffer.getvalue()
+        upright = partition_bytes(sideways, "sideways.png", sha256_bytes(sideways), ocr_languages=("eng",)).document
+        assert "Docling bundles PDF document conversion" in upright.text
+        assert {span.ocr_rotated for span in upright.element_spans} == {turned}
+        assert upright.ocr_confidence is not None and upright.ocr_confidence > 80
 
     image = document("docling__qr_bill_example.jpg").read_bytes()
     seen = partition_bytes(image, "bill.jpg", sha256_bytes(image), ocr_languages=("eng",)).document

@@ -167,3 +167,32 @@ def test_an_smb_cursor_lists_what_was_written_since_and_a_full_listing_the_rest(
     # with its old times) is not seen until the next full listing (docs/connectors.md says so)
     assert sorted(ref.name for ref in connector.list_changes(cursor)) == ["kept.txt", "new.txt"]
     assert "moved here.txt" in {ref.name for ref in connector.list()}
+
+
+def test_an_smb_share_behind_dropped_connections_completes_with_nothing_lost(share: Share, tmp_path: Path) -> None:
+    """Fault injection on the wire: the first connection to the real Samba server is reset."""
+    from tests.support import FlakyProxy
+
+    for index in range(3):
+        (share.folder / f"contract {index}.txt").write_bytes(AGREEMENT + bytes([48 + index]))
+    proxy = FlakyProxy(("127.0.0.1", share.port), drop=lambda n: n == 1)
+    try:
+        summary = _run(tmp_path / "data", {"share": share.source(port=proxy.port)})
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1 and proxy.connections >= 2
+    assert summary.status == "completed" and summary.processed == 3 and summary.failed == 0
+
+
+def test_an_smb_server_that_stops_answering_is_timed_out_and_tried_again(share: Share, tmp_path: Path) -> None:
+    """Fault injection on the wire: the first connection is accepted and never answered."""
+    from tests.support import FlakyProxy
+
+    (share.folder / "contract.txt").write_bytes(AGREEMENT)
+    proxy = FlakyProxy(("127.0.0.1", share.port), drop=lambda n: False, stall=lambda n: n == 1)
+    try:
+        summary = _run(tmp_path / "data", {"share": share.source(port=proxy.port, timeout_s=2)})
+    finally:
+        proxy.close()
+    assert len(proxy.stalled) == 1 and proxy.connections >= 2
+    assert summary.status == "completed" and summary.processed == 1

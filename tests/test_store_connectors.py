@@ -230,3 +230,59 @@ def test_an_s3_store_that_stops_answering_is_timed_out_and_tried_again(s3: S3Buc
         proxy.close()
     assert len(proxy.stalled) == 2 and proxy.connections > 2
     assert summary.status == "completed" and summary.processed == 3
+
+
+def _postgres_port(url: str) -> tuple[str, int]:
+    from sqlalchemy import make_url
+
+    parsed = make_url(url)
+    return parsed.host or "127.0.0.1", parsed.port or 5432
+
+
+def _through(url: str, port: int) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+def test_a_database_behind_dropped_connections_completes_with_nothing_lost(tmp_path: Path) -> None:
+    """Fault injection on the wire: every other new connection to the real PostgreSQL is reset."""
+    from tests.support import FlakyProxy
+
+    with fresh_postgres_database("assay_flaky") as url:
+        filings = _filings(url)
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(
+                filings.insert(),
+                [
+                    {"doc_id": i, "file_name": f"filing {i}.txt", "body": AGREEMENT + bytes([48 + i]), "row_version": 1}
+                    for i in range(5, 10)
+                ],
+            )
+        engine.dispose()
+        proxy = FlakyProxy(_postgres_port(url), drop=lambda n: n % 2 == 1)
+        try:
+            source = _sql_source(_through(url, proxy.port), version_column="row_version", batch_size=3)
+            summary = _run(tmp_path / "data", {"filings": source})
+        finally:
+            proxy.close()
+    assert proxy.dropped >= 1  # the faults happened
+    assert summary.status == "completed" and summary.documents_in == 9
+    assert summary.processed == 8 and summary.document_failures == {"empty_file": 1}
+
+
+def test_a_database_that_stops_answering_is_timed_out_and_tried_again(tmp_path: Path) -> None:
+    """Fault injection on the wire: the first two connections are accepted and never answered."""
+    from tests.support import FlakyProxy
+
+    with fresh_postgres_database("assay_stall") as url:
+        _filings(url)
+        proxy = FlakyProxy(_postgres_port(url), drop=lambda n: False, stall=lambda n: n <= 2)
+        try:
+            source = _sql_source(_through(url, proxy.port), version_column="row_version", timeout_s=2)
+            summary = _run(tmp_path / "data", {"filings": source})
+        finally:
+            proxy.close()
+    assert len(proxy.stalled) == 2 and proxy.connections > 2
+    assert summary.status == "completed" and summary.documents_in == 4 and summary.processed == 3

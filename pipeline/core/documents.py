@@ -63,6 +63,8 @@ class PageSpan(BaseModel):
     start: int
     end: int
     ocr: bool = False  # the text of this range was read from the page's image (tesseract)
+    ocr_confidence: float | None = None  # tesseract's mean word confidence (0-100) on that page
+    ocr_rotated: int | None = None  # degrees the page image was turned clockwise before it was read
 
 
 class ParsedDocument(BaseModel):
@@ -78,6 +80,12 @@ class ParsedDocument(BaseModel):
     page_count: int | None
     parser: str
     parser_version: str
+
+    @property
+    def ocr_confidence(self) -> float | None:
+        """The lowest mean word confidence of the pages OCR read (None: none was): the page to check."""
+        found = [span.ocr_confidence for span in self.element_spans if span.ocr_confidence is not None]
+        return min(found) if found else None
 
     @property
     def ocr_pages(self) -> int:

@@ -113,6 +113,7 @@ class DocumentRow:
     text_chars: int | None = None
     pages: int | None = None
     ocr_pages: int | None = None
+    ocr_confidence: float | None = None  # the lowest mean word confidence among the OCR'd pages
     chunks: int = 0
     chunks_extracted: int = 0
     findings: int = 0

@@ -24,6 +24,7 @@ from pipeline.core.documents import ELEMENT_SEPARATOR, PageSpan, ParsedDocument
 from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.hashing import sha256_text
 from pipeline.parse.convert import TO_DOCX, libreoffice_has, needs_docx_conversion, to_docx
+from pipeline.parse.ocr import OCR_CODE_VERSION, OcrRead, image_pages, ocr_elements, pdf_page_image
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,6 @@ def converters() -> tuple[str, ...]:
 
 # Images read with tesseract when OCR is on (parsing.ocr) and tesseract is installed.
 IMAGE_TYPES = {"jpg", "png", "tiff", "bmp"}
-OCR_STRATEGY = "ocr_only"  # unstructured's tesseract path: no layout model, nothing downloaded
 
 
 @cache
@@ -184,20 +184,22 @@ def partition_with_ocr(
     first_page: int,
     ocr_languages: tuple[str, ...],
     pages: int | None = None,
-) -> tuple[list[Any], list[bool]]:
-    """The elements, and for each whether OCR read it: images whole, PDF pages that have no text layer.
+) -> tuple[list[Any], list[OcrRead | None]]:
+    """The elements, and for each how OCR read it (None: not OCR): images whole, PDF pages that have
+    no text layer.
 
     A PDF's text-layer pages keep their text; each page the text layer gives nothing for (a scanned
-    page inside a born-digital PDF included) is read on its own with tesseract.
+    page inside a born-digital PDF included) is rendered and read on its own with tesseract,
+    turned upright first (pipeline/parse/ocr.py).
     """
     ocr = bool(ocr_languages) and ocr_available()
     if needs_docx_conversion(data, filetype):  # RTF, OpenDocument text, Strict OOXML: read as a .docx
         converted = to_docx(data, filetype)
         elements = partition_elements(converted, f"{Path(filename).stem}.docx", strategy, filetype, first_page)
-        return elements, [False] * len(elements)
+        return elements, [None] * len(elements)
     if filetype in IMAGE_TYPES:
-        elements = partition_elements(data, filename, OCR_STRATEGY, filetype, first_page, ocr_languages)
-        return elements, [True] * len(elements)
+        read = [pair for i, image in enumerate(image_pages(data)) for pair in ocr_elements(image, ocr_languages, i + 1)]
+        return [element for element, _ in read], [how for _, how in read]
     try:
         elements = partition_elements(data, filename, strategy, filetype, first_page)
     except DocumentError as exc:
@@ -205,7 +207,7 @@ def partition_with_ocr(
             raise
         # Rows of different lengths (a ragged export): pandas refuses them; pad every row to the widest.
         elements = partition_elements(rectangular(data, filetype), filename, strategy, filetype, first_page)
-    flags = [False] * len(elements)
+    flags: list[OcrRead | None] = [None] * len(elements)
     if filetype != "pdf" or not ocr:
         return elements, flags
     with_text = {element.metadata.page_number for element in elements}
@@ -213,10 +215,9 @@ def partition_with_ocr(
     scanned = [page for page in range(first_page, first_page + pages) if page not in with_text]
     if not scanned:
         return elements, flags
-    found: list[tuple[Any, bool]] = list(zip(elements, flags, strict=True))
+    found: list[tuple[Any, OcrRead | None]] = list(zip(elements, flags, strict=True))
     for page in scanned:
-        single = single_page_pdf(data, page - first_page)
-        found += [(e, True) for e in partition_elements(single, filename, OCR_STRATEGY, "pdf", page, ocr_languages)]
+        found += ocr_elements(pdf_page_image(data, page - first_page), ocr_languages, page)
     found.sort(key=lambda pair: pair[0].metadata.page_number or 0)  # stable: each page keeps its order
     return [element for element, _ in found], [flag for _, flag in found]
 
@@ -234,16 +235,6 @@ def rectangular(data: bytes, filetype: str) -> bytes:
     for row in rows:
         writer.writerow(row + [""] * (width - len(row)))
     return out.getvalue().encode("utf-8")
-
-
-def single_page_pdf(data: bytes, index: int) -> bytes:
-    from pypdf import PdfReader, PdfWriter
-
-    writer = PdfWriter()
-    writer.add_page(PdfReader(io.BytesIO(data)).pages[index])
-    buffer = io.BytesIO()
-    writer.write(buffer)
-    return buffer.getvalue()
 
 
 def partition_elements(
@@ -282,7 +273,7 @@ def partition_elements(
 
 
 def build_document(
-    elements: list[Any], content_sha256: str, filetype: str, ocr: list[bool] | None = None
+    elements: list[Any], content_sha256: str, filetype: str, ocr: list[OcrRead | None] | None = None
 ) -> ParsedDocument:
     """The canonical text of a document from its elements (in order), with the page of each range."""
     if not elements:
@@ -292,7 +283,7 @@ def build_document(
         elif filetype == "pdf" or filetype in IMAGE_TYPES:
             hint = " (OCR found no text either, or parsing.ocr is off)"
         raise DocumentError(Reason.NO_TEXT, f"partitioning produced no text{hint}", filetype)
-    flags = ocr if ocr is not None else [False] * len(elements)
+    flags = ocr if ocr is not None else [None] * len(elements)
 
     spans: list[PageSpan] = []
     parts: list[str] = []
@@ -302,8 +293,16 @@ def build_document(
             cursor += len(ELEMENT_SEPARATOR)
         text = element.text
         parts.append(text)
+        read = flags[index]
         spans.append(
-            PageSpan(page=element.metadata.page_number, start=cursor, end=cursor + len(text), ocr=flags[index])
+            PageSpan(
+                page=element.metadata.page_number,
+                start=cursor,
+                end=cursor + len(text),
+                ocr=read is not None,
+                ocr_confidence=read.confidence if read is not None else None,
+                ocr_rotated=read.rotated if read is not None else None,
+            )
         )
         cursor += len(text)
     text = ELEMENT_SEPARATOR.join(parts)
@@ -316,7 +315,11 @@ def build_document(
         element_spans=tuple(spans),
         page_count=max(pages) if pages else None,
         parser=f"{PARSER_NAME}+tesseract" if any(flags) else PARSER_NAME,
-        parser_version=f"{PARSER_VERSION}; tesseract {tesseract_version()}" if any(flags) else PARSER_VERSION,
+        parser_version=(
+            f"{PARSER_VERSION}; tesseract {tesseract_version()}; ocr {OCR_CODE_VERSION}"
+            if any(flags)
+            else PARSER_VERSION
+        ),
     )
 
 

@@ -49,6 +49,7 @@ from pipeline.core.documents import Chunk, ParsedDocument
 from pipeline.core.errors import DocumentError, Reason
 from pipeline.core.settings import ChunkingSettings, ParsingSettings
 from pipeline.parse.chunking import chunk_document
+from pipeline.parse.ocr import OcrRead
 from pipeline.parse.partition import (
     build_document,
     check_partitionable,
@@ -85,7 +86,7 @@ class _Parsed:
     filetype: str
     elements: list[Any] | None = None
     ranges: list[tuple[int, int, bytes]] | None = None
-    ocr: list[bool] | None = None  # per element: read by OCR
+    ocr: list[OcrRead | None] | None = None  # per element: how OCR read it (None: not OCR)
 
 
 def _parse_part(part: _Part) -> _Parsed:
@@ -261,7 +262,7 @@ class ParseJob:
         """The document and its chunks, or `DocumentError` with the reason it could not be parsed."""
         parsed = self._wait(self.part, self.wait)
         elements = parsed.elements or []
-        ocr = parsed.ocr or [False] * len(elements)
+        ocr = parsed.ocr or [None] * len(elements)
         size = _Size()  # checked here too: the parent trusts no worker's answer, and sums a PDF's parts
         if parsed.ranges is not None:
             # A long PDF: its page ranges in parallel, then their elements in page order.
@@ -286,7 +287,7 @@ class ParseJob:
                 more = done.elements or []
                 size.add(more, self.pool.caps, parsed.filetype)
                 elements += more
-                ocr += done.ocr or [False] * len(more)
+                ocr += done.ocr or [None] * len(more)
         else:
             size.add(elements, self.pool.caps, parsed.filetype)
         document = build_document(elements or [], self.content_sha256, parsed.filetype, ocr)

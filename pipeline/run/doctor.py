@@ -349,7 +349,14 @@ def check_ocr(settings: Settings) -> Check:
             f"tesseract lacks the language packs {', '.join(missing)} (parsing.ocr_languages)",
             "install " + ", ".join(f"tesseract-ocr-{lang}" for lang in missing) + " (Debian)",
         )
-    return Check("ocr", "ok", f"tesseract with {', '.join(settings.parsing.ocr_languages)}")
+    if "osd" not in installed:
+        return Check(
+            "ocr",
+            "warning",
+            "tesseract lacks its orientation data (osd): pages scanned on their side are read as they lie",
+            "install tesseract-ocr-osd (Debian)",
+        )
+    return Check("ocr", "ok", f"tesseract with {', '.join(settings.parsing.ocr_languages)}, orientation detection")
 
 
 def check_data_dir(settings: Settings, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES) -> Check:

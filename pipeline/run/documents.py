@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 from pipeline.core.connector import Connector
-from pipeline.core.documents import CHILD_SEPARATOR, Chunk, DocumentRef, ListingProblem, ParsedDocument
+from pipeline.core.documents import CHILD_SEPARATOR, Chunk, DocumentRef, ListingProblem, PageSpan, ParsedDocument
 from pipeline.core.errors import DocumentError, Reason, TransientError
 from pipeline.core.faults import crash_point
 from pipeline.core.hashing import canonical_json, sha256_bytes
@@ -233,7 +233,7 @@ def land_text_and_chunks(work: ShardWork, document: ParsedDocument, chunks: list
             content_sha256=document.content_sha256,
             text_sha256=document.text_sha256,
             text=document.text,
-            page_spans=canonical_json([span.model_dump() for span in document.element_spans]),
+            page_spans=canonical_json([_span(span) for span in document.element_spans]),
         )
     )
     key = chunking_key(work.context.settings.chunking)
@@ -267,6 +267,7 @@ def queue_model_work(
     row.text_sha256, row.text_chars = document.text_sha256, len(document.text)
     row.pages, row.chunks, row.model_tokens = document.page_count, len(chunks), 0
     row.ocr_pages = document.ocr_pages
+    row.ocr_confidence = document.ocr_confidence
     work.report.pages += document.page_count or 1
     work.report.chunks += len(chunks)
 
@@ -302,3 +303,9 @@ def _routing_row(
         routed=routed,
         reason=reason,
     )
+
+
+def _span(span: PageSpan) -> dict[str, object]:
+    """A page span as `texts.page_spans` holds it: the OCR fields only where OCR read the range (so the
+    spans of everything else read as they did before OCR confidences were recorded)."""
+    return span.model_dump(exclude=set() if span.ocr else {"ocr_confidence", "ocr_rotated"})
