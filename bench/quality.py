@@ -65,6 +65,7 @@ def main() -> None:
     for label, s in results.items():
         print(
             f"{label}: f1={s['overall_f1']} precision={s['overall_precision']} recall={s['overall_recall']} "
+            f"candidate_recall={s.get('overall_candidate_recall')} "
             f"grounded_share={s['grounded_share']} tokens_per_doc={s['model_tokens_per_document']} "
             f"chunks_to_model={s['chunks_routed']}/{s['chunks']} run_seconds={s.get('run_seconds')}"
         )

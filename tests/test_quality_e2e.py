@@ -136,6 +136,9 @@ def test_eval_reports_and_compares(tmp_path: Path) -> None:
     assert summary["overall_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-4)
     jurisdiction = next(f for f in fields if f["field"] == "jurisdiction")
     assert jurisdiction["tp"] >= 2  # Arizona and Kentucky are written in governing-law passages
+    for row in fields:  # the chosen values are among the candidates: no chooser beats candidate recall
+        assert row["recall"] <= row["candidate_recall"] <= 1.0
+    assert summary["overall_recall"] <= summary["overall_candidate_recall"]
     assert summary["chunks_routed"] < summary["chunks"]
     assert (folder / "calibration.parquet").is_file() and "| **overall (micro)** |" in (
         folder / "report.md"

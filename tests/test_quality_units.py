@@ -340,3 +340,46 @@ def test_gold_loading(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"no": "file"}\n')
     with pytest.raises(ConfigError, match=r"bad\.jsonl:1"):
         load_gold(tmp_path / "bad.jsonl")
+
+
+def test_candidate_recall_counts_gold_values_among_every_candidate_not_only_the_chosen() -> None:
+    import json
+
+    import duckdb
+
+    from pipeline.audit.evaluation import GoldDocument, evaluate
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE documents (content_sha256 VARCHAR, document_uri VARCHAR)")
+    con.execute("CREATE TABLE routing (task VARCHAR, run_id VARCHAR, content_sha256 VARCHAR, routed BOOLEAN)")
+    con.execute(
+        "CREATE TABLE answers (run_id VARCHAR, content_sha256 VARCHAR, task VARCHAR, prompt_tokens INT, "
+        "completion_tokens INT)"
+    )
+    con.execute(
+        "CREATE TABLE document_values (task VARCHAR, run_id VARCHAR, content_sha256 VARCHAR, field VARCHAR, "
+        "value VARCHAR, status VARCHAR, confidence DOUBLE, methods VARCHAR, evidence_start BIGINT, "
+        "item_index INT, alternatives VARCHAR)"
+    )
+    con.execute("INSERT INTO documents VALUES ('sha', 'file:///gold/nda.pdf')")
+    con.execute("INSERT INTO routing VALUES ('nda', 'run-1', 'sha', true)")
+    other = json.dumps([{"value": "Delaware", "support": 1, "grounded": 1, "score": 0.4, "methods": ["model"]}])
+    con.execute(
+        "INSERT INTO document_values VALUES "
+        "('nda', 'run-1', 'sha', 'jurisdiction', 'New York', 'chosen', 0.9, 'model', 10, 0, ?), "
+        "('nda', 'run-1', 'sha', 'term', NULL, 'unsupported', NULL, 'model', NULL, 0, ?)",
+        [other, json.dumps([{"value": "2 years", "support": 1, "grounded": 0, "score": 0.2, "methods": ["model"]}])],
+    )
+    gold = [
+        GoldDocument(
+            file="nda.pdf",
+            keys_asked=["jurisdiction", "term"],
+            values={"jurisdiction": ["Delaware"], "term": ["2_years"]},
+        )
+    ]
+    report = evaluate(con, "nda", gold)
+    fields = {row["field"]: row for row in report.fields}
+    # the reducer chose New York (wrong) and found no supported term: recall 0, both gold values were candidates
+    assert fields["jurisdiction"]["recall"] == 0.0 and fields["jurisdiction"]["candidate_recall"] == 1.0
+    assert fields["term"]["recall"] == 0.0 and fields["term"]["candidate_recall"] == 1.0
+    assert report.summary["overall_candidate_recall"] == 1.0 and report.summary["overall_f1"] == 0.0

@@ -8,6 +8,13 @@ own format (spaces and colons become "_", commas dropped), then both sides are
 upper-cased with "_" read as a space. A document's predicted values are its
 `document_values` (chosen or disputed values, not the unsupported ones).
 
+Beside F1, each field's **candidate recall**: the share of gold values found among
+every candidate the generators (rules and model) produced for that field, before
+the reducer chose (each `document_values` row's value and its `alternatives`,
+whatever their status). It is the recall a perfect chooser would reach: a change
+that raises it improved generation; one that raises F1 at the same candidate recall
+improved the choice.
+
 An evaluation writes `summary.json`, `fields.parquet`, `documents.parquet`,
 `calibration.parquet` and `report.md` into its folder; two folders compare with
 `compare_reports`.
@@ -128,6 +135,22 @@ class EvaluationReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_CANDIDATES = """
+    SELECT v.field, v.value, v.alternatives
+    FROM document_values AS v
+    WHERE v.task = ? AND v.run_id = ? AND v.content_sha256 = ?
+"""
+
+
+def candidate_keys(rows: list[tuple[Any, ...]]) -> dict[str, set[str]]:
+    """Field -> the comparison keys of every candidate value (chosen or not), from `_CANDIDATES` rows."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for field_name, value, alternatives in rows:
+        values = [value] + [alt.get("value") for alt in json.loads(alternatives or "[]") if isinstance(alt, dict)]
+        found[str(field_name)].update(comparison_key(to_dataset_format(str(v))) for v in values if v)
+    return found
+
+
 _PREDICTED = """
     SELECT v.content_sha256, v.field, v.value, v.status, v.confidence, v.methods, v.evidence_start
     FROM document_values AS v
@@ -155,6 +178,7 @@ def _latest_extraction(con: duckdb.DuckDBPyConnection, task: str, uri_suffix: st
 def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]) -> EvaluationReport:
     """Score the task's landed values against the gold labels (the warehouse must hold a run over them)."""
     per_field: dict[str, _Counts] = defaultdict(_Counts)
+    candidates_found: dict[str, int] = defaultdict(int)  # gold values among the candidates, per field
     documents: list[dict[str, Any]] = []
     buckets: dict[str, list[bool]] = defaultdict(list)
     predicted_total = grounded_total = 0
@@ -166,6 +190,9 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
             missing.append(item.file)
         content_sha256, run_id = found or ("", "")
         rows = con.execute(_PREDICTED, [task, run_id, content_sha256]).fetchall() if found else []
+        candidates = candidate_keys(
+            con.execute(_CANDIDATES, [task, run_id, content_sha256]).fetchall() if found else []
+        )
         if found:
             tokens, routed, chunks = con.execute(
                 """
@@ -187,6 +214,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
                 predicted_keys.setdefault(comparison_key(to_dataset_format(str(row[2]))), row)
             counts = score_field(item, key, [str(r[2]) for r in predicted])
             per_field[key].add(counts)
+            candidates_found[key] += len(gold_keys & candidates.get(key, set()))
             for value_key, row in predicted_keys.items():
                 predicted_total += 1
                 grounded_total += row[6] is not None
@@ -211,7 +239,10 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
     overall = _Counts()
     for counts in per_field.values():
         overall.add(counts)
-    fields = [{"field": name, **counts.scores()} for name, counts in sorted(per_field.items())]
+    fields = [
+        {"field": name, **counts.scores(), "candidate_recall": _share(candidates_found[name], counts.tp + counts.fn)}
+        for name, counts in sorted(per_field.items())
+    ]
     calibration = [
         {"bucket": name, "values": len(hits), "accuracy": round(sum(hits) / len(hits), 4)}
         for name, hits in sorted(buckets.items())
@@ -221,6 +252,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
         "documents": len(gold),
         "documents_without_results": missing,
         **{f"overall_{k}": v for k, v in overall.scores().items()},
+        "overall_candidate_recall": _share(sum(candidates_found.values()), overall.tp + overall.fn),
         "grounded_share": round(grounded_total / predicted_total, 4) if predicted_total else None,
         "predicted_values": predicted_total,
         "model_tokens_per_document": round(tokens_total / len(gold), 1),
@@ -228,6 +260,10 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
         "chunks_routed": routed_total,
     }
     return EvaluationReport(summary, fields, documents, calibration)
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
 
 
 def write_report(report: EvaluationReport, out_dir: Path) -> Path:
@@ -256,15 +292,18 @@ def report_markdown(report: EvaluationReport) -> str:
         f"{s['chunks_routed']} of {s['chunks']}",
         f"- share of predicted values grounded in the source: {s['grounded_share']}",
         "",
-        "| field | precision | recall | F1 | TP | FP | FN |",
-        "|---|---|---|---|---|---|---|",
+        "| field | precision | recall | F1 | candidate recall | TP | FP | FN |",
+        "|---|---|---|---|---|---|---|---|",
         *(
             f"| {f['field']} | {f['precision']:.3f} | {f['recall']:.3f} | {f['f1']:.3f} "
-            f"| {f['tp']} | {f['fp']} | {f['fn']} |"
+            f"| {f.get('candidate_recall', 0.0):.3f} | {f['tp']} | {f['fp']} | {f['fn']} |"
             for f in report.fields
         ),
         f"| **overall (micro)** | {s['overall_precision']:.3f} | {s['overall_recall']:.3f} | **{s['overall_f1']:.3f}** "
-        f"| {s['overall_tp']} | {s['overall_fp']} | {s['overall_fn']} |",
+        f"| {s.get('overall_candidate_recall', 0.0):.3f} | {s['overall_tp']} | {s['overall_fp']} | {s['overall_fn']} |",
+        "",
+        "Candidate recall: the share of gold values among every candidate the rules and the model produced, "
+        "before the reducer chose (the recall a perfect chooser would reach).",
         "",
         "## Calibration (accuracy of predicted values by model confidence)",
         "",
