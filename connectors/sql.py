@@ -24,7 +24,7 @@ import mimetypes
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -42,13 +42,17 @@ from sqlalchemy import (
     select,
     table,
 )
+from sqlalchemy.engine import Result
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.expression import ColumnClause, ColumnElement, TableClause
 
 from pipeline.core.connector import SourceLimits
 from pipeline.core.documents import DocumentRef
 from pipeline.core.errors import ConfigError, DocumentError, Reason, TransientError
 from pipeline.core.retry import call_with_retry
+
+T = TypeVar("T")
 
 
 class SqlSourceConfig(BaseModel):
@@ -151,15 +155,18 @@ class SqlConnector:
         so a connection lost between pages, or during one, costs only that page: it is asked again)."""
         if after is not None:
             query = query.where(self.id > after)
+        return self._fetch(query, lambda result: result.mappings().all(), f"list {self.config.table}")
+
+    def _fetch(self, statement: Executable, fetch: Callable[[Result[Any]], T], doing: str) -> T:
+        """Run `statement` and `fetch` its result: a lost connection or a timeout is transient (the caller
+        retries it), any other database error is the source's configuration."""
         with self._connection() as connection:
             try:
-                return connection.execute(query).mappings().all()
+                return fetch(connection.execute(statement))
             except DBAPIError as exc:
                 if _transient(exc):
-                    raise TransientError(f"source {self.source_name!r}: listing failed: {_short(exc)}") from None
-                raise ConfigError(
-                    f"source {self.source_name!r}: cannot list {self.config.table}: {_short(exc)}"
-                ) from None
+                    raise TransientError(f"source {self.source_name!r}: {doing} failed: {_short(exc)}") from None
+                raise ConfigError(f"source {self.source_name!r}: cannot {doing}: {_short(exc)}") from None
 
     def cursor(self) -> str | None:
         """The largest version in the table now (an updated-at time less the overlap); None without a
@@ -174,15 +181,7 @@ class SqlConnector:
     def _newest_version(self) -> object:
         assert self.version is not None
         query = select(func.max(self.version)).select_from(self.rows)
-        with self._connection() as connection:
-            try:
-                return connection.execute(query).scalar()
-            except DBAPIError as exc:
-                if _transient(exc):
-                    raise TransientError(f"source {self.source_name!r}: cursor failed: {_short(exc)}") from None
-                raise ConfigError(
-                    f"source {self.source_name!r}: cannot read {self.config.version_column}: {_short(exc)}"
-                ) from None
+        return self._fetch(query, lambda result: result.scalar(), f"read {self.config.version_column}")
 
     def list_changes(self, since: str) -> Iterator[DocumentRef]:
         """The rows whose version is at least the cursor's (the boundary's rows again: the run sees

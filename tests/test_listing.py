@@ -54,6 +54,14 @@ def _listed(summary: RunSummary, data_dir: Path) -> list[str]:
     return sorted(unquote(str(uri).rsplit("/", 1)[-1]) for (uri,) in rows)
 
 
+def _one_file_share(tmp_path: Path) -> tuple[Path, dict[str, dict[str, Any]], Path]:
+    """A folder holding a.txt, its source settings, and a data folder for the runs."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "a.txt").write_bytes(AGREEMENT)
+    return share, {"share": {"connector": "local", "path": str(share)}}, tmp_path / "data"
+
+
 def test_a_night_lists_only_what_changed_and_a_full_listing_finds_deletions(tmp_path: Path) -> None:
     share = tmp_path / "Verträge"
     share.mkdir()
@@ -110,11 +118,7 @@ def test_a_changes_only_listing_sees_content_and_inode_changes_but_not_the_uncha
 
 
 def test_a_run_that_does_not_complete_saves_no_cursor(tmp_path: Path) -> None:
-    share = tmp_path / "share"
-    share.mkdir()
-    (share / "a.txt").write_bytes(AGREEMENT)
-    sources = {"share": {"connector": "local", "path": str(share)}}
-    data = tmp_path / "data"
+    share, sources, data = _one_file_share(tmp_path)
     first = _run(data, sources)
     settings = _settings(data, sources)
     saved = get_state(state_url(settings)).cursors.get("share")
@@ -137,11 +141,7 @@ def test_a_run_that_does_not_complete_saves_no_cursor(tmp_path: Path) -> None:
 
 
 def test_new_work_a_due_full_listing_and_the_settings_list_everything_again(tmp_path: Path) -> None:
-    share = tmp_path / "share"
-    share.mkdir()
-    (share / "a.txt").write_bytes(AGREEMENT)
-    sources = {"share": {"connector": "local", "path": str(share)}}
-    data = tmp_path / "data"
+    _, sources, data = _one_file_share(tmp_path)
     _run(data, sources)
     assert _run(data, sources).documents_in == 0
 
