@@ -146,7 +146,7 @@ def test_new_work_a_due_full_listing_and_the_settings_list_everything_again(tmp_
     assert _run(data, sources).documents_in == 0
 
     rechunked = _run(data, sources, chunking={"max_characters": 900})
-    assert rechunked.listing["share"].startswith("full listing (the work changed since the cursor was saved")
+    assert rechunked.listing["share"].startswith("full listing (the work or the source's settings changed since")
     assert rechunked.documents_in == 1 and rechunked.processed == 1
 
     time.sleep(1.0)
@@ -250,3 +250,19 @@ def test_a_read_error_is_tried_again_every_night_until_it_reads(tmp_path: Path) 
     third = _run(data, sources)
     assert _listed(third, data) == ["contract.txt"] and third.processed == 1 and third.failed == 0
     assert _run(data, sources).documents_in == 0  # read: not listed again
+
+
+def test_a_source_whose_globs_widen_is_listed_in_full(tmp_path: Path) -> None:
+    """Found with `assay eval --limit 10` then 40: the 30 files the wider globs selected were never listed."""
+    share = tmp_path / "share"
+    share.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (share / name).write_bytes(AGREEMENT + name.encode())
+    data = tmp_path / "data"
+    narrow = {"share": {"connector": "local", "path": str(share), "include": ["a.txt"]}}
+    assert _run(data, narrow).documents_in == 1
+    wide = {"share": {"connector": "local", "path": str(share), "include": ["a.txt", "b.txt", "c.txt"]}}
+    widened = _run(data, wide)
+    assert widened.listing["share"].startswith("full listing (the work or the source's settings changed")
+    assert _listed(widened, data) == ["a.txt", "b.txt", "c.txt"] and widened.processed == 2
+    assert _run(data, wide).documents_in == 0  # and the next night lists only changes again

@@ -102,7 +102,9 @@ def finish_run(
     )
     crash_point("after-manifest")
     if status == "completed":  # a night that missed documents lists from the same place again
-        save_cursors(state, context.listings, context.work_fingerprint, context.run_id, context.started_at)
+        save_cursors(
+            context.sources, state, context.listings, context.work_fingerprint, context.run_id, context.started_at
+        )
     state.run_finished(context.run_id, "completed")
     release_lake(state, context.run_id)
     # Committed: nothing below may turn the run into a failure; what goes wrong is reported.

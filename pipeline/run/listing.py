@@ -10,7 +10,9 @@ taken instead, and says why, when:
   `retry_failed = true`;
 - the source has no saved cursor (its first run, or the last completed one listed it another way);
 - the work changed since the cursor's run (a task, the model, the code versions, parse settings, an
-  installed converter): every document must be looked at again;
+  installed converter), or the source's own settings did (its folder, its include/exclude globs, its
+  table): every document must be looked at again, and files a wider glob now selects were never
+  seen;
 - the last full listing is `[listing] full_every_days` old (weekly by default): only a full
   listing finds deleted documents, and what a time-stamp cursor cannot see (a file copied in with
   an old time stamp, a database row committed late with an earlier updated-at).
@@ -30,6 +32,7 @@ from pydantic import BaseModel
 from pipeline.core.connector import Connector, ListsChanges
 from pipeline.core.documents import DocumentRef
 from pipeline.core.errors import Reason
+from pipeline.core.hashing import fingerprint
 from pipeline.core.settings import Settings
 from pipeline.state.store import StateStore
 
@@ -109,13 +112,21 @@ def _why_full(
     saved = state.cursors.get(name)
     if saved is None or saved.cursor is None or saved.full_listing_at is None:
         return "no completed run saved a cursor for this source"
-    if saved.work_fingerprint != work_fingerprint:
-        return "the work changed since the cursor was saved (a task, the model, code or parse settings)"
+    if saved.work_fingerprint != cursor_key(connector, work_fingerprint):
+        return (
+            "the work or the source's settings changed since the cursor was saved "
+            "(a task, the model, code or parse settings, the source's path or globs)"
+        )
     age = started_at - saved.full_listing_at
     if age >= timedelta(days=settings.listing.full_every_days):
         every = settings.listing.full_every_days
         return f"the last full listing was {age.days} days ago (listing.full_every_days = {every:g})"
     return None
+
+
+def cursor_key(connector: Connector, work_fingerprint: str) -> str:
+    """What a saved cursor is valid for: the run's work and the source's settings (secrets masked)."""
+    return fingerprint("cursor", work_fingerprint, connector.config.model_dump(mode="json"))
 
 
 def list_documents(
@@ -145,6 +156,7 @@ def list_documents(
 
 
 def save_cursors(
+    sources: Mapping[str, Connector],
     state: StateStore,
     listings: Mapping[str, SourceListing],
     work_fingerprint: str,
@@ -155,4 +167,5 @@ def save_cursors(
     for name, listing in listings.items():
         if listing.cursor is None:
             continue
-        state.cursors.save(name, listing.cursor, work_fingerprint, run_id, started_at if listing.full else None)
+        key = cursor_key(sources[name], work_fingerprint)
+        state.cursors.save(name, listing.cursor, key, run_id, started_at if listing.full else None)
