@@ -17,6 +17,7 @@ instance profile). Throttling, timeouts and 5xx answers are retried by the run
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
@@ -91,10 +92,7 @@ class S3Connector:
         return unquote(url.path.lstrip("/"))
 
     def list(self) -> Iterator[DocumentRef]:
-        try:
-            yield from (self._list_versions() if self.config.versions else self._list_objects())
-        except Exception as exc:
-            raise _translated(exc, f"listing {self.config.url}", listing=True) from exc
+        return self._list(None)
 
     def cursor(self) -> str:
         return time_cursor(self.limits)
@@ -102,29 +100,40 @@ class S3Connector:
     def list_changes(self, since: str) -> Iterator[DocumentRef]:
         """The objects written since the cursor. S3 cannot filter a listing by time, so the pages are
         still read; what this saves is the state-store lookups and the refs of every unchanged object."""
-        moment = changed_since(since)
-        return (ref for ref in self.list() if ref.modified_at is None or ref.modified_at >= moment)
+        return self._list(changed_since(since))
+
+    def _list(self, since: datetime | None) -> Iterator[DocumentRef]:
+        try:
+            yield from (self._list_versions(since) if self.config.versions else self._list_objects(since))
+        except Exception as exc:
+            raise _translated(exc, f"listing {self.config.url}", listing=True) from exc
 
     def _selected(self, key: str) -> bool:
         relative = key[len(self.prefix) :]
         return bool(relative) and not key.endswith("/") and selected(relative, self.config.include, self.config.exclude)
 
-    def _list_objects(self) -> Iterator[DocumentRef]:
+    def _wanted(self, item: dict[str, Any], since: datetime | None) -> bool:
+        """Under the prefix, through the globs, and (with `since`) written at or after it."""
+        written = item.get("LastModified")
+        recent = since is None or written is None or written >= since
+        return recent and self._selected(item["Key"])
+
+    def _list_objects(self, since: datetime | None) -> Iterator[DocumentRef]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.config.page_size}
         )
         for page in pages:
             for item in page.get("Contents", []):
-                if self._selected(item["Key"]):
+                if self._wanted(item, since):
                     yield self._ref(item["Key"], item["ETag"].strip('"'), None, item)
 
-    def _list_versions(self) -> Iterator[DocumentRef]:
+    def _list_versions(self, since: datetime | None) -> Iterator[DocumentRef]:
         pages = self.client.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.config.page_size}
         )
         for page in pages:  # delete markers are not listed here: a deleted object is simply absent
             for item in page.get("Versions", []):
-                if item.get("IsLatest") and self._selected(item["Key"]):
+                if item.get("IsLatest") and self._wanted(item, since):
                     yield self._ref(item["Key"], item["ETag"].strip('"'), item.get("VersionId"), item)
 
     def _ref(self, key: str, etag: str, version_id: str | None, item: dict[str, Any]) -> DocumentRef:

@@ -34,6 +34,7 @@ from pipeline.core.documents import DocumentRef
 from pipeline.core.errors import Reason
 from pipeline.core.hashing import fingerprint
 from pipeline.core.settings import Settings
+from pipeline.state.cursors import SavedCursor
 from pipeline.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -67,11 +68,11 @@ def plan_listings(
     listings: dict[str, SourceListing] = {}
     for name, connector in sources.items():
         cursor = connector.cursor() if isinstance(connector, ListsChanges) else None
-        full_why = _why_full(connector, cursor, name, state, settings, work_fingerprint, started_at, full_listing)
+        saved = state.cursors.get(name)
+        full_why = _why_full(connector, cursor, saved, settings, work_fingerprint, started_at, full_listing)
         if full_why is not None:
             listing = SourceListing(full=True, why=full_why, cursor=cursor)
         else:
-            saved = state.cursors.get(name)
             assert saved is not None and saved.full_listing_at is not None  # _why_full checked both
             due = saved.full_listing_at + timedelta(days=settings.listing.full_every_days)
             listing = SourceListing(
@@ -88,14 +89,13 @@ def plan_listings(
 def _why_full(
     connector: Connector,
     cursor: str | None,
-    name: str,
-    state: StateStore,
+    saved: SavedCursor | None,
     settings: Settings,
     work_fingerprint: str,
     started_at: datetime,
     asked: bool,
 ) -> str | None:
-    """Why this source is listed in full, or None when only its changes are listed."""
+    """Why this source is listed in full, or None when only its changes (since `saved`) are listed."""
     kind = getattr(connector.config, "connector", "source")
     if not isinstance(connector, ListsChanges):
         return f"the {kind} connector keeps no cursor"
@@ -109,10 +109,9 @@ def _why_full(
         return "retry_failed = true"
     if settings.listing.full_every_days == 0:
         return "listing.full_every_days = 0"
-    saved = state.cursors.get(name)
     if saved is None or saved.cursor is None or saved.full_listing_at is None:
         return "no completed run saved a cursor for this source"
-    if saved.work_fingerprint != cursor_key(connector, work_fingerprint):
+    if saved.key != cursor_key(connector, work_fingerprint):
         return (
             "the work or the source's settings changed since the cursor was saved "
             "(a task, the model, code or parse settings, the source's path or globs)"

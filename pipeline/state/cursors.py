@@ -1,9 +1,10 @@
 """Listing cursors: where each source's next listing starts (pipeline/run/listing.py decides how to list).
 
 A cursor is saved only by a run that committed completed, so a failed or incomplete night never moves
-a source's listing past documents it did not account for. Next to it: the fingerprint of the work the
-run did on what it listed (a new task or model must see every document again, so a cursor saved under
-another fingerprint is not used), and when the source was last listed in full.
+a source's listing past documents it did not account for. Next to it: its key, what it is valid for
+(the work the run did on what it listed and the source's own settings: a new task or model, or a
+wider glob, must see every document again, so a cursor saved under another key is not used), and
+when the source was last listed in full.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipeline.state import schema
 class SavedCursor:
     source: str
     cursor: str | None
-    work_fingerprint: str | None
+    key: str | None  # what the cursor is valid for (pipeline/run/listing.py: cursor_key)
     cursor_run_id: str | None
     full_listing_at: datetime | None
     full_listing_run_id: str | None
@@ -41,15 +42,13 @@ class ListingCursors:
         full_at = row.full_listing_at
         if full_at is not None and full_at.tzinfo is None:  # SQLite hands back naive times (stored as UTC)
             full_at = full_at.replace(tzinfo=UTC)
-        return SavedCursor(
-            row.source, row.cursor, row.work_fingerprint, row.cursor_run_id, full_at, row.full_listing_run_id
-        )
+        return SavedCursor(row.source, row.cursor, row.cursor_key, row.cursor_run_id, full_at, row.full_listing_run_id)
 
     def save(
         self,
         source: str,
         cursor: str | None,
-        work_fingerprint: str,
+        key: str,
         run_id: str,
         full_listing_at: datetime | None,
     ) -> None:
@@ -58,7 +57,7 @@ class ListingCursors:
         now = datetime.now(UTC)
         values: dict[str, object] = {
             "cursor": cursor,
-            "work_fingerprint": work_fingerprint,
+            "cursor_key": key,
             "cursor_run_id": run_id,
             "updated_at": now,
         }

@@ -100,7 +100,7 @@ listing_cursors = Table(
     metadata,
     Column("source", String(512), primary_key=True),
     Column("cursor", Text),  # opaque to the run; None: no listing has completed since a full one was asked for
-    Column("work_fingerprint", String(64)),  # the work a run did on what it listed (tasks, model, code)
+    Column("cursor_key", String(64)),  # what the cursor is valid for: the run's work and the source's settings
     Column("cursor_run_id", String(64)),
     Column("full_listing_at", DateTime(timezone=True)),  # the start of the newest completed full listing
     Column("full_listing_run_id", String(64)),
