@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, text
 
 from pipeline.core.errors import RunInProgress
 from pipeline.state import schema
-from pipeline.state.store import StateStore, WorkMark, default_url
+from pipeline.state.store import StateStore, WorkMark, alembic_config, default_url
 from tests.support import fresh_postgres_database, skip_or_fail
 
 
@@ -44,8 +45,27 @@ def test_migrations_build_exactly_the_declared_schema(store: StateStore) -> None
         differences = compare_metadata(MigrationContext.configure(connection), schema.metadata)
         version = connection.execute(text("select version_num from alembic_version")).scalar()
     assert differences == []
-    assert version == "0004"
+    assert version == "0005"
     StateStore(store.url)  # migrating again is a no-op
+
+
+def test_a_store_at_the_released_0004_upgrades_with_its_cursors(store: StateStore) -> None:
+    """0004 shipped with `work_fingerprint`; 0005 renames it, keeping the rows (their old key then matches no
+    source's settings, so each source is listed in full once)."""
+    config = alembic_config()
+    with store.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+        connection.commit()
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("insert into listing_cursors (source, cursor, work_fingerprint) values ('nas', '17', 'old-fp')")
+        )
+    upgraded = StateStore(store.url)
+    saved = upgraded.cursors.get("nas")
+    assert saved is not None and (saved.cursor, saved.key) == ("17", "old-fp")
+    with upgraded.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), schema.metadata) == []
 
 
 MINUTES = timedelta(minutes=2)

@@ -19,7 +19,7 @@ def upgrade() -> None:
         "listing_cursors",
         sa.Column("source", sa.String(512), primary_key=True),
         sa.Column("cursor", sa.Text),
-        sa.Column("cursor_key", sa.String(64)),
+        sa.Column("work_fingerprint", sa.String(64)),
         sa.Column("cursor_run_id", sa.String(64)),
         sa.Column("full_listing_at", sa.DateTime(timezone=True)),
         sa.Column("full_listing_run_id", sa.String(64)),
