@@ -18,10 +18,10 @@ from typing import Any
 
 import duckdb
 
-from pipeline.core.errors import ContextOverflow, ExtractionError
+from pipeline.core.errors import ContextOverflow
 from pipeline.core.settings import Settings
 from pipeline.core.tasks import Task, parse_task
-from pipeline.extract.answers import extract_values, parse_answer
+from pipeline.extract.answers import extract_values, read_answer
 from pipeline.extract.engine import get_engine
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.extract.prompts import build_messages, prompt_template_sha256
@@ -118,9 +118,8 @@ def replay_finding(con: duckdb.DuckDBPyConnection, finding_id: str, settings: Se
     except ContextOverflow as exc:
         return _refused(finding, str(exc))
     raw_identical = generation.text == finding["raw_output"]
-    try:
-        answer = parse_answer(task, generation)
-    except ExtractionError as exc:
+    answer = read_answer(task, generation)  # a partial answer replays as partial: its finished fields
+    if answer.failure is not None and not answer.data:
         return ReplayResult(
             finding_id,
             finding["run_id"],
@@ -130,13 +129,13 @@ def replay_finding(con: duckdb.DuckDBPyConnection, finding_id: str, settings: Se
             raw_identical,
             finding["value"],
             None,
-            f"the replayed answer failed: {exc}",
+            f"the replayed answer failed: {answer.failure}",
             model_file.sha256,
             engine.identity.runtime,
         )
     values = extract_values(
         task,
-        answer,
+        answer.data,
         generation,
         finding["document_text"] or finding["chunk_text"],
         finding["chunk_start"],

@@ -2,8 +2,12 @@
 
 The answer is decoded under the grammar of the task's JSON Schema, then parsed
 and validated again with jsonschema: a cut, looping or invalid answer is an
-`ExtractionError` with the raw text kept. Each value of a valid answer is
-grounded in the document through its evidence quote (pipeline/extract/grounding.py).
+`ExtractionError` with the raw text kept. An answer cut by its token budget or
+stopped in a loop is not thrown away whole: the grammar made it a valid JSON
+prefix, so the fields it finished before the cut (or before the loop began) are
+read and each is validated against its own part of the schema (`read_answer`:
+the answer is then `partial`). Each value is grounded in the document through
+its evidence quote (pipeline/extract/grounding.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from jsonschema.protocols import Validator
+from partial_json_parser import Allow, ensure_json
 
 from pipeline.core.errors import ExtractionError, Reason
 from pipeline.core.tasks import Task
@@ -88,6 +95,71 @@ def parse_answer(task: Task, generation: Generation) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ExtractionError(Reason.SCHEMA_INVALID, "the answer is not a JSON object", generation.text)
     return data
+
+
+# Reasons after which the fields finished before the cut are kept (the grammar kept the text a JSON prefix).
+SALVAGEABLE = frozenset({Reason.TRUNCATED, Reason.REPETITION})
+
+
+@dataclass(frozen=True)
+class ReadAnswer:
+    """What an answer says: its data (the complete fields only, when it was cut) and why it is not whole."""
+
+    data: dict[str, Any]
+    failure: ExtractionError | None = None
+
+    @property
+    def status(self) -> str:
+        """`ok` (valid and complete), `partial` (cut, but some fields were finished) or `failed`."""
+        if self.failure is None:
+            return "ok"
+        return "partial" if self.data else "failed"
+
+
+def read_answer(task: Task, generation: Generation) -> ReadAnswer:
+    """The answer's data: whole when valid; the fields finished before the cut when truncated or looping."""
+    try:
+        return ReadAnswer(parse_answer(task, generation))
+    except ExtractionError as exc:
+        if exc.reason not in SALVAGEABLE:
+            return ReadAnswer({}, exc)
+        kept = complete_fields(task, generation.text[: generation.loop_from])
+        if not kept:
+            return ReadAnswer({}, exc)
+        names = ", ".join(kept)
+        partial = ExtractionError(exc.reason, f"{exc}; kept the fields finished before it: {names}", exc.raw_output)
+        return ReadAnswer(kept, partial)
+
+
+def complete_fields(task: Task, prefix: str) -> dict[str, Any]:
+    """The fields of a cut answer that were finished, each valid under its own schema; of a list, its
+    finished and valid items (an item cut in the middle is dropped, never completed by guessing)."""
+    try:
+        # Only objects and arrays may be closed; a string, number or literal cut short is left out.
+        data = json.loads(ensure_json(prefix, Allow.OBJ | Allow.ARR), strict=False)
+    except (ValueError, IndexError, RecursionError):  # MalformedJSON is a ValueError
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    schema = task.output_schema
+    definitions: dict[str, Any] = {key: schema[key] for key in ("$defs", "definitions") if key in schema}
+    kept: dict[str, Any] = {}
+    for name, value in data.items():
+        field_schema = schema.get("properties", {}).get(name)
+        if field_schema is None:
+            continue
+        if isinstance(value, list) and isinstance(field_schema.get("items"), dict):
+            item_validator = _validator(task.validator, {**field_schema["items"], **definitions})
+            value = [item for item in value if item_validator.is_valid(item)]
+            if not value:
+                continue  # an empty list cut short says nothing (the model may have been about to fill it)
+        if _validator(task.validator, {**field_schema, **definitions}).is_valid(value):
+            kept[name] = value
+    return kept
+
+
+def _validator(whole: Validator, schema: dict[str, Any]) -> Validator:
+    return type(whole)(schema)
 
 
 def _value_confidence(generation: Generation, field: str, value: Any, search_from: int) -> tuple[float | None, int]:

@@ -44,7 +44,7 @@ import numpy as np
 
 from pipeline.core.errors import ModelError
 from pipeline.core.settings import ModelSettings
-from pipeline.extract.decoding import common_prefix, looping, plan_kv
+from pipeline.extract.decoding import LoopWatch, common_prefix, plan_kv
 from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.grammar import CheapGrammar
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
@@ -68,6 +68,7 @@ class _Sequence:
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     logits_index: int | None = None
+    loops: LoopWatch | None = None
 
 
 class BatchedEngine:
@@ -292,6 +293,7 @@ class BatchedEngine:
             sampler=self.grammar.sampler(schema_json) if schema_json is not None else None,
             n_past=shared,
             prompt_left=tokens[shared:],
+            loops=LoopWatch(tokens) if self.stop_loops else None,
         )
 
     def _step(self, active: list[_Sequence]) -> None:
@@ -349,12 +351,14 @@ class BatchedEngine:
         sequence.logprobs.append(float(logits[token]) - log_z)
         if len(sequence.generated) >= sequence.budget:
             return self._finish(sequence, "length")
-        if self.stop_loops and looping(sequence.generated):
-            return self._finish(sequence, "repetition")
+        if sequence.loops is not None:
+            start = sequence.loops.add(token)
+            if start is not None:
+                return self._finish(sequence, "repetition", loop_from=start)
         sequence.next_token = token
         return None
 
-    def _finish(self, sequence: _Sequence, reason: str) -> Generation:
+    def _finish(self, sequence: _Sequence, reason: str, loop_from: int | None = None) -> Generation:
         pieces = [self._piece(t) for t in sequence.generated]
         offsets: list[int] = []
         produced = b""
@@ -368,6 +372,7 @@ class BatchedEngine:
             completion_tokens=len(sequence.generated),
             token_offsets=offsets,
             token_logprobs=list(sequence.logprobs),
+            loop_from=offsets[loop_from] if loop_from is not None else None,
         )
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:

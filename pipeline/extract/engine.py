@@ -44,6 +44,7 @@ class Generation:
     completion_tokens: int
     token_offsets: list[int] = field(default_factory=list)  # start char of each scored token in text
     token_logprobs: list[float] = field(default_factory=list)
+    loop_from: int | None = None  # "repetition": the character of `text` where the loop began
 
     def confidence(self, start: int | None = None, end: int | None = None) -> float | None:
         """exp(mean log-prob) of the tokens overlapping characters [start, end) of `text`."""

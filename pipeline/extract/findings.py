@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.core.documents import Chunk, DocumentRef, ParsedDocument
-from pipeline.core.errors import ExtractionError
 from pipeline.core.hashing import canonical_json, fingerprint, short_id
 from pipeline.core.settings import ModelSettings
 from pipeline.core.tasks import Task
-from pipeline.extract.answers import ExtractedValue
+from pipeline.extract.answers import ExtractedValue, ReadAnswer
 from pipeline.extract.engine import Generation, ModelIdentity, sampling_settings
 from pipeline.extract.grounding import GroundingStatus
 from pipeline.extract.rules import RuleMatch
@@ -92,9 +91,10 @@ def answer_row(
     chunk: Chunk,
     generation: Generation,
     seconds: float,
-    failure: ExtractionError | None = None,
+    answer: ReadAnswer,
 ) -> AnswerRow:
-    """One model answer as landed, failed or not (a failed one keeps its raw output)."""
+    """One model answer as landed: ok, partial or failed (each keeps its raw output)."""
+    failure = answer.failure
     assert lineage.model is not None, "an answer needs the model's identity"
     answer_fp = answer_fingerprint(lineage, document, chunk)
     return AnswerRow(
@@ -104,7 +104,7 @@ def answer_row(
         content_sha256=document.content_sha256,
         task=lineage.task.name,
         task_version=lineage.task.version,
-        status="ok" if failure is None else "failed",
+        status=answer.status,
         reason=failure.reason.value if failure else None,
         message=str(failure) if failure else None,
         raw_output=generation.text,

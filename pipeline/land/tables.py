@@ -69,6 +69,7 @@ class RunRow:
     chunks: int
     answers: int
     answers_failed: int
+    answers_partial: int | None = None  # null in runs before partial answers were kept
     findings: int
     pages_per_second: float
     stage_seconds: str

@@ -28,6 +28,7 @@ class Counts(BaseModel):
     chunks: int = 0
     answers: int = 0
     answers_failed: int = 0
+    answers_partial: int = 0  # cut or looping, but the fields finished before it were kept
     findings: int = 0
     values: int = 0
     disagreements: int = 0

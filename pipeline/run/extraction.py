@@ -11,10 +11,9 @@ import json
 import time
 from datetime import UTC, datetime
 
-from pipeline.core.errors import ExtractionError
 from pipeline.core.faults import crash_point
 from pipeline.core.tasks import Task
-from pipeline.extract.answers import extract_values, parse_answer
+from pipeline.extract.answers import extract_values, read_answer
 from pipeline.extract.engine import Engine, get_engine
 from pipeline.extract.findings import TaskLineage, answer_row, model_findings, rule_findings
 from pipeline.extract.prompts import build_messages, prompt_template_sha256
@@ -76,26 +75,30 @@ def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: 
         extraction.row.model_tokens = (
             (extraction.row.model_tokens or 0) + generation.prompt_tokens + generation.completion_tokens
         )
-        try:
-            answer = parse_answer(task, generation)
-        except ExtractionError as exc:
-            work.rows.answers.append(answer_row(lineage, document, chunk, generation, seconds / len(items), exc))
-            work.report.answers_failed += 1
+        answer = read_answer(task, generation)
+        if answer.failure is not None:
+            failure = answer.failure
+            if answer.status == "partial":
+                work.report.answers_partial += 1
+            else:
+                work.report.answers_failed += 1
             work.failure(
                 "extract",
-                exc.reason.value,
-                str(exc),
+                failure.reason.value,
+                str(failure),
                 extraction.ref,
                 content_sha256=document.content_sha256,
                 chunk_id=chunk.chunk_id,
                 task=task.name,
-                raw_output=exc.raw_output,
+                raw_output=failure.raw_output,
             )
-            continue
-        landed = answer_row(lineage, document, chunk, generation, seconds / len(items))
+            if not answer.data:
+                work.rows.answers.append(answer_row(lineage, document, chunk, generation, seconds / len(items), answer))
+                continue
+        landed = answer_row(lineage, document, chunk, generation, seconds / len(items), answer)
         work.rows.answers.append(landed)
         grounded = time.perf_counter()
-        values = extract_values(task, answer, generation, document.text, chunk.start, chunk.end)
+        values = extract_values(task, answer.data, generation, document.text, chunk.start, chunk.end)
         findings = model_findings(lineage, extraction.ref, document, chunk, landed, values)
         work.time("ground", time.perf_counter() - grounded)
         _add_findings(work, extraction, findings)

@@ -185,6 +185,7 @@ def _run_row(
         chunks=totals.chunks,
         answers=totals.answers,
         answers_failed=totals.answers_failed,
+        answers_partial=totals.answers_partial,
         findings=totals.findings,
         pages_per_second=pages_per_second,
         stage_seconds=canonical_json({k: round(v, 3) for k, v in totals.stage_seconds.items()}),

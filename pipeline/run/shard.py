@@ -92,6 +92,7 @@ def describe(report: ShardReport, listed: int) -> str:
         + (f" ({failures})" if failures else "")
         + f", {report.skipped} skipped; {report.pages} pages, {report.answers} model answers"
         + (f" ({report.answers_failed} failed)" if report.answers_failed else "")
+        + (f" ({report.answers_partial} partial)" if report.answers_partial else "")
         + f", {report.findings} findings; seconds: {stages or 'none'}"
     )
 

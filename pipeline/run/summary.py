@@ -48,7 +48,8 @@ def render_text(summary: RunSummary) -> list[str]:
     lines += [
         f"  pages:          {summary.pages}",
         f"  chunks:         {summary.chunks}",
-        f"  model answers:  {summary.answers}, failed {summary.answers_failed}" + (f"  ({answers})" if answers else ""),
+        f"  model answers:  {summary.answers}, failed {summary.answers_failed}, partial {summary.answers_partial}"
+        + (f"  ({answers})" if answers else ""),
         f"  chunks routed:  {summary.chunks_routed} to the model, {summary.chunks_not_routed} not (why: table routing)",
         f"  findings:       {summary.findings}",
         f"  values:         {summary.values} per-document values, {summary.disagreements} disagreements to review",
@@ -68,10 +69,12 @@ def render_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Assay run `{summary.run_id}`: {summary.status}",
         "",
-        "| documents in | processed | failed | skipped | pages | chunks | answers (failed) | findings | pages/s |",
+        "| documents in | processed | failed | skipped | pages | chunks | answers (failed, partial) | findings "
+        "| pages/s |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| {summary.documents_in} | {summary.processed} | {summary.failed} | {summary.skipped} | {summary.pages} "
-        f"| {summary.chunks} | {summary.answers} ({summary.answers_failed}) | {summary.findings} "
+        f"| {summary.chunks} | {summary.answers} ({summary.answers_failed}, {summary.answers_partial}) "
+        f"| {summary.findings} "
         f"| {summary.pages_per_second} |",
         "",
         (
@@ -97,7 +100,7 @@ def render_markdown(summary: RunSummary) -> str:
         lines += ["", "## Warnings", "", *[f"- {warning}" for warning in summary.warnings]]
     for title, counts in (
         ("Documents failed, by reason", summary.document_failures),
-        ("Model answers failed, by reason", summary.answer_failures),
+        ("Model answers failed or partial, by reason", summary.answer_failures),
     ):
         if counts:
             lines += ["", f"## {title}", "", "| reason | count |", "|---|---|"]
