@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/e2e.py             # quick mode: a fixed subset of 8 NDAs (about 25 minutes on 2 cores)
     .venv/bin/python bench/e2e.py --docs 40   # all 40 labelled NDAs (hours: the peer sends every chunk)
+    .venv/bin/python bench/e2e.py --docs 40 --sides tuned,assay   # against the tuned peer only
 
 Both sides read the same NDAs (../shared/corpus/kleister-nda-dev, first N in label order), use the same
 model file (the embedded SmolLM2-135M), the same threads and the same task (`nda_key_terms`: its
@@ -11,13 +12,17 @@ instructions, answer shape and JSON Schema), one after the other, each in its ow
   + `chunk_by_title`, one `Llama.create_chat_completion` per chunk with the schema as `response_format`,
   rows into DuckDB (an answer that is not JSON is counted as broken and skipped, not inserted);
   per document, the first value of each field and the union of the parties;
+- tuned peer (the same code after one more hour): 1,500-character `chunk_by_title` chunks, a compact schema
+  of its own (parties, effective_date, governing_law, term as plain strings, one evidence string) and
+  `max_tokens=160`;
 - assay: `assay eval --task nda_key_terms` over the same files: the Prefect flow, routing, the batched
   engine, rules, grounding, reduce, Parquet + DuckDB, scored by the evaluation harness.
 
 For scoring, the peer's values are normalised with Assay's own normalisers (dates to ISO and so on), so
 the F1 difference is about extraction, not formatting. Prints for each side: pages/s, prompt and
 generated tokens per page, seconds per stage, CPU utilisation, peak RSS of the process, F1; last line
-`e2e_vs_peer=<pages/s ratio> f1_assay=<a> f1_peer=<b>`.
+`e2e_vs_peer=<pages/s ratio> e2e_vs_tuned_peer=<ratio> f1_assay=<a> f1_peer=<b> f1_tuned_peer=<c>` (the
+sides run). Not yet here: `e2e_vs_limit` (llama.cpp's own throughput at the run's shape).
 Timing starts after imports and excludes Prefect's ephemeral server start (printed apart); model
 loading is inside both. Reads ../shared/corpus (a bench may; tests may not).
 """
@@ -53,8 +58,35 @@ def _usage() -> dict[str, float]:
     }
 
 
-def peer_baseline(folder: Path, threads: int) -> dict[str, Any]:
-    """THE PEER BASELINE: partition, chunk, one chat completion per chunk, rows into DuckDB."""
+# THE TUNED PEER: what the same user writes after one more hour. Larger chunks, a compact schema of its
+# own (one evidence string for the whole answer, plain strings for values), a tight answer budget.
+TUNED_CHUNK_CHARS = 1500
+TUNED_MAX_TOKENS = 160
+TUNED_INSTRUCTIONS = (
+    "Extract from this part of a non-disclosure agreement: the parties (companies or people who sign it), "
+    "the effective date, the governing law (state or country), and the term (how long it lasts). "
+    "Copy values from the text; use null or [] when the text does not say. "
+    '"evidence" is one short quote from the text.'
+)
+TUNED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["parties", "effective_date", "governing_law", "term", "evidence"],
+    "properties": {
+        "parties": {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1, "maxLength": 80}},
+        "effective_date": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 40}, {"type": "null"}]},
+        "governing_law": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 40}, {"type": "null"}]},
+        "term": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 60}, {"type": "null"}]},
+        "evidence": {"type": "string", "maxLength": 160},
+    },
+}
+TUNED_FIELDS = {"parties": "party", "effective_date": "effective_date", "governing_law": "jurisdiction", "term": "term"}
+
+
+def peer_baseline(folder: Path, threads: int, tuned: bool = False) -> dict[str, Any]:
+    """THE PEER BASELINE: partition, chunk, one chat completion per chunk, rows into DuckDB.
+
+    `tuned`: the tuned peer (1,500-character chunks, the compact schema above, `max_tokens=160`)."""
     import duckdb
     from llama_cpp import Llama
     from unstructured.chunking.title import chunk_by_title
@@ -79,7 +111,12 @@ def peer_baseline(folder: Path, threads: int) -> dict[str, Any]:
     for path in files:
         elements = partition(filename=str(path), strategy="fast")
         pages += max((e.metadata.page_number or 1 for e in elements), default=1)
-        chunks += [(path.name, c.text) for c in chunk_by_title(elements)]
+        chunked = (
+            chunk_by_title(elements, max_characters=TUNED_CHUNK_CHARS, new_after_n_chars=TUNED_CHUNK_CHARS)
+            if tuned
+            else chunk_by_title(elements)
+        )
+        chunks += [(path.name, c.text) for c in chunked]
     stages["parse"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -95,11 +132,16 @@ def peer_baseline(folder: Path, threads: int) -> dict[str, Any]:
     answers: list[tuple[str, str]] = []
     prompt_tokens = generated = 0
     for name, text in chunks:
+        messages = (
+            [{"role": "system", "content": TUNED_INSTRUCTIONS}, {"role": "user", "content": text}]
+            if tuned
+            else build_messages(task, text)
+        )
         result: Any = llm.create_chat_completion(
-            messages=build_messages(task, text),  # type: ignore[arg-type]
-            response_format={"type": "json_object", "schema": task.output_schema},
+            messages=messages,  # type: ignore[arg-type]
+            response_format={"type": "json_object", "schema": TUNED_SCHEMA if tuned else task.output_schema},
             temperature=0.0,
-            max_tokens=settings.max_tokens,
+            max_tokens=TUNED_MAX_TOKENS if tuned else settings.max_tokens,
         )
         prompt_tokens += result["usage"]["prompt_tokens"]
         generated += result["usage"]["completion_tokens"]
@@ -117,7 +159,13 @@ def peer_baseline(folder: Path, threads: int) -> dict[str, Any]:
         except json.JSONDecodeError:
             broken += 1
             continue
-        for field, raw in data.items():
+        if not isinstance(data, dict):
+            broken += 1
+            continue
+        for key, raw in data.items():
+            field = TUNED_FIELDS.get(key) if tuned else key
+            if field is None:  # the tuned peer's one evidence string
+                continue
             for item in raw if isinstance(raw, list) else [raw]:
                 value = item.get("value") if isinstance(item, dict) else item
                 if value:
@@ -217,21 +265,38 @@ def report(name: str, side: dict[str, Any], cores: int) -> None:
     )
 
 
+SIDES = ("peer", "tuned", "assay")
+TITLES = {
+    "peer": "peer baseline (partition + chunk_by_title + create_chat_completion per chunk + DuckDB)",
+    "tuned": "tuned peer (1,500-character chunks, compact schema, max_tokens=160)",
+    "assay": "assay (eval --task nda_key_terms)",
+}
+
+
+def _run_side(side: str, folder: Path, threads: int) -> dict[str, Any]:
+    if side == "assay":
+        return assay_side(folder, threads)
+    return peer_baseline(folder, threads, tuned=side == "tuned")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=8, help="the first N labelled NDAs (40: all)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--side", choices=["peer", "assay"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sides", default=",".join(SIDES), help="which to run, comma-separated (default: peer,tuned,assay)"
+    )
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.side:  # a child process: one side, its result as JSON on the last line
-        result = (
-            peer_baseline(args.folder, args.threads) if args.side == "peer" else assay_side(args.folder, args.threads)
-        )
-        print(json.dumps(result))
+        print(json.dumps(_run_side(args.side, args.folder, args.threads)))
         return
 
+    wanted = [side for side in SIDES if side in args.sides.split(",")]
+    if "assay" not in wanted:
+        raise SystemExit("--sides must include assay (the ratios are Assay's over each peer)")
     labels = [json.loads(x) for x in (NDA_DIR / "labels.jsonl").read_text().splitlines() if x.strip()][: args.docs]
     with tempfile.TemporaryDirectory(prefix="assay-e2e-") as tmp:
         folder = Path(tmp)
@@ -241,7 +306,7 @@ def main() -> None:
         (folder / "labels.jsonl").write_text("".join(json.dumps(label) + "\n" for label in labels))
         print(f"{len(labels)} NDAs, task {TASK}, embedded model, {args.threads} threads", flush=True)
         sides = {}
-        for side in ("peer", "assay"):
+        for side in wanted:
             command = [
                 sys.executable,
                 __file__,
@@ -257,14 +322,18 @@ def main() -> None:
                 sys.stderr.write(done.stderr[-4000:])
                 raise SystemExit(f"the {side} side failed")
             sides[side] = json.loads(done.stdout.strip().splitlines()[-1])
-        sides["peer"]["f1"] = peer_f1(sides["peer"].pop("values"), folder / "labels.jsonl")
-    cores = len(os.sched_getaffinity(0))
-    report(
-        "peer baseline (partition + chunk_by_title + create_chat_completion per chunk + DuckDB)", sides["peer"], cores
-    )
-    report("assay (eval --task nda_key_terms)", sides["assay"], cores)
-    ratio = (sides["assay"]["pages"] / sides["assay"]["wall_s"]) / (sides["peer"]["pages"] / sides["peer"]["wall_s"])
-    print(f"e2e_vs_peer={ratio:.2f} f1_assay={sides['assay']['f1']:.4f} f1_peer={sides['peer']['f1']:.4f}")
+            if side != "assay":
+                sides[side]["f1"] = peer_f1(sides[side].pop("values"), folder / "labels.jsonl")
+            report(TITLES[side], sides[side], len(os.sched_getaffinity(0)))
+
+    def pages_per_s(side: str) -> float:
+        return float(sides[side]["pages"]) / float(sides[side]["wall_s"])
+
+    peers = {side: "tuned_peer" if side == "tuned" else side for side in wanted if side != "assay"}
+    parts = [f"e2e_vs_{name}={pages_per_s('assay') / pages_per_s(side):.2f}" for side, name in peers.items()]
+    parts += [f"f1_assay={sides['assay']['f1']:.4f}"]
+    parts += [f"f1_{name}={sides[side]['f1']:.4f}" for side, name in peers.items()]
+    print(" ".join(parts))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pipeline.audit.evaluation import comparison_key, load_gold, to_dataset_form
 from pipeline.core.documents import Chunk
 from pipeline.core.errors import ConfigError
 from pipeline.core.settings import ValueConventions
-from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task
+from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task, unrouted
 from pipeline.extract.routing import route
 from pipeline.extract.rules import apply_rules, eu_vat_ok, iban_ok, luhn_ok, us_ssn_ok
 from pipeline.land.tables import FindingRow
@@ -208,7 +208,31 @@ def test_routing_sends_only_chunks_with_a_signal_and_says_why() -> None:
     budgeted = route(task, chunks, budget=1)
     assert [d.routed for d in budgeted] == [True, False, False, False]
     assert "max_chunks_per_document" in budgeted[2].reason
-    assert all(d.routed for d in route(find_task("key_terms"), chunks))  # no routing declared: every chunk
+    unrouted_task = find_task("key_terms").model_copy(update={"routing": None})
+    assert all(d.routed for d in route(unrouted_task, chunks))  # no routing declared: every chunk
+
+
+def test_the_default_task_routes_and_keeps_to_its_chunk_budget() -> None:
+    task = find_task("key_terms")
+    assert task.routing is not None and task.routing.max_chunks == 6
+    sheet = _chunks(*[f"Row {i}: total USD 1,{i:03d}.00" for i in range(20)])
+    decisions = route(task, sheet)
+    assert sum(d.routed for d in decisions) == 6
+    assert [d.routed for d in decisions[:6]] == [True] * 6
+    assert decisions[6].reason == "over the task's chunk budget (routing.max_chunks = 6)"
+    assert "signal for amounts" in decisions[2].reason
+    # The smaller of the settings' cap and the task's budget wins; with routing off, only the settings' cap.
+    assert sum(d.routed for d in route(task, sheet, budget=3)) == 3
+    assert all(d.routed for d in route(task, sheet, enabled=False))
+    prose = _chunks("A memo.", "Lunch is at noon.", "The weather was fine.", "We met the team.")
+    assert [d.routed for d in route(task, prose)] == [True, True, False, False]
+
+
+def test_a_task_without_routing_is_named_in_a_warning() -> None:
+    routed, bare = find_task("nda_key_terms"), find_task("key_terms").model_copy(update={"routing": None})
+    assert unrouted([routed]) is None
+    warning = unrouted([routed, bare])
+    assert warning is not None and "key_terms" in warning and "nda_key_terms" not in warning
 
 
 def _finding(

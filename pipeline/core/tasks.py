@@ -10,6 +10,7 @@ the answer's token budget (`max_tokens`). See docs/tasks.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -87,11 +88,13 @@ class RuleSpec(BaseModel):
 
 
 class Routing(BaseModel):
-    """Which chunks go to the model: the first `first_chunks`, and any chunk where a signal matches."""
+    """Which chunks go to the model: the first `first_chunks`, and any chunk where a signal matches; at most
+    `max_chunks` of a document (in document order; the rest are recorded as over the budget)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     first_chunks: int = Field(default=0, ge=0)
+    max_chunks: int | None = Field(default=None, ge=1)
     signals: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # field -> case-insensitive patterns
 
     @field_validator("signals")
@@ -188,6 +191,17 @@ def parse_task(raw: bytes, source: str) -> Task:
         )
     except ValidationError as exc:
         raise ConfigError(f"task file {path}: {exc}") from exc
+
+
+def unrouted(tasks: Sequence[Task]) -> str | None:
+    """The warning a run and `assay doctor` give for tasks that send every chunk to the model, or None."""
+    names = [task.name for task in tasks if task.routing is None]
+    if not names:
+        return None
+    return (
+        f"task(s) {', '.join(names)} have no routing: every chunk of every document goes to the model "
+        "(add `routing:` with signals and max_chunks to the task file: docs/tasks.md, Routing)"
+    )
 
 
 def find_task(name: str, extra_dirs: list[Path] | None = None) -> Task:

@@ -2,7 +2,10 @@
 
 Cheap signals declared by the task (case-insensitive patterns per field) route a
 chunk when any of them matches; the task's first `first_chunks` chunks always go
-(titles and parties live there). A task without `routing` sends every chunk.
+(titles and parties live there). A document sends at most the task's
+`routing.max_chunks` chunks, and at most `max_chunks_per_document` of the
+settings (the smaller wins; the first routed chunks in document order go).
+A task without `routing` sends every chunk (and a run says so: a warning).
 Every decision is kept with its reason and landed (lake table `routing`).
 """
 
@@ -40,13 +43,19 @@ def _decide(task: Task, chunk: Chunk, enabled: bool) -> RouteDecision:
 
 
 def route(task: Task, chunks: list[Chunk], enabled: bool = True, budget: int | None = None) -> list[RouteDecision]:
-    """One decision per chunk, in order; at most `budget` chunks are routed (the rest say so)."""
+    """One decision per chunk, in order; at most `budget` (settings) and the task's `routing.max_chunks`
+    chunks are routed when routing is on (the rest say which budget they were over)."""
+    limits = [(budget, f"over max_chunks_per_document = {budget}")] if budget is not None else []
+    if enabled and task.routing is not None and task.routing.max_chunks is not None:
+        cap = task.routing.max_chunks
+        limits.append((cap, f"over the task's chunk budget (routing.max_chunks = {cap})"))
     decisions = []
     routed = 0
     for chunk in chunks:
         decision = _decide(task, chunk, enabled)
-        if decision.routed and budget is not None and routed >= budget:
-            decision = RouteDecision(chunk, False, f"over max_chunks_per_document = {budget}")
+        over = [why for limit, why in limits if routed >= limit]
+        if decision.routed and over:
+            decision = RouteDecision(chunk, False, over[0])
         routed += decision.routed
         decisions.append(decision)
     return decisions

@@ -20,6 +20,7 @@ from pipeline.core.hashing import sha256_text
 # version -> digest of the module's code (docstrings and comments do not count): the newest is in force.
 ROUTING_VERSIONS: dict[int, str] = {
     1: "f63e497378a3b8884b9dcab4b8a90b6ce9f39d9275a9d1a532dc466f43c410b0",
+    2: "7a7ac981a0c6f1b131c3d6b7af89ebccbb78434d7e62a3c83b7d5ddb19c95ae1",  # the task's routing.max_chunks
 }
 RULES_VERSIONS: dict[int, str] = {
     1: "90ed01c518c7b0aa05a342e0bcf8ff54b1f00246995eb1ce0b7df32e2e04b9d5",

@@ -19,7 +19,7 @@ from pipeline.core.connector import Connector
 from pipeline.core.errors import RunInProgress
 from pipeline.core.secrets import MASK, redact_url
 from pipeline.core.settings import Settings, load_settings
-from pipeline.core.tasks import Task, find_task
+from pipeline.core.tasks import Task, find_task, unrouted
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.land.lake import FileEntry, Lake
 from pipeline.land.ledger import Ledger, Manifest
@@ -99,6 +99,8 @@ def new_run(settings: Settings, sources: dict[str, Connector], flow_run_id: str 
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:8]
     # Fail early on an unknown task or a bad model file, before any document is touched; pin the tasks.
     tasks = tuple(find_task(name, settings.task_dirs) for name in settings.tasks)
+    if unrouted(tasks) and settings.routing:
+        logger.warning("%s", unrouted(tasks))
     model_sha256 = resolve_model_file(settings.model).sha256
     url = state_url(settings)
     state = get_state(url)

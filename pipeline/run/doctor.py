@@ -34,7 +34,7 @@ from pipeline.core.offline import OFFLINE_ENV
 from pipeline.core.resources import available_cores, cpu_quota
 from pipeline.core.secrets import redact
 from pipeline.core.settings import ModelSettings, Settings
-from pipeline.core.tasks import find_task
+from pipeline.core.tasks import find_task, unrouted
 from pipeline.extract.model_files import locate_model_file, resolve_model_file
 from pipeline.parse.partition import ocr_available
 from pipeline.run.doctor_report import Check, Status
@@ -205,6 +205,8 @@ def check_tasks(settings: Settings) -> Check:
             "; ".join(problems),
             "name a task of the library (docs/tasks.md) or put its file in one of task_dirs",
         )
+    if settings.routing and (warning := unrouted([find_task(name, settings.task_dirs) for name in settings.tasks])):
+        return Check("tasks", "warning", f"{', '.join(found)}; {warning}", "route the task, or accept the cost")
     return Check("tasks", "ok", ", ".join(found))
 
 

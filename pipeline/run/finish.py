@@ -19,6 +19,7 @@ from pipeline.core.faults import crash_point
 from pipeline.core.hashing import canonical_json, sha256_text
 from pipeline.core.resources import available_cores
 from pipeline.core.secrets import redact
+from pipeline.core.tasks import unrouted
 from pipeline.extract.engine import Engine, loaded_engine, system_info
 from pipeline.extract.prompts import prompt_template
 from pipeline.land import warehouse
@@ -126,8 +127,13 @@ def finish_run(
         model_sha256=context.model_sha256,
         workers=sorted({r.worker for r in reports if r.worker}),
         mirror=mirror,
-        warnings=[redact(warning)] if warning else [],
+        warnings=[redact(w) for w in (routing_warning(context), warning) if w],
     )
+
+
+def routing_warning(context: RunContext) -> str | None:
+    """Tasks of the run that sent every chunk to the model although routing was on."""
+    return unrouted(context.tasks) if context.settings.routing else None
 
 
 def _listed_in_full(context: RunContext) -> list[str]:
