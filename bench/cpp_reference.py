@@ -7,6 +7,7 @@ of the installed version, once, into bench/.cache/. It is the C++ reference the 
 from __future__ import annotations
 
 import glob
+import re
 import subprocess
 import sys
 import tarfile
@@ -85,6 +86,23 @@ def batched_bench() -> Path:
         stdout=subprocess.DEVNULL,
     )
     return binary
+
+
+def bench_row(
+    binary: Path, model: Path, pp: int, tg: int, parallel: int, threads: int, n_batch: int
+) -> dict[str, float]:
+    """llama-batched-bench at one shape (prompt `pp`, generate `tg`, `parallel` sequences): its last table row
+    as {column: value}, columns as it names them (`S_PP t/s`, `S_TG t/s`, `S t/s`, ...)."""
+    command = [str(binary), "-m", str(model), "-c", str((pp + tg) * parallel + 16), "-b", str(n_batch)]
+    command += ["-ub", str(n_batch), "-npp", str(pp), "-ntg", str(tg), "-npl", str(parallel)]
+    command += ["-t", str(threads), "-tb", str(threads)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    header = next(r for r in output.splitlines() if re.match(r"^\|\s+PP\s+\|", r))
+    rows = [r for r in output.splitlines() if re.match(r"^\|\s+\d+", r)]
+    names = [c.strip() for c in header.strip().strip("|").split("|")]
+    cells = [float(c.strip()) for c in rows[-1].strip().strip("|").split("|")]
+    print(f"  llama-batched-bench: {rows[-1].strip()}", flush=True)
+    return dict(zip(names, cells, strict=True))
 
 
 if __name__ == "__main__":

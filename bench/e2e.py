@@ -22,7 +22,9 @@ For scoring, the peer's values are normalised with Assay's own normalisers (date
 the F1 difference is about extraction, not formatting. Prints for each side: pages/s, prompt and
 generated tokens per page, seconds per stage, CPU utilisation, peak RSS of the process, F1; last line
 `e2e_vs_peer=<pages/s ratio> e2e_vs_tuned_peer=<ratio> f1_assay=<a> f1_peer=<b> f1_tuned_peer=<c>` (the
-sides run). Not yet here: `e2e_vs_limit` (llama.cpp's own throughput at the run's shape).
+sides run) and `e2e_vs_limit=<ratio>`: the seconds llama.cpp's own `llama-batched-bench` needs for the
+run's prompt and generated tokens at the run's mean shape, over the run's seconds (`model_limit` below;
+`--no-limit` skips it; the first time it builds the C++ reference, bench/cpp_reference.py).
 Timing starts after imports and excludes Prefect's ephemeral server start (printed apart); model
 loading is inside both. Reads ../shared/corpus (a bench may; tests may not).
 """
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (offline switches, before any library is imported: both sides get them)
+from bench.cpp_reference import batched_bench, bench_row  # noqa: E402
 
 NDA_DIR = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev"
 TASK = "nda_key_terms"
@@ -229,7 +232,8 @@ def assay_side(folder: Path, threads: int) -> dict[str, Any]:
         con.execute("SET file_search_path = ?", [str(data / "evals" / "e2e")])  # the views name the lake relatively
         run = con.execute("SELECT duration_s, pages FROM runs WHERE run_id = ?", [summary["run_id"]]).fetchone()
         tokens = con.execute(
-            "SELECT sum(prompt_tokens), sum(completion_tokens) FROM answers WHERE run_id = ?", [summary["run_id"]]
+            "SELECT sum(prompt_tokens), sum(completion_tokens), count(*) FROM answers WHERE run_id = ?",
+            [summary["run_id"]],
         ).fetchone()
     assert run is not None and tokens is not None
     return {
@@ -240,6 +244,7 @@ def assay_side(folder: Path, threads: int) -> dict[str, Any]:
         "chunks_to_model": summary["chunks_routed"],
         "prompt_tokens": int(tokens[0] or 0),
         "generated_tokens": int(tokens[1] or 0),
+        "answers": int(tokens[2] or 0),
         "stages": summary["stage_seconds"],
         "cpu_s": usage["cpu_s"] - usage0["cpu_s"],
         "peak_rss_mb": usage["peak_rss_mb"],
@@ -273,6 +278,31 @@ TITLES = {
 }
 
 
+def model_limit(binary: Path, assay: dict[str, Any], threads: int) -> float:
+    """Seconds llama.cpp's own `llama-batched-bench` needs for the run's model tokens: its prompt and its
+    generation speed at the run's mean shape (prompt and generated tokens per answer, the engine's
+    parallel sequences), applied to the run's prompt and generated tokens. Every prompt token counts,
+    as the answers record them (the engine's shared-prefix reuse is Assay's own saving)."""
+    from pipeline.core.settings import ModelSettings
+    from pipeline.extract.model_files import resolve_model_file
+
+    settings = ModelSettings(n_threads=threads)
+    answers = max(int(assay["answers"]), 1)
+    pp = max(1, round(assay["prompt_tokens"] / answers))
+    tg = max(1, round(assay["generated_tokens"] / answers))
+    model = resolve_model_file(settings).path
+    row = bench_row(binary, model, pp, tg, settings.n_parallel, threads, settings.n_batch)
+    seconds = assay["prompt_tokens"] / row["S_PP t/s"] + assay["generated_tokens"] / row["S_TG t/s"]
+    print(
+        f"model-bound limit (llama-batched-bench, pp={pp} tg={tg} B={settings.n_parallel}): "
+        f"prompt {row['S_PP t/s']:.1f} tok/s, generation {row['S_TG t/s']:.1f} tok/s -> {seconds:.1f} s "
+        f"for the run's {assay['prompt_tokens']} + {assay['generated_tokens']} tokens "
+        f"= {assay['pages'] / seconds:.4f} pages/s",
+        flush=True,
+    )
+    return float(seconds)
+
+
 def _run_side(side: str, folder: Path, threads: int) -> dict[str, Any]:
     if side == "assay":
         return assay_side(folder, threads)
@@ -286,6 +316,9 @@ def main() -> None:
     parser.add_argument(
         "--sides", default=",".join(SIDES), help="which to run, comma-separated (default: peer,tuned,assay)"
     )
+    parser.add_argument(
+        "--no-limit", action="store_true", help="skip the model-bound limit (builds llama-batched-bench once)"
+    )
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -297,6 +330,7 @@ def main() -> None:
     wanted = [side for side in SIDES if side in args.sides.split(",")]
     if "assay" not in wanted:
         raise SystemExit("--sides must include assay (the ratios are Assay's over each peer)")
+    binary = None if args.no_limit else batched_bench()  # built first: compiling never overlaps a measurement
     labels = [json.loads(x) for x in (NDA_DIR / "labels.jsonl").read_text().splitlines() if x.strip()][: args.docs]
     with tempfile.TemporaryDirectory(prefix="assay-e2e-") as tmp:
         folder = Path(tmp)
@@ -331,6 +365,9 @@ def main() -> None:
 
     peers = {side: "tuned_peer" if side == "tuned" else side for side in wanted if side != "assay"}
     parts = [f"e2e_vs_{name}={pages_per_s('assay') / pages_per_s(side):.2f}" for side, name in peers.items()]
+    if binary is not None:
+        limit_s = model_limit(binary, sides["assay"], args.threads)
+        parts += [f"e2e_vs_limit={limit_s / float(sides['assay']['wall_s']):.2f}"]
     parts += [f"f1_assay={sides['assay']['f1']:.4f}"]
     parts += [f"f1_{name}={sides[side]['f1']:.4f}" for side, name in peers.items()]
     print(" ".join(parts))

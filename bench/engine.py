@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (offline switches)
-from bench.cpp_reference import batched_bench  # noqa: E402
+from bench.cpp_reference import batched_bench, bench_row  # noqa: E402
 from pipeline.core.hashing import sha256_bytes  # noqa: E402
 from pipeline.core.settings import ChunkingSettings, ModelSettings  # noqa: E402
 from pipeline.core.tasks import find_task  # noqa: E402
@@ -102,32 +100,8 @@ def run_naive(
 
 def cpp_shape(binary: Path, model: Path, settings: ModelSettings, pp: int, tg: int, parallel: int) -> float:
     """llama-batched-bench's total tokens/s at one shape (prompt pp, generate tg, parallel sequences)."""
-    command = [
-        str(binary),
-        "-m",
-        str(model),
-        "-c",
-        str((pp + tg) * parallel + 16),
-        "-b",
-        str(settings.n_batch),
-        "-ub",
-        str(settings.n_batch),
-        "-npp",
-        str(pp),
-        "-ntg",
-        str(tg),
-        "-npl",
-        str(parallel),
-        "-t",
-        str(settings.n_threads),
-        "-tb",
-        str(settings.n_threads),
-    ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rows = [r for r in output.splitlines() if re.match(r"^\|\s+\d+", r)]
-    cells = [c.strip() for c in rows[-1].strip("|").split("|")]
-    print(f"  llama-batched-bench: {rows[-1].strip()}", flush=True)
-    return float(cells[-1])  # S t/s: all tokens over all time
+    row = bench_row(binary, model, pp, tg, parallel, settings.n_threads, settings.n_batch)
+    return row["S t/s"]  # all tokens over all time
 
 
 def main() -> None:
