@@ -89,8 +89,8 @@ class LoopWatch:
     for the `COPY_REPEATS`-th time, a run of `COPY_NGRAM` tokens that is not in its prompt (an invented
     value copied from field to field: "2023-01-01T00:00:00Z" as the date, the law and every party). A
     quote from the document may recur as often as it likes: it is in the prompt. The loop is said to
-    begin at the first repeat for back-to-back loops and at the last occurrence for copies, so that what
-    came before can be kept. Costs O(1) per token.
+    begin at the first occurrence of the repeated run for back-to-back loops and at the third writing
+    for copies, so that what came before can be kept. Costs a small constant per token.
     """
 
     def __init__(self, prompt: list[int]) -> None:

@@ -99,8 +99,8 @@ def new_run(settings: Settings, sources: dict[str, Connector], flow_run_id: str 
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:8]
     # Fail early on an unknown task or a bad model file, before any document is touched; pin the tasks.
     tasks = tuple(find_task(name, settings.task_dirs) for name in settings.tasks)
-    if unrouted(tasks) and settings.routing:
-        logger.warning("%s", unrouted(tasks))
+    if settings.routing and (warning := unrouted(tasks)):
+        logger.warning("%s", warning)
     model_sha256 = resolve_model_file(settings.model).sha256
     url = state_url(settings)
     state = get_state(url)
