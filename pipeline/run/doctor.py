@@ -192,10 +192,11 @@ def check_model(model: ModelSettings, hash_file: bool = True) -> Check:
 
 def check_tasks(settings: Settings) -> Check:
     """Every configured task is found and valid (a run refuses to start otherwise)."""
-    found, problems = [], []
+    found, problems, tasks = [], [], []
     for name in settings.tasks:
         try:
-            found.append(f"{name} ({find_task(name, settings.task_dirs).version[:12]})")
+            tasks.append(find_task(name, settings.task_dirs))
+            found.append(f"{name} ({tasks[-1].version[:12]})")
         except (AssayError, OSError, ValueError) as exc:
             problems.append(f"{name}: {exc}")
     if problems:
@@ -205,7 +206,7 @@ def check_tasks(settings: Settings) -> Check:
             "; ".join(problems),
             "name a task of the library (docs/tasks.md) or put its file in one of task_dirs",
         )
-    if settings.routing and (warning := unrouted([find_task(name, settings.task_dirs) for name in settings.tasks])):
+    if settings.routing and (warning := unrouted(tasks)):
         return Check("tasks", "warning", f"{', '.join(found)}; {warning}", "route the task, or accept the cost")
     return Check("tasks", "ok", ", ".join(found))
 

@@ -92,11 +92,10 @@ def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: 
                 task=task.name,
                 raw_output=failure.raw_output,
             )
-            if not answer.data:
-                work.rows.answers.append(answer_row(lineage, document, chunk, generation, seconds / len(items), answer))
-                continue
         landed = answer_row(lineage, document, chunk, generation, seconds / len(items), answer)
         work.rows.answers.append(landed)
+        if not answer.data:
+            continue
         grounded = time.perf_counter()
         values = extract_values(task, answer.data, generation, document.text, chunk.start, chunk.end)
         findings = model_findings(lineage, extraction.ref, document, chunk, landed, values)
