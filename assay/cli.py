@@ -19,7 +19,7 @@ from assay.config_commands import config_group
 from assay.context import CliContext
 from assay.doctor_commands import doctor
 from assay.read_commands import documents, query, runs, show
-from assay.run_commands import evaluate, run
+from assay.run_commands import evaluate, learn, run
 from assay.serve_commands import serve
 from assay.source_commands import sources
 from pipeline.core.errors import AssayError
@@ -61,7 +61,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
     """Assay: on-prem document analysis with audited findings.
 
     \b
-    Run:    run, eval, sources
+    Run:    run, eval, learn, sources
     Read:   runs, query, show, documents
     Audit:  verify, replay, review, export, report, warehouse, mirror
     Operate: serve, doctor, config
@@ -72,6 +72,7 @@ def cli(ctx: click.Context, config: Path | None, data_dir: Path | None) -> None:
 COMMANDS = (
     run,
     evaluate,
+    learn,
     sources,
     runs,
     query,

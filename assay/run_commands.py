@@ -170,3 +170,65 @@ def evaluate(
     )
     click.echo(evaluated.markdown.read_text(encoding="utf-8"))
     click.echo(f"Report: {evaluated.markdown} (and summary.json, fields/documents/calibration.parquet beside it)")
+
+
+@click.command(name="learn")
+@click.option("--task", "task_name", required=True, help="The task whose ranker to train.")
+@click.option(
+    "--gold",
+    "gold_sets",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A gold label file an `assay eval` has run over (repeatable; default: the setting learning.gold_sets).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the new ranker file (default: learning.rankers_dir, else DATA_DIR/rankers).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the training report as JSON.")
+@click.pass_obj
+def learn(obj: CliContext, task_name: str, gold_sets: tuple[Path, ...], out: Path | None, as_json: bool) -> None:
+    """Train a task's ranker from gold sets and reviewers' decisions; write it as a new file.
+
+    The candidates are those `assay eval` landed for the gold sets' documents (DATA_DIR/evals/*) and
+    those of the reviewed values and findings in DATA_DIR's own lake. Prints each field's F1 with the
+    task's current choice and the new ranker's cross-validated F1 on the same documents. Nothing
+    changes until the task file names the new file (`ranker: {file, sha256}`, printed at the end).
+    """
+    from pipeline.audit import learning
+    from pipeline.core.tasks import find_task
+
+    settings = obj.settings()
+    task = find_task(task_name, settings.task_dirs)
+    sets = list(gold_sets) or list(settings.learning.gold_sets)
+    examples: list[learning.Example] = []
+    missing: dict[str, list[str]] = {}
+    for labels in sets:
+        found, not_landed = learning.gold_examples(task, labels, settings.data_dir / "evals")
+        examples += found
+        if not_landed:
+            missing[str(labels)] = not_landed
+    reviewed, decisions = learning.review_examples(task, settings.data_dir / "warehouse.duckdb")
+    learned = learning.learn(
+        task,
+        learning.merge(examples, reviewed),
+        {
+            "gold_sets": [str(p) for p in sets],
+            "gold_documents_not_landed": sum(len(v) for v in missing.values()),
+            "review_decisions": decisions,
+            "reviewed_examples": len(reviewed),
+        },
+    )
+    path, ranker = learning.write_ranker(
+        learned.ranker, out or settings.learning.rankers_dir or settings.data_dir / "rankers"
+    )
+    if as_json:
+        click.echo(learning.report_json({**learned.report, "file": str(path), "sha256": ranker.sha256}))
+        return
+    for label_file, files in missing.items():
+        click.echo(f"{len(files)} document(s) of {label_file} have no landed evaluation (run `assay eval` over it)")
+    click.echo(f"{decisions} review decision(s) read; {len(reviewed)} reviewed field(s) of documents")
+    click.echo(learning.describe(learned.report))
+    click.echo(f"\nNew ranker: {path}\nTo use it, copy it beside the task file and add to {task.source_path}:")
+    click.echo(f"ranker:\n  file: {path.name}\n  sha256: {ranker.sha256}")

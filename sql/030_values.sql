@@ -27,13 +27,14 @@ CREATE OR REPLACE VIEW current_values AS
     LEFT JOIN value_grounding AS g USING (value_id)
     LEFT JOIN latest_value_decisions AS rd USING (value_id);
 
--- values_to_review: fields whose candidates disagree, or whose only candidates were not found in the text,
+-- values_to_review: fields whose candidates disagree, whose best candidate the ranker is unsure of (uncertain),
+-- or whose only candidates were not found in the text,
 -- not yet decided (`assay export --view values_to_review --out review.xlsx`, then `assay review --from`).
 CREATE OR REPLACE VIEW values_to_review AS
     SELECT value_id, document_uri, task, field, status, value, alternatives, evidence_text, evidence_page,
            grounded_on, run_id
     FROM current_values
-    WHERE status IN ('disagreement', 'unsupported') AND review_decision IS NULL
+    WHERE status IN ('disagreement', 'unsupported', 'uncertain') AND review_decision IS NULL
     ORDER BY document_uri, task, field, item_index;
 
 -- routing_summary: per run and task, how many chunks went to the model and why the others did not.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.audit.evaluation import comparison_key, load_gold, to_dataset_format
+from pipeline.audit.evaluation import load_gold
 from pipeline.core.documents import Chunk
 from pipeline.core.errors import ConfigError
 from pipeline.core.settings import ValueConventions
@@ -18,6 +18,7 @@ from pipeline.extract.routing import route
 from pipeline.extract.rules import apply_rules, eu_vat_ok, iban_ok, luhn_ok, us_ssn_ok
 from pipeline.land.tables import FindingRow
 from pipeline.reduce import normalise
+from pipeline.reduce.normalise import comparison_key, to_dataset_format
 from pipeline.reduce.values import ValuesOf, reduce_document
 from tests.support import nda_gold
 

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from pipeline.core.errors import ConfigError
+from pipeline.reduce.normalise import comparison_key, to_dataset_format
 
 # Reference points for Kleister-NDA (F1 over all key=value pairs), from the data set's paper and later work.
 KLEISTER_NDA_REFERENCES = {
@@ -72,16 +73,6 @@ def load_gold(path: Path, limit: int | None = None) -> list[GoldDocument]:
     if not documents:
         raise ConfigError(f"{path} holds no gold documents")
     return documents
-
-
-def to_dataset_format(value: str) -> str:
-    """A predicted value written the way Kleister-NDA writes its values (spaces and colons as "_", no commas)."""
-    return "_".join(value.replace(",", "").replace(":", " ").split())
-
-
-def comparison_key(value: str) -> str:
-    """Kleister's comparison: upper case, "_" read as a space."""
-    return " ".join(value.replace("_", " ").upper().split())
 
 
 @dataclass
@@ -160,7 +151,7 @@ _PREDICTED = """
 """
 
 
-def _latest_extraction(con: duckdb.DuckDBPyConnection, task: str, uri_suffix: str) -> tuple[str, str] | None:
+def latest_extraction(con: duckdb.DuckDBPyConnection, task: str, uri_suffix: str) -> tuple[str, str] | None:
     """(content SHA-256, run id) of the newest run that extracted `task` from the document at that path."""
     row = con.execute(
         """
@@ -185,7 +176,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
     tokens_total = routed_total = chunks_total = 0
     missing: list[str] = []
     for item in gold:
-        found = _latest_extraction(con, task, item.file)
+        found = latest_extraction(con, task, item.file)
         if found is None:
             missing.append(item.file)
         content_sha256, run_id = found or ("", "")

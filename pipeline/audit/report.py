@@ -124,11 +124,15 @@ def _grounding(value: dict[str, Any]) -> str:
     return GROUNDED_ON.get(str(value["grounded_on"]), "not verified")
 
 
+# The statuses of a value that waits for a reviewer (as the view `values_to_review` selects them).
+TO_REVIEW = ("disagreement", "unsupported", "uncertain")
+
+
 def _review_state(value: dict[str, Any]) -> str:
     if value["review_decision"]:
         corrected = f" to {value['corrected_value']}" if value["review_decision"] == "correct" else ""
         return f'<span class="ok">{_e(value["review_decision"])}{_e(corrected)} by {_e(value["reviewer"])}</span>'
-    if value["status"] in ("disagreement", "unsupported"):
+    if value["status"] in TO_REVIEW:
         return '<span class="review">to review</span>'
     return ""
 
@@ -139,7 +143,7 @@ def _alternatives(raw: Any) -> str:
 
 
 def _to_review(values: list[dict[str, Any]]) -> str:
-    waiting = [v for v in values if v["status"] in ("disagreement", "unsupported") and not v["review_decision"]]
+    waiting = [v for v in values if v["status"] in TO_REVIEW and not v["review_decision"]]
     rows = [
         {
             "document": Path(str(v["document_uri"])).name,

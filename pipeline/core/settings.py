@@ -28,6 +28,7 @@ from pipeline.core.settings_sections import (  # re-exported: the sections are p
     ChunkingSettings,
     ContainerSettings,
     EngineName,
+    LearningSettings,
     ListingSettings,
     LockSettings,
     ModelSettings,
@@ -48,6 +49,7 @@ __all__ = [
     "ChunkingSettings",
     "ContainerSettings",
     "EngineName",
+    "LearningSettings",
     "ListingSettings",
     "LockSettings",
     "ModelSettings",
@@ -112,6 +114,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    learning: LearningSettings = Field(default_factory=LearningSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     values: ValueConventions = Field(default_factory=ValueConventions)
     lake_store: S3StoreSettings | None = Field(

@@ -165,6 +165,16 @@ class NotifySettings(_Section):
     timeout_s: float = Field(default=10.0, gt=0, description="Time allowed to the webhook or the command.")
 
 
+class LearningSettings(_Section):
+    """What `assay learn` trains a task's ranker from (besides the review decisions in the data folder)."""
+
+    gold_sets: list[Path] = Field(
+        default_factory=list,
+        description="Gold label files (assay eval's format) whose documents an `assay eval` has landed.",
+    )
+    rankers_dir: Path | None = Field(default=None, description="Where new ranker files go (None: DATA_DIR/rankers).")
+
+
 class S3StoreSettings(_Section):
     """A place in an S3-compatible store (AWS S3, MinIO, Ceph, ...): the lake itself, or its mirror."""
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.hashing import canonical_json, sha256_bytes, sha256_text
+from pipeline.core.rankers import Ranker, load_ranker
 
 BUILTIN_TASK_DIR = Path(__file__).resolve().parent.parent / "task_library"
 
@@ -113,6 +114,15 @@ class Routing(BaseModel):
         return [(name, re.compile(p, re.IGNORECASE)) for name, patterns in self.signals.items() for p in patterns]
 
 
+class RankerRef(BaseModel):
+    """`ranker:` in a task file: the trained ranker's file (relative to the task file) and its SHA-256."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class Task(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -127,9 +137,23 @@ class Task(BaseModel):
     routing: Routing | None = None  # None: every chunk goes to the model
     rules: tuple[RuleSpec, ...] = ()
     max_tokens: int | None = None  # the answer's budget; None: the model settings' max_tokens
+    ranker_ref: RankerRef | None = None  # a learned ranker chooses the values (None: the hand order)
     version: str  # SHA-256 of the task file's bytes
     source_path: str
     definition: str  # the file's text, landed with every run (table `tasks`)
+
+    @cached_property
+    def ranker(self) -> Ranker | None:
+        """The learned ranker the task names, read from beside the task file and checked, or None."""
+        if self.ranker_ref is None:
+            return None
+        ranker = load_ranker(Path(self.source_path).parent / self.ranker_ref.file, self.ranker_ref.sha256)
+        if ranker.task != self.name:
+            raise ConfigError(f"task {self.name}: its ranker {self.ranker_ref.file} was trained for {ranker.task!r}")
+        unknown = set(ranker.fields) - set(self.fields)
+        if unknown:
+            raise ConfigError(f"task {self.name}: its ranker scores unknown field(s) {', '.join(sorted(unknown))}")
+        return ranker
 
     @cached_property
     def schema_sha256(self) -> str:
@@ -141,7 +165,9 @@ class Task(BaseModel):
 
 
 def load_task_file(path: Path) -> Task:
-    return parse_task(path.read_bytes(), str(path))
+    task = parse_task(path.read_bytes(), str(path))
+    _ = task.ranker  # a ranker that is missing, altered or for another task fails the load, not the run
+    return task
 
 
 def parse_task(raw: bytes, source: str) -> Task:
@@ -185,6 +211,7 @@ def parse_task(raw: bytes, source: str) -> Task:
             routing=data.get("routing"),
             rules=tuple(rules),
             max_tokens=data.get("max_tokens"),
+            ranker_ref=data.get("ranker"),
             version=sha256_bytes(raw),
             source_path=source,
             definition=raw.decode("utf-8"),

@@ -279,6 +279,8 @@ class DocumentValueRow:
     evidence_page: Int32 | None = None
     alternatives: str
     conventions: str | None = None
+    ranker_sha256: str | None = None  # the learned ranker that chose it (None: the hand order)
+    ranker_probability: float | None = None
     created_at: Timestamp
 
 

@@ -104,8 +104,39 @@ _LEGAL_FORM_WORDS = frozenset(
 )
 
 
+# A legal form written out or with dots, in the abbreviation most filings (and Kleister-NDA) use.
+_CANONICAL_FORMS = (
+    (re.compile(r"\bL\.\s?L\.\s?C\.?(?![A-Za-z])"), "LLC"),
+    (re.compile(r"\bL\.\s?P\.?(?![A-Za-z])"), "LP"),
+    (re.compile(r"\bLimited$"), "Ltd."),
+    (re.compile(r"\bLIMITED$"), "LTD."),
+    (re.compile(r"\bIncorporated$"), "Inc."),
+    (re.compile(r"\bINCORPORATED$"), "INC."),
+)
+# Labels of a signature block read along with the name ("/s/ Jane Roe Title: ...", "Name: Jane Roe Signature").
+_SIGNATURE_LABEL = re.compile(r"\s+(?:Title|Name|Signature|Its|By|Date|Address)\b.*$")
+
+
+def _canonical_form(name: str) -> str:
+    for pattern, form in _CANONICAL_FORMS:
+        name = pattern.sub(form, name)
+    return name
+
+
+def _without_repeat(name: str) -> str:
+    """A signature line's name written twice ("Brian Lynch Brian Lynch", "Mark G. Morrison Mark") once."""
+    words = name.split()
+    half = len(words) // 2
+    if len(words) >= 4 and len(words) % 2 == 0 and words[:half] == words[half:]:
+        return " ".join(words[:half])
+    if len(words) >= 3 and words[-1] == words[0]:
+        return " ".join(words[:-1])
+    return name
+
+
 def party(value: str) -> str | None:
     cleaned = clean_text(_DEFINED_TERM.sub("", value.translate(_QUOTES)))
+    cleaned = _without_repeat(clean_text(_SIGNATURE_LABEL.sub("", cleaned)))
     cleaned = re.sub(r"^(?:the|by|and|between)\s+", "", cleaned, flags=re.IGNORECASE)
     cleaned = re.sub(r",\s*an?\s+[A-Z][a-z]+\s+(?:corporation|company|limited liability company).*$", "", cleaned)
     words = [w.lower().strip(".,") for w in cleaned.split()]
@@ -116,9 +147,9 @@ def party(value: str) -> str | None:
         return None
     if NOT_NAME_WORDS & set(words) or re.match(r"^(?:(?:state|commonwealth|laws?)\s+of|an?)\b", cleaned, re.IGNORECASE):
         return None
-    if re.search(r"\b(?:Inc|Ltd|Corp|Co|L\.P|N\.V|S\.A|L\.L\.C)$", cleaned):
+    if re.search(r"\b(?:Inc|Ltd|Corp|Co|N\.V|S\.A|INC|LTD|CORP|CO)$", cleaned):
         cleaned += "."  # the abbreviation's full stop, which clean_text took away
-    return cleaned
+    return _canonical_form(cleaned)
 
 
 def person(value: str) -> str | None:
@@ -166,13 +197,26 @@ _NUMBER_WORDS = {
 _NUMBER_WORDS.update({"thirty": 30, "thirty-six": 36, "forty-eight": 48, "sixty": 60, "ninety": 90, "eighteen": 18})
 _DURATION = re.compile(
     r"(?:(?P<digits>\d+)|(?P<word>[a-z]+(?:-[a-z]+)?))\s*(?:\(\s*(?P<paren>\d+)\s*\))?\s*"
-    r"(?:full\s+|calendar\s+)?(?P<unit>year|month|week|day)s?\b",
+    r"(?:-\s*)?(?:full\s+|calendar\s+)?(?P<unit>year|month|week|day)s?\b",
     re.IGNORECASE,
 )
+_ORDINALS = {
+    word: number
+    for number, word in enumerate("first second third fourth fifth sixth seventh eighth ninth tenth".split(), start=1)
+}
+# "until the third anniversary of the Effective Date": a term of three years.
+_ANNIVERSARY = re.compile(r"\b(?:(?P<word>[a-z]+)|(?P<digits>\d+)(?:st|nd|rd|th))\s+anniversary\b", re.IGNORECASE)
 
 
 def duration(value: str) -> str | None:
-    match = _DURATION.search(clean_text(value))
+    """`<number> <unit>` ("two (2) years", "an 18-month period", "the third anniversary"), or None."""
+    cleaned = clean_text(value)
+    anniversary = _ANNIVERSARY.search(cleaned)
+    if anniversary:
+        digits, word = anniversary.group("digits"), anniversary.group("word")
+        years = int(digits) if digits else _ORDINALS.get(word.lower())
+        return None if years is None else f"{years} year{'' if years == 1 else 's'}"
+    match = _DURATION.search(cleaned)
     if not match:
         return None
     number: int | None
@@ -300,6 +344,21 @@ def normalise(kind: str, value: str, conventions: ValueConventions = DEFAULT_CON
     if kind in BY_CONVENTION:
         return BY_CONVENTION[kind](value, conventions)
     return PLAIN[kind](value)
+
+
+def to_dataset_format(value: str) -> str:
+    """A value written the way Kleister-NDA writes values: spaces and colons as "_", no commas, "&" as "and"."""
+    return "_".join(value.replace(",", "").replace(":", " ").replace("&", " and ").split())
+
+
+def comparison_key(value: str) -> str:
+    """Kleister's comparison: upper case, "_" read as a space."""
+    return " ".join(value.replace("_", " ").upper().split())
+
+
+def label_key(value: str) -> str:
+    """The key a labelled value (gold, or a reviewer's) and a candidate are compared by (Kleister's comparison)."""
+    return comparison_key(to_dataset_format(value))
 
 
 def dedupe_key(kind: str, normalised: str) -> str:

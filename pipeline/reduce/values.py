@@ -29,17 +29,21 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.core.hashing import short_id
+from pipeline.core.rankers import FieldModel, Reviewed
 from pipeline.core.settings import ValueConventions
 from pipeline.core.tasks import Task
 from pipeline.land.tables import DocumentValueRow, FindingRow
-from pipeline.reduce.normalise import DEFAULT_CONVENTIONS, dedupe_key, normalise, party_initials, party_key
+from pipeline.reduce.normalise import DEFAULT_CONVENTIONS, dedupe_key, label_key, normalise, party_initials, party_key
+from pipeline.reduce.ranker import features
 
 UNGROUNDED_WEIGHT = 0.2
 DEFAULT_MODEL_CONFIDENCE = 0.5  # when a model value's log-probabilities were not available
 
 
 @dataclass
-class _Group:
+class Group:
+    """The candidates of one field with one normalised value (or the same raw text when unreadable)."""
+
     key: str
     normalised: str | None
     findings: list[FindingRow] = field(default_factory=list)
@@ -90,15 +94,18 @@ class _Group:
         }
 
 
-def _groups(kind: str, findings: Iterable[FindingRow], conventions: ValueConventions) -> list[_Group]:
-    groups: dict[str, _Group] = {}
+def field_groups(
+    kind: str, findings: Iterable[FindingRow], conventions: ValueConventions = DEFAULT_CONVENTIONS
+) -> list[Group]:
+    """A field's candidates grouped by normalised value, best first (score, then earliest evidence)."""
+    groups: dict[str, Group] = {}
     for finding in findings:
         raw = str(finding.value)
         normalised = normalise(kind, raw, conventions)
         key = dedupe_key(kind, normalised) if normalised is not None else "raw:" + " ".join(raw.lower().split())
         if not key or key == "raw:":
             continue
-        group = groups.setdefault(key, _Group(key, normalised))
+        group = groups.setdefault(key, Group(key, normalised))
         if normalised is not None and (group.normalised is None or len(normalised) > len(group.normalised)):
             group.normalised = normalised
         group.findings.append(finding)
@@ -111,7 +118,7 @@ def _groups(kind: str, findings: Iterable[FindingRow], conventions: ValueConvent
     )
 
 
-def _merge_short_names(groups: dict[str, _Group]) -> None:
+def _merge_short_names(groups: dict[str, Group]) -> None:
     """Fold a one-word party name into the group of the longer name it is the first word or initials of."""
     for key, group in list(groups.items()):
         # A name too short to stand alone ("GPC") is not readable as a party, but may still abbreviate one.
@@ -146,32 +153,112 @@ class ValuesOf:
 def reduce_document(task: Task, findings: Sequence[FindingRow], base: ValuesOf) -> list[DocumentValueRow]:
     """The `document_values` rows of one document and task."""
     rows: list[DocumentValueRow] = []
+    ranker = task.ranker
     for name, spec in task.fields.items():
-        groups = _groups(spec.kind, (f for f in findings if f.field == name), base.conventions)
+        groups = field_groups(spec.kind, (f for f in findings if f.field == name), base.conventions)
         if not groups:
             continue
-        # Choosable: grounded (or a field that need not carry evidence, like a summary), and read as
-        # its kind (a "date" the date parser cannot read, or a "party" that is a role word, is not).
-        supported = [
-            g
-            for g in groups
-            if (g.grounded or name not in task.evidence_fields) and (g.normalised is not None or spec.kind == "text")
-        ]
-        supported.sort(key=lambda g: (not g.ruled, -g.score, g.best().evidence_start or 0, g.key))
+        supported = choosable(task, name, groups)
         if not supported:
             rows.append(_row(base, task, name, spec.kind, 0, None, "unsupported", groups))
             continue
-        if spec.many:
-            kept = supported[: spec.max_values] if spec.max_values else supported
-            for index, group in enumerate(kept):
-                rows.append(
-                    _row(base, task, name, spec.kind, index, group, "chosen", [g for g in groups if g not in kept])
+        field_model = ranker.fields.get(name) if ranker is not None else None
+        reviewed = ranker.decisions(base.content_sha256, name) if ranker is not None else None
+        chosen = choose(spec.kind, spec.many, spec.max_values, supported, groups, field_model, reviewed)
+        if not chosen:  # reviewers rejected every candidate of this document
+            rows.append(_row(base, task, name, spec.kind, 0, None, "rejected", groups))
+            continue
+        kept = [group for group, _, _ in chosen]
+        for index, (group, status, probability) in enumerate(chosen):
+            rows.append(
+                _row(
+                    base,
+                    task,
+                    name,
+                    spec.kind,
+                    index,
+                    group,
+                    status,
+                    [g for g in groups if g not in kept],
+                    ranker_sha256=ranker.sha256 if ranker is not None and (field_model or reviewed) else None,
+                    probability=probability,
                 )
-        else:
-            status = "disagreement" if len(supported) > 1 else "chosen"
-            chosen = supported[0]
-            rows.append(_row(base, task, name, spec.kind, 0, chosen, status, [g for g in groups if g is not chosen]))
+            )
     return rows
+
+
+def choosable(task: Task, name: str, groups: list[Group]) -> list[Group]:
+    """The groups that may be chosen, in the hand order: grounded (or a field that need not carry
+    evidence, like a summary), read as their kind (a "date" the date parser cannot read, or a "party"
+    that is a role word, is not), a rule's before the model's, then by score and earliest evidence."""
+    kind = task.fields[name].kind
+    supported = [
+        g
+        for g in groups
+        if (g.grounded or name not in task.evidence_fields) and (g.normalised is not None or kind == "text")
+    ]
+    supported.sort(key=lambda g: (not g.ruled, -g.score, g.best().evidence_start or 0, g.key))
+    return supported
+
+
+def choose(
+    kind: str,
+    many: bool,
+    max_values: int | None,
+    supported: list[Group],
+    groups: list[Group],
+    field_model: FieldModel | None,
+    reviewed: Reviewed | None = None,
+) -> list[tuple[Group, str, float | None]]:
+    """The chosen groups of a field, best first, with their status and the ranker's probability.
+
+    Without a ranker: the hand order (a single-valued field's best, `disagreement` when others are
+    choosable too; a many-valued field's first `max_values`). With one: the groups whose probability
+    reaches the field's threshold (`disagreement` when a second one does too on a single-valued
+    field); when none does, the most probable lands as `uncertain` (waits for review, not counted
+    as the document's value). Reviewers' decisions on this document come first: a value they
+    rejected is never chosen, one they accepted or corrected to is (probability 1.0). Empty when
+    reviewers rejected every candidate."""
+    pinned: list[Group] = []
+    if reviewed is not None:
+        supported = [g for g in supported if label_key(g.display()) not in reviewed.wrong]
+        pinned = [g for g in supported if label_key(g.display()) in reviewed.right]
+    if not supported:
+        return []
+    chosen = _ranked(kind, many, max_values, supported, groups, field_model)
+    if not pinned:
+        return chosen
+    if not many:
+        return [(pinned[0], "chosen", 1.0)]
+    kept: list[tuple[Group, str, float | None]] = [(g, "chosen", 1.0) for g in pinned]
+    kept += [(g, status, p) for g, status, p in chosen if g not in pinned and status != "uncertain"]
+    return kept[:max_values] if max_values else kept
+
+
+def _ranked(
+    kind: str,
+    many: bool,
+    max_values: int | None,
+    supported: list[Group],
+    groups: list[Group],
+    field_model: FieldModel | None,
+) -> list[tuple[Group, str, float | None]]:
+    if field_model is None:
+        if many:
+            kept = supported[:max_values] if max_values else supported
+            return [(g, "chosen", None) for g in kept]
+        return [(supported[0], "disagreement" if len(supported) > 1 else "chosen", None)]
+    scored = sorted(
+        ((field_model.probability(features(kind, g, groups)), index, g) for index, g in enumerate(supported)),
+        key=lambda item: (-item[0], item[1]),
+    )
+    above = [(p, g) for p, _, g in scored if p >= field_model.threshold]
+    if not above:
+        return [(scored[0][2], "uncertain", round(scored[0][0], 6))]
+    if many:
+        return [(g, "chosen", round(p, 6)) for p, g in (above[:max_values] if max_values else above)]
+    best_p, best = above[0]
+    return [(best, "disagreement" if len(above) > 1 else "chosen", round(best_p, 6))]
 
 
 def _row(
@@ -180,9 +267,12 @@ def _row(
     name: str,
     kind: str,
     index: int,
-    group: _Group | None,
+    group: Group | None,
     status: str,
-    others: list[_Group],
+    others: list[Group],
+    *,
+    ranker_sha256: str | None = None,
+    probability: float | None = None,
 ) -> DocumentValueRow:
     best = group.best() if group is not None else None
     model_confidences = [f.confidence for f in group.findings if f.method == "model" and f.confidence] if group else []
@@ -211,5 +301,7 @@ def _row(
         evidence_page=best.evidence_page if best else None,
         alternatives=json.dumps([g.summary() for g in others], ensure_ascii=False),
         conventions=base.conventions.describe(),
+        ranker_sha256=ranker_sha256,
+        ranker_probability=probability,
         created_at=base.created_at,
     )

@@ -1,0 +1,391 @@
+"""Train a task's ranker from labelled documents and reviewers' decisions (`assay learn`).
+
+Examples are the candidate groups of a field in one document, built from landed findings with the
+same code the reducer uses (`values.field_groups`), so training sees exactly what a run sees:
+
+- **gold sets**: a labels file (the `assay eval` format) whose documents an `assay eval` has landed
+  (its folder under `<data_dir>/evals/`). Every choosable group is labelled: right when its value
+  is a gold value (the Kleister comparison), else wrong.
+- **review decisions** in the data folder's own lake: an accepted value is right, a rejected one
+  wrong, a corrected one wrong and its correction right; on a single-valued field, a right value
+  makes every other candidate of that document wrong. A decision overrides a gold label.
+
+Per field, a logistic regression (scikit-learn) over `pipeline/reduce/ranker.features`. Its
+cross-validated F1 (folds by document: no document is scored by a model that saw it) is reported
+beside the F1 of the task's current choice (its ranker, or the hand order) on the same examples;
+the threshold of each field is the one that maximises its out-of-fold F1 (so the reported after
+figure is slightly optimistic; the dev split is the check). The result is a new ranker file; the
+task changes only when its file is pointed at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.audit.evaluation import latest_extraction, load_gold
+from pipeline.core.errors import ConfigError
+from pipeline.core.rankers import FieldModel, Ranker, Reviewed
+from pipeline.core.tasks import Task
+from pipeline.land.tables import FindingRow
+from pipeline.land.warehouse import connect_read_only
+from pipeline.reduce.normalise import comparison_key, label_key
+from pipeline.reduce.ranker import features
+from pipeline.reduce.values import Group, choosable, choose, field_groups
+
+FOLDS = 5
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+MIN_EXAMPLES = 10  # labelled groups a field needs (of both kinds) before it gets a model
+REGULARISATION_C = 1.0
+# A reviewer's decision on this estate's own documents weighs more than a gold label of a public set.
+REVIEW_WEIGHT = 3.0
+COUNTED = ("chosen", "disagreement")  # the statuses that are a document's value (as `assay eval` counts)
+
+
+@dataclass
+class Example:
+    """One field of one document: its candidate groups and what is known right or wrong among them."""
+
+    document: str  # content SHA-256: folds never split a document
+    field: str
+    kind: str
+    many: bool
+    max_values: int | None
+    groups: list[Group]
+    supported: list[Group]
+    right: set[str] = dataclasses.field(default_factory=set)  # comparison keys
+    wrong: set[str] = dataclasses.field(default_factory=set)
+    complete: bool = True  # every value not right is wrong (a gold label; a review of a single value)
+    origin: str = ""
+    weight: float = 1.0
+
+    def label(self, group: Group) -> int | None:
+        key = label_key(group.display())
+        if key in self.right:
+            return 1
+        if key in self.wrong or self.complete:
+            return 0
+        return None
+
+
+@dataclass
+class Learned:
+    ranker: Ranker
+    report: dict[str, Any]
+
+
+_FINDING_COLUMNS = [f.name for f in dataclasses.fields(FindingRow)]
+
+
+def findings_of(con: Any, task: str, run_id: str, content_sha256: str) -> list[FindingRow]:
+    """The findings a run landed for one document and task (every candidate, rule and model)."""
+    rows = con.execute(
+        f"SELECT {', '.join(_FINDING_COLUMNS)} FROM findings WHERE task = ? AND run_id = ? AND content_sha256 = ?",
+        [task, run_id, content_sha256],
+    ).fetchall()
+    return [FindingRow(**dict(zip(_FINDING_COLUMNS, row, strict=True))) for row in rows]
+
+
+def examples_of(task: Task, findings: Sequence[FindingRow], document: str, origin: str) -> dict[str, Example]:
+    """Per field with candidates, an unlabelled example of one document's findings."""
+    found: dict[str, Example] = {}
+    for name, spec in task.fields.items():
+        groups = field_groups(spec.kind, [f for f in findings if f.field == name])
+        if not groups:
+            continue
+        found[name] = Example(
+            document, name, spec.kind, spec.many, spec.max_values, groups, choosable(task, name, groups), origin=origin
+        )
+    return found
+
+
+def gold_examples(task: Task, labels: Path, evals_dir: Path) -> tuple[list[Example], list[str]]:
+    """The examples of a gold set from whichever `assay eval` folder landed its documents, and the
+    files no evaluation has landed (they are reported, not guessed)."""
+    documents = load_gold(labels)
+    warehouses = sorted(evals_dir.glob("*/warehouse.duckdb")) if evals_dir.is_dir() else []
+    examples: list[Example] = []
+    missing: list[str] = []
+    connections = [connect_read_only(path) for path in warehouses]
+    try:
+        for item in documents:
+            for con in connections:
+                found = latest_extraction(con, task.name, item.file)
+                if found is None:
+                    continue
+                content_sha256, run_id = found
+                per_field = examples_of(
+                    task, findings_of(con, task.name, run_id, content_sha256), content_sha256, f"gold:{labels.name}"
+                )
+                for key in item.keys_asked:
+                    if key not in task.fields:
+                        continue
+                    spec = task.fields[key]
+                    # A field without any candidate still counts: its gold values are missed.
+                    example = per_field.get(key) or Example(
+                        content_sha256, key, spec.kind, spec.many, spec.max_values, [], [], origin=f"gold:{labels.name}"
+                    )
+                    example.right = {comparison_key(v) for v in item.values.get(key, [])}
+                    examples.append(example)
+                break
+            else:
+                missing.append(item.file)
+    finally:
+        for con in connections:
+            con.close()
+    return examples, missing
+
+
+_DECISIONS = """
+    SELECT v.run_id, v.content_sha256, v.field, v.value, d.decision, d.corrected_value
+    FROM latest_value_decisions AS d JOIN document_values AS v USING (value_id)
+    WHERE v.task = $task AND v.value IS NOT NULL
+    UNION ALL
+    SELECT f.run_id, f.content_sha256, f.field, f.value, d.decision, d.corrected_value
+    FROM latest_review_decisions AS d JOIN findings AS f USING (finding_id)
+    WHERE f.task = $task
+"""
+
+
+def review_examples(task: Task, warehouse_path: Path) -> tuple[list[Example], int]:
+    """The examples reviewers' decisions label, from the warehouse of the data folder, and how many
+    decisions were read."""
+    if not warehouse_path.exists():
+        return [], 0
+    with connect_read_only(warehouse_path) as con:
+        decisions = con.execute(_DECISIONS, {"task": task.name}).fetchall()
+        by_document: dict[tuple[str, str], list[tuple[str, str, str, str | None]]] = defaultdict(list)
+        for run_id, content_sha256, field_name, value, decision, corrected in decisions:
+            by_document[(str(run_id), str(content_sha256))].append((field_name, value, decision, corrected))
+        examples: list[Example] = []
+        for (run_id, content_sha256), decided in sorted(by_document.items()):
+            per_field = examples_of(task, findings_of(con, task.name, run_id, content_sha256), content_sha256, "review")
+            for example in per_field.values():
+                example.weight = REVIEW_WEIGHT
+            for field_name, value, decision, corrected in decided:
+                if field_name not in per_field:
+                    continue
+                example = per_field[field_name]
+                key = label_key(str(value))
+                if decision == "accept":
+                    example.right.add(key)
+                    example.wrong.discard(key)
+                else:
+                    example.wrong.add(key)
+                    example.right.discard(key)
+                if decision == "correct" and corrected:
+                    example.right.add(label_key(corrected))
+            for example in per_field.values():
+                example.complete = not example.many and bool(example.right)
+                if example.right or example.wrong:
+                    examples.append(example)
+    return examples, len(decisions)
+
+
+def merge(gold: list[Example], reviewed: list[Example]) -> list[Example]:
+    """Gold examples and reviewed ones; a review of the same document and field wins."""
+    reviewed_keys = {(e.document, e.field) for e in reviewed}
+    return [e for e in gold if (e.document, e.field) not in reviewed_keys] + reviewed
+
+
+def _scores(tp: int, fp: int, fn: int) -> dict[str, float | int]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+    }
+
+
+def _counts(example: Example, chosen: Sequence[tuple[Group, str, float | None]]) -> tuple[int, int, int]:
+    """TP, FP, FN of a field's choice against what is known right (complete examples only)."""
+    predicted = {label_key(g.display()) for g, status, _ in chosen if status in COUNTED}
+    return len(predicted & example.right), len(predicted - example.right), len(example.right - predicted)
+
+
+def _choice(
+    example: Example, field_model: FieldModel | None, reviewed: Reviewed | None = None
+) -> list[tuple[Group, str, float | None]]:
+    if not example.supported:
+        return []
+    return choose(
+        example.kind, example.many, example.max_values, example.supported, example.groups, field_model, reviewed
+    )
+
+
+def _rows(example: Example) -> list[tuple[dict[str, float], int, float]]:
+    """(features, label, weight) of each labelled choosable candidate of the example."""
+    rows = []
+    for group in example.supported:
+        label = example.label(group)
+        if label is not None:
+            rows.append((features(example.kind, group, example.groups), label, example.weight))
+    return rows
+
+
+def _fit(examples: Sequence[Example], names: list[str]) -> tuple[list[float], float] | None:
+    from sklearn.linear_model import LogisticRegression
+
+    rows = [row for example in examples for row in _rows(example)]
+    labels = [label for _, label, _ in rows]
+    if len(rows) < MIN_EXAMPLES or len(set(labels)) < 2:
+        return None
+    model = LogisticRegression(C=REGULARISATION_C, max_iter=5000)
+    model.fit(
+        [[values.get(n, 0.0) for n in names] for values, _, _ in rows],
+        labels,
+        sample_weight=[weight for _, _, weight in rows],
+    )
+    return [float(c) for c in model.coef_[0]], float(model.intercept_[0])
+
+
+def _feature_names(examples: Sequence[Example]) -> list[str]:
+    return sorted({name for example in examples for values, _, _ in _rows(example) for name in values})
+
+
+def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> Learned:
+    """A ranker for `task` from the examples, with its cross-validated F1 beside the current choice's."""
+    from sklearn.model_selection import GroupKFold
+
+    if not examples:
+        raise ConfigError(f"no labelled candidates for task {task.name}: run `assay eval` over a gold set first")
+    current = task.ranker
+    report: dict[str, Any] = {"fields": {}, "examples": len(examples)}
+    fields: dict[str, FieldModel] = {}
+    totals = {"before": [0, 0, 0], "after": [0, 0, 0]}
+    for name in task.fields:
+        of_field = [e for e in examples if e.field == name]
+        scored = [e for e in of_field if e.complete]
+        if not of_field:
+            continue
+        names = _feature_names(of_field)
+        before = [0, 0, 0]
+        for example in scored:
+            counts = _counts(
+                example,
+                _choice(
+                    example,
+                    current.fields.get(name) if current else None,
+                    current.decisions(example.document, name) if current else None,
+                ),
+            )
+            before = [a + b for a, b in zip(before, counts, strict=True)]
+        # Out-of-fold probabilities, then the threshold that maximises the out-of-fold F1.
+        documents = sorted({e.document for e in of_field})
+        folds = min(FOLDS, len(documents))
+        fold_models: list[tuple[set[str], tuple[list[float], float] | None]] = []
+        if folds >= 2:
+            splitter = GroupKFold(n_splits=folds)
+            index = list(range(len(of_field)))
+            for train_index, test_index in splitter.split(index, groups=[e.document for e in of_field]):
+                fitted = _fit([of_field[i] for i in train_index], names)
+                fold_models.append(({of_field[i].document for i in test_index}, fitted))
+        best: tuple[float, float, list[int]] = (-1.0, 0.5, [0, 0, 0])
+        for threshold in THRESHOLDS:
+            after = [0, 0, 0]
+            for held_out, fitted in fold_models:
+                model = (
+                    FieldModel(
+                        features=tuple(names), coefficients=tuple(fitted[0]), intercept=fitted[1], threshold=threshold
+                    )
+                    if fitted
+                    else None
+                )
+                for example in scored:
+                    if example.document in held_out:
+                        counts = _counts(example, _choice(example, model))
+                        after = [a + b for a, b in zip(after, counts, strict=True)]
+            f1 = float(_scores(*after)["f1"])
+            # Ties go to the threshold nearest 0.5 (the one that reads as "more likely right than not").
+            if f1 > best[0] or (f1 == best[0] and abs(threshold - 0.5) < abs(best[1] - 0.5)):
+                best = (f1, threshold, after)
+        fitted_all = _fit(of_field, names)
+        report["fields"][name] = {
+            "examples": len(of_field),
+            "labelled_candidates": sum(len(_rows(e)) for e in of_field),
+            "before": _scores(*before),
+            "after_cross_validated": _scores(*best[2]) if fold_models else None,
+            "threshold": best[1],
+            "model": fitted_all is not None,
+        }
+        if fitted_all is not None:
+            fields[name] = FieldModel(
+                features=tuple(names),
+                coefficients=tuple(round(c, 6) for c in fitted_all[0]),
+                intercept=round(fitted_all[1], 6),
+                threshold=best[1],
+            )
+            totals["after"] = [a + b for a, b in zip(totals["after"], best[2], strict=True)]
+        else:  # no model for this field: it keeps the hand order, so its figures are the same
+            totals["after"] = [a + b for a, b in zip(totals["after"], before, strict=True)]
+        totals["before"] = [a + b for a, b in zip(totals["before"], before, strict=True)]
+    report["before"] = _scores(*totals["before"])
+    report["after_cross_validated"] = _scores(*totals["after"])
+    report["before_is"] = f"the ranker {current.sha256[:12]}" if current else "the hand order"
+    import sklearn
+
+    # Reviewed documents keep their reviewers' decisions (not used in the cross-validation above,
+    # which measures what the model does on documents no one reviewed).
+    reviewed = tuple(
+        Reviewed(document=e.document, field=e.field, right=tuple(sorted(e.right)), wrong=tuple(sorted(e.wrong)))
+        for e in examples
+        if e.origin == "review"
+    )
+    report["reviewed_fields"] = len(reviewed)
+    ranker = Ranker(
+        task=task.name,
+        fields=fields,
+        reviewed=reviewed,
+        training={
+            **training,
+            "task_version": task.version,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scikit_learn": sklearn.__version__,
+            "folds": FOLDS,
+            "report": report,
+        },
+    )
+    return Learned(ranker, report)
+
+
+def write_ranker(ranker: Ranker, folder: Path) -> tuple[Path, Ranker]:
+    """Write the ranker as `<task>-<sha12>.json` in `folder`; the file and the ranker with its SHA-256."""
+    from pipeline.core.hashing import sha256_bytes
+
+    raw = ranker.to_bytes()
+    digest = sha256_bytes(raw)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ranker.task}-{digest[:12]}.json"
+    path.write_bytes(raw)
+    return path, ranker.model_copy(update={"sha256": digest})
+
+
+def describe(report: dict[str, Any]) -> str:
+    """The report as a few lines of text (per field: before, after, threshold)."""
+    lines = [f"{'field':16} {'before F1':>9} {'after F1 (cv)':>13} threshold  examples"]
+    for name, row in report["fields"].items():
+        after = row["after_cross_validated"]
+        lines.append(
+            f"{name:16} {row['before']['f1']:9.4f} {after['f1'] if after else float('nan'):13.4f} "
+            f"{row['threshold']:9.2f}  {row['examples']}"
+        )
+    lines.append(
+        f"{'overall':16} {report['before']['f1']:9.4f} {report['after_cross_validated']['f1']:13.4f}"
+        f"            {report['examples']}  (before: {report['before_is']})"
+    )
+    return "\n".join(lines)
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=1, sort_keys=True)

@@ -1,0 +1,365 @@
+"""The learned ranker: its file, its features, how it chooses, and `assay learn` from gold and reviews.
+
+The sentences in `TRAIN_SENTENCES` are quoted from NDAs of the Kleister-NDA train split (public SEC
+EDGAR filings; github.com/applicaai/kleister-nda), the split the rules were developed on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from assay.cli import cli
+from pipeline.audit.learning import Example, review_examples
+from pipeline.core.errors import ConfigError
+from pipeline.core.rankers import FieldModel, Ranker, load_ranker
+from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task, load_task_file
+from pipeline.extract.rules import apply_rules
+from pipeline.land.tables import FindingRow
+from pipeline.land.warehouse import connect_read_only
+from pipeline.reduce.normalise import comparison_key, duration, label_key, party, to_dataset_format
+from pipeline.reduce.ranker import features
+from pipeline.reduce.values import ValuesOf, choosable, choose, field_groups, reduce_document
+from tests.support import FIXTURES, document
+
+NDA_TASK = BUILTIN_TASK_DIR / "nda_key_terms.yaml"
+
+
+def _finding(field: str, value: str, rule: str | None = None, start: int = 0, confidence: float = 0.8) -> FindingRow:
+    """A grounded finding as reduce sees it (lineage columns it does not read are placeholders)."""
+    return FindingRow(
+        run_id="r",
+        finding_id=f"{field}-{value}-{rule}-{start}",
+        task="nda_key_terms",
+        task_version="v",
+        field=field,
+        item_index=0,
+        value=value,
+        value_json=json.dumps(value),
+        method="rule" if rule else "model",
+        rule=rule,
+        grounding_status="exact",
+        grounding_score=100.0,
+        confidence=None if rule else confidence,
+        evidence_text=value,
+        evidence_start=start,
+        evidence_end=start + len(value),
+        evidence_page=1,
+        content_sha256="c",
+        document_uri="file:///d",
+        document_version="1",
+        text_sha256="t",
+        parser="p",
+        parser_version="1",
+        chunking="c",
+        schema_sha256="s",
+        fingerprint="f",
+        created_at=ValuesOf("r", "c", "file:///d", _now()).created_at,
+    )
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+# --- the generators: rules and normalisers, on sentences of the train split ---------------------
+
+TRAIN_SENTENCES = [
+    (
+        "term",
+        "shall survive termination or expiration of this Agreement, and shall expire seven (7) years from "
+        "the Effective Date.",
+        "7 years",
+    ),
+    ("term", "for a period of Two years from the effective date hereof.", "2 years"),
+    (
+        "term",
+        "the Receiving Party agrees that, until eighteen (18) months from the date hereof, the Receiving Party",
+        "18 months",
+    ),
+    ("term", "This Agreement shall terminate two years after the date first entered.", "2 years"),
+    (
+        "term",
+        "the term of this letter agreement shall be three years (the \u201cTerm\u201d), unless otherwise agreed",
+        "3 years",
+    ),
+    (
+        "term",
+        "This Agreement shall be effective from and after the Effective Date for two (2) years or until its "
+        "earlier termination by either Party.",
+        "2 years",
+    ),
+    ("term", "shall remain in effect until the third anniversary of the date of this Agreement.", "3 years"),
+    (
+        "party",
+        "is made as of the 5th day of November 2004 (the \u201cEFFECTIVE DATE\u201d), by and between Richard "
+        "Harcke (\u201cHARCKE\u201d) and  Haynes Wire Company, a Delaware corporation (\u201cBUYER\u201d).",
+        "Richard Harcke",
+    ),
+    (
+        "party",
+        "between Affinity Gaming, a  Nevada corporation (the \u201cCompany\u201d), and Z Capital Partners "
+        "L.L.C., a Delaware limited liability company (\u201cReceiving Party\u201d).",
+        "Affinity Gaming",
+    ),
+    (
+        "party",
+        "between Affinity Gaming, a  Nevada corporation (the \u201cCompany\u201d), and Z Capital Partners "
+        "L.L.C., a Delaware limited liability company (\u201cReceiving Party\u201d).",
+        "Z Capital Partners LLC",
+    ),
+    ("party", "By: /s/ Mark A. Sirgo\n\nName: Mark A. Sirgo Title:\n\n/s/ Benny Ward Benny Ward", "Benny Ward"),
+]
+
+
+@pytest.mark.parametrize(("field", "sentence", "expected"), TRAIN_SENTENCES)
+def test_the_nda_rules_find_terms_and_parties_in_train_sentences(field: str, sentence: str, expected: str) -> None:
+    task = load_task_file(NDA_TASK)
+    kind = task.fields[field].kind
+    found = {f"{m.rule}: {m.value}" for m in apply_rules(task, sentence) if m.field == field}
+    normalised = {duration(v.split(": ", 1)[1]) if kind == "duration" else party(v.split(": ", 1)[1]) for v in found}
+    assert expected in normalised, found
+
+
+def test_the_duration_normaliser_reads_anniversaries_and_hyphenated_units() -> None:
+    assert duration("the third anniversary") == "3 years"
+    assert duration("2nd anniversary") == "2 years"
+    assert duration("an 18-month period") == "18 months"
+    assert duration("three-year") == "3 years"
+    assert duration("the eleventh anniversary") is None  # not an ordinal it knows: no guess
+
+
+def test_the_party_normaliser_writes_legal_forms_as_filings_abbreviate_them() -> None:
+    assert party("Z Capital Partners L.L.C.") == "Z Capital Partners LLC"
+    assert party("One Equity Partners IV, L.P.") == "One Equity Partners IV, LP"
+    assert party("Wynn Resorts, Limited") == "Wynn Resorts, Ltd."
+    assert party("Coupa Software Incorporated") == "Coupa Software Inc."
+    # a signature block read with its label, or its name written twice
+    assert party("Patrick J. Mahaffy Signature") == "Patrick J. Mahaffy"
+    assert party("Brian Lynch Brian Lynch") == "Brian Lynch"
+    assert party("Stephen A. Vintz Title") == "Stephen A. Vintz"
+
+
+def test_the_dataset_format_writes_ampersand_as_and() -> None:
+    assert comparison_key(to_dataset_format("Raymond James & Associates, Inc.")) == comparison_key(
+        "Raymond_James_and_Associates_Inc."
+    )
+
+
+# --- the ranker file ------------------------------------------------------------------------------
+
+TERM_MODEL = FieldModel(
+    features=("rule:term-from-date", "rule:term-phrase", "duration:days_or_weeks"),
+    coefficients=(4.0, 0.5, -3.0),
+    intercept=-2.0,
+    threshold=0.5,
+)
+
+
+def _ranker_file(folder: Path, task: str = "nda_key_terms", **fields: FieldModel) -> tuple[Path, str]:
+    from pipeline.core.hashing import sha256_bytes
+
+    raw = Ranker(task=task, fields=fields or {"term": TERM_MODEL}).to_bytes()
+    path = folder / "ranker.json"
+    path.write_bytes(raw)
+    return path, sha256_bytes(raw)
+
+
+def test_a_ranker_file_is_data_checked_by_its_sha256(tmp_path: Path) -> None:
+    path, digest = _ranker_file(tmp_path)
+    ranker = load_ranker(path, digest)
+    assert ranker.sha256 == digest and ranker.fields["term"] == TERM_MODEL
+    with pytest.raises(ConfigError, match="SHA-256"):
+        load_ranker(path, "0" * 64)
+    path.write_bytes(b"\x80\x04\x95 a pickle is never read")
+    with pytest.raises(ConfigError, match="not a ranker"):
+        load_ranker(path)
+    bad = json.loads(Ranker(task="t", fields={"term": TERM_MODEL}).to_bytes())
+    bad["fields"]["term"]["coefficients"] = [1.0]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="3 features but 1 coefficients"):
+        load_ranker(path)
+
+
+def _task_with_ranker(folder: Path, task: str = "nda_key_terms") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    _, digest = _ranker_file(folder, task)
+    text = NDA_TASK.read_text(encoding="utf-8") + f"ranker:\n  file: ranker.json\n  sha256: {digest}\n"
+    (folder / "nda_key_terms.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_a_task_names_its_ranker_and_refuses_an_altered_one(tmp_path: Path) -> None:
+    folder = _task_with_ranker(tmp_path / "tasks")
+    task = find_task("nda_key_terms", [folder])
+    assert task.ranker is not None and task.ranker.fields["term"] == TERM_MODEL
+    assert task.version != load_task_file(NDA_TASK).version  # the ranker's SHA-256 is part of the task
+    (folder / "ranker.json").write_text((folder / "ranker.json").read_text().replace("4.0", "9.0"))
+    with pytest.raises(ConfigError, match="SHA-256"):
+        find_task("nda_key_terms", [folder])
+    other = _task_with_ranker(tmp_path / "other", task="pii_inventory")
+    with pytest.raises(ConfigError, match="trained for 'pii_inventory'"):
+        find_task("nda_key_terms", [other])
+
+
+# --- features and the choice ----------------------------------------------------------------------
+
+
+def test_features_read_the_rules_the_model_and_the_position() -> None:
+    findings = [
+        _finding("term", "two (2) years", rule="term-from-date", start=900),
+        _finding("term", "2 years", rule="term-phrase", start=1500),
+        _finding("term", "thirty (30) days", rule="term-phrase", start=100),
+        _finding("term", "30 days", confidence=0.9, start=120),
+    ]
+    groups = field_groups("duration", findings)
+    by_value = {g.normalised: g for g in groups}
+    years = features("duration", by_value["2 years"], groups)
+    days = features("duration", by_value["30 days"], groups)
+    assert years["rule:term-from-date"] > 0 and years["rule:term-phrase"] > 0 and years["rules"] == 2.0
+    assert years["model"] == 0.0 and days["model"] > 0 and days["model_confidence"] == 0.9
+    assert days["position_rank"] == 0.0 and years["position_rank"] == 1.0  # 30 days is met first
+    assert years["duration:years"] == 1.0 and days["duration:days_or_weeks"] == 1.0
+
+
+def test_the_ranker_chooses_by_probability_and_says_when_it_is_unsure(tmp_path: Path) -> None:
+    task = find_task("nda_key_terms", [_task_with_ranker(tmp_path / "tasks")])
+    assert task.ranker is not None
+    base = ValuesOf("run", "c", "file:///d", _now())
+    # The hand order takes the earliest rule value (a notice period); the ranker the term from a date.
+    findings = [
+        _finding("term", "thirty (30) days", rule="term-phrase", start=100),
+        _finding("term", "two (2) years", rule="term-from-date", start=900),
+    ]
+    hand = choose("duration", False, None, choosable(task, "term", field_groups("duration", findings)), [], None)
+    assert hand[0][0].normalised == "30 days" and hand[0][1] == "disagreement"
+    rows = [r for r in reduce_document(task, findings, base) if r.field == "term"]
+    assert [(r.value, r.status) for r in rows] == [("2 years", "chosen")]
+    assert rows[0].ranker_sha256 == task.ranker.sha256 and rows[0].ranker_probability is not None
+    assert rows[0].ranker_probability > 0.5 and "30 days" in rows[0].alternatives
+    # Only a weak candidate: the most probable lands as `uncertain`, not as the document's value.
+    rows = [r for r in reduce_document(task, findings[:1], base) if r.field == "term"]
+    assert [(r.value, r.status) for r in rows] == [("30 days", "uncertain")]
+    assert rows[0].ranker_probability is not None and rows[0].ranker_probability < 0.5
+    # Fields the ranker has no model for keep the hand order, and say so by the absent SHA-256.
+    rows = [r for r in reduce_document(task, [_finding("jurisdiction", "Delaware", rule="x")], base)]
+    assert rows[0].status == "chosen" and rows[0].ranker_sha256 is None
+
+
+def test_many_valued_fields_keep_every_candidate_above_the_threshold_up_to_their_maximum() -> None:
+    model = FieldModel(features=("rules",), coefficients=(3.0,), intercept=-4.0, threshold=0.5)
+    findings = [
+        _finding("party", "Acme Inc.", rule="a", start=10),
+        _finding("party", "Acme Inc.", rule="b", start=10),
+        _finding("party", "Beta LLC", rule="a", start=50),
+        _finding("party", "Beta LLC", rule="b", start=50),
+        _finding("party", "Gamma Corp.", rule="c", start=5),
+    ]
+    groups = field_groups("party", findings)
+    chosen = choose("party", True, 2, groups, groups, model)
+    assert [(g.normalised, status) for g, status, _ in chosen] == [("Acme Inc.", "chosen"), ("Beta LLC", "chosen")]
+
+
+# --- assay learn, end to end: an evaluation, a run, a review, two rankers ---------------------------
+
+
+def _rules_only(folder: Path) -> Path:
+    """nda_key_terms with routing that sends nothing to the model (its rules stay): a run in seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = re.sub(
+        r"(?ms)^routing:.*?^(?=# Passages)",
+        "routing:\n  first_chunks: 0\n  signals: {}\n",
+        NDA_TASK.read_text(encoding="utf-8"),
+    )
+    (folder / "nda_key_terms.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_assay_learn_learns_from_a_gold_set_and_a_reviewer_changes_the_next_ranker(tmp_path: Path) -> None:
+    tasks = _rules_only(tmp_path / "tasks")
+    config = tmp_path / "assay.toml"
+    config.write_text(f'task_dirs = ["{tasks}"]\n')
+    data = tmp_path / "data"
+    gold = FIXTURES / "nda-train" / "labels.jsonl"
+    runner = CliRunner()
+    base = ["--config", str(config), "--data-dir", str(data)]
+
+    evaluated = runner.invoke(cli, [*base, "eval", "--task", "nda_key_terms", "--gold", str(gold), "--name", "g"])
+    assert evaluated.exit_code == 0, evaluated.output
+    summary = json.loads((data / "evals" / "g" / "report" / "summary.json").read_text())
+
+    first = runner.invoke(cli, [*base, "learn", "--task", "nda_key_terms", "--gold", str(gold), "--json"])
+    assert first.exit_code == 0, first.output
+    report_a = json.loads(first.output)
+    # The learner scores the hand order exactly as `assay eval` scored the run.
+    assert report_a["before"]["f1"] == summary["overall_f1"]
+    assert report_a["before"]["tp"] == summary["overall_tp"] and report_a["before"]["fp"] == summary["overall_fp"]
+    ranker_a = load_ranker(Path(report_a["file"]), report_a["sha256"])
+    assert "party" in ranker_a.fields and ranker_a.training["gold_sets"] == [str(gold)]
+
+    # The estate's own run over one NDA, and a reviewer who rejects the party the hand order chose first.
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    shutil.copy(document("nda-5fef505c7e8c60c597f150f2f2976684.pdf"), documents / "nda.pdf")
+    ran = runner.invoke(cli, [*base, "run", str(documents), "--task", "nda_key_terms", "--no-progress"])
+    assert ran.exit_code == 0, ran.output
+    task = find_task("nda_key_terms", [tasks])
+    [example] = [e for e in _examples_of_run(task, data) if e.field == "party"]
+    chosen_a = _chosen(example, ranker_a.fields.get("party"))
+    rejected = chosen_a[0]
+    for finding in next(g for g in example.groups if g.display() == rejected).findings:
+        decided = runner.invoke(cli, [*base, "review", finding.finding_id, "--reject", "--comment", "not a party"])
+        assert decided.exit_code == 0, decided.output
+
+    second = runner.invoke(cli, [*base, "learn", "--task", "nda_key_terms", "--gold", str(gold), "--json"])
+    assert second.exit_code == 0, second.output
+    report_b = json.loads(second.output)
+    assert report_b["sha256"] != report_a["sha256"]
+    ranker_b = load_ranker(Path(report_b["file"]), report_b["sha256"])
+    assert ranker_b.training["review_decisions"] >= 1 and ranker_b.training["reviewed_examples"] == 1
+    [reviewed] = [e for e in review_examples(task, data / "warehouse.duckdb")[0] if e.field == "party"]
+    assert label_key(rejected) in reviewed.wrong
+    decisions = ranker_b.decisions(reviewed.document, "party")
+    assert decisions is not None and label_key(rejected) in decisions.wrong
+
+    # The operator points the task at the new ranker; the next run chooses differently on that document.
+    shutil.copy(report_b["file"], tasks / "ranker.json")
+    with (tasks / "nda_key_terms.yaml").open("a", encoding="utf-8") as f:
+        f.write(f"ranker:\n  file: ranker.json\n  sha256: {report_b['sha256']}\n")
+    again = runner.invoke(cli, [*base, "run", str(documents), "--task", "nda_key_terms", "--no-progress"])
+    assert again.exit_code == 0, again.output
+    with connect_read_only(data / "warehouse.duckdb") as con:
+        rows = con.execute(
+            "SELECT value, status, ranker_sha256 FROM current_values WHERE field = 'party' ORDER BY item_index"
+        ).fetchall()
+    assert rows and all(sha == report_b["sha256"] for _, _, sha in rows)
+    assert rejected not in [value for value, status, _ in rows if status in ("chosen", "disagreement")]
+
+
+def _examples_of_run(task: Any, data: Path) -> list[Example]:
+    """The candidates of the data folder's newest run, per field (what a reviewer looks at)."""
+    from pipeline.audit.learning import examples_of, findings_of
+
+    with connect_read_only(data / "warehouse.duckdb") as con:
+        run_id, content_sha256 = con.execute(
+            "SELECT run_id, content_sha256 FROM findings ORDER BY run_id DESC LIMIT 1"
+        ).fetchone() or ("", "")
+        return list(examples_of(task, findings_of(con, task.name, run_id, content_sha256), content_sha256, "").values())
+
+
+def _chosen(example: Example, model: FieldModel | None) -> list[str]:
+    return [
+        g.display()
+        for g, status, _ in choose(
+            example.kind, example.many, example.max_values, example.supported, example.groups, model
+        )
+        if status in ("chosen", "disagreement")
+    ]
