@@ -1,6 +1,7 @@
-"""Extraction quality on the 40 labelled NDAs (Kleister-NDA dev), and what routing costs and saves.
+"""Extraction quality on labelled NDAs (Kleister-NDA), and what routing costs and saves.
 
-    .venv/bin/python bench/quality.py                       # routed and all-chunks, embedded model (about 1 hour)
+    .venv/bin/python bench/quality.py --protocol            # train (cross-validated) and dev side by side
+    .venv/bin/python bench/quality.py                       # dev: routed and all-chunks, embedded model (about 1 hour)
     .venv/bin/python bench/quality.py --limit 10            # a quick look
     .venv/bin/python bench/quality.py --only routed         # one configuration
     .venv/bin/python bench/quality.py --config qwen.toml --name-suffix qwen   # another GGUF (model.path + sha256)
@@ -9,6 +10,14 @@ Each configuration is one `assay eval` (its own data folder under --data-dir, so
 what is landed and only re-scores). Prints each evaluation's per-field table, then one line per
 configuration and, when both ran, the routing trade:
 `routing: tokens_per_doc <all> -> <routed> (<x>x fewer), f1 <all> -> <routed> (<delta> points)`.
+
+`--protocol` is the train/dev protocol of docs/quality.md: `assay eval` over the first --train-limit
+documents of the train split and over the 40 dev documents (the task as it is, routed), then a ranker
+trained on the train candidates only (`assay learn`'s code, cross-validated by document), then both
+splits scored side by side: per field P/R/F1 and candidate recall with the hand order and with the
+ranker (train: out-of-fold; dev: never seen in training), and the model tokens per document. Its
+ranker file is written to bench/.cache/rankers/.
+
 Reads the NDAs from ../shared/corpus (a bench may; tests may not).
 """
 
@@ -23,6 +32,76 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_GOLD = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev" / "labels.jsonl"
+TRAIN_GOLD = ROOT.parent / "shared" / "corpus" / "kleister-nda-train" / "labels.jsonl"
+
+
+def eval_named(args: argparse.Namespace, gold: Path, name: str, limit: int | None) -> dict[str, Any]:
+    """One routed `assay eval` (reusing what its folder already landed) and its summary."""
+    command = [str(Path(sys.executable).parent / "assay"), "--data-dir", str(args.data_dir)]
+    if args.config:
+        command += ["--config", str(args.config)]
+    command += ["eval", "--task", args.task, "--gold", str(gold), "--name", name]
+    if limit:
+        command += ["--limit", str(limit)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr[-4000:])
+        raise SystemExit(f"assay eval failed for {name}")
+    summary: dict[str, Any] = json.loads((args.data_dir / "evals" / name / "report" / "summary.json").read_text())
+    return summary
+
+
+def protocol(args: argparse.Namespace) -> None:
+    """Train (cross-validated) and dev, hand order and learned ranker, side by side."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline.audit import learning
+    from pipeline.core.settings import load_settings
+    from pipeline.core.tasks import find_task
+
+    suffix = f"-{args.name_suffix}" if args.name_suffix else ""
+    train = eval_named(args, TRAIN_GOLD, f"{args.task}-train{args.train_limit}{suffix}", args.train_limit)
+    dev = eval_named(args, args.gold, f"{args.task}-dev{suffix}", args.limit)
+    task = find_task(args.task, load_settings(args.config).task_dirs)
+    evals = args.data_dir / "evals"
+    train_examples, _ = learning.gold_examples(task, TRAIN_GOLD, evals)
+    dev_examples, _ = learning.gold_examples(task, args.gold, evals)
+    learned = learning.learn(task, train_examples, {"gold_sets": [str(TRAIN_GOLD)], "train_limit": args.train_limit})
+    path, ranker = learning.write_ranker(learned.ranker, ROOT / "bench" / ".cache" / "rankers")
+    print(learning.describe(learned.report))
+    train_hand = learning.field_scores(task, train_examples, None)
+    dev_hand = learning.field_scores(task, dev_examples, None)
+    dev_ranked = learning.field_scores(task, dev_examples, ranker)
+    train_documents = len({e.document for e in train_examples})
+    dev_documents = len({e.document for e in dev_examples})
+    print(f"\ntrain: {train_documents} documents (first {args.train_limit}); dev: {dev_documents}")
+    print(
+        "| field | train cand. recall | train F1 hand | train ranker (cv) P/R/F1 "
+        "| dev cand. recall | dev F1 hand | dev ranker P/R/F1 |"
+    )
+    print("|" + "---|" * 7)
+    for name in [*task.fields, "overall"]:
+        if name not in train_hand:
+            continue
+        cv = (
+            learned.report["after_cross_validated"]
+            if name == "overall"
+            else learned.report["fields"][name]["after_cross_validated"]
+        )
+        ranked = dev_ranked[name]
+        print(
+            f"| {name} | {train_hand[name]['candidate_recall']:.3f} | {train_hand[name]['f1']:.3f} | "
+            f"{cv['precision']:.3f}/{cv['recall']:.3f}/**{cv['f1']:.3f}** | {dev_hand[name]['candidate_recall']:.3f} | "
+            f"{dev_hand[name]['f1']:.3f} | {ranked['precision']:.3f}/{ranked['recall']:.3f}/**{ranked['f1']:.3f}** |"
+        )
+    print(
+        f"\ntokens_per_doc train={train['model_tokens_per_document']} dev={dev['model_tokens_per_document']}; "
+        f"eval F1 (hand order, as landed) train={train['overall_f1']} dev={dev['overall_f1']}"
+    )
+    print(f"ranker: {path} sha256={ranker.sha256}")
+    print(
+        f"protocol: train_cv_f1={learned.report['after_cross_validated']['f1']} dev_f1={dev_ranked['overall']['f1']} "
+        f"dev_f1_hand={dev_hand['overall']['f1']}"
+    )
 
 
 def run_eval(args: argparse.Namespace, routed: bool) -> dict[str, Any]:
@@ -53,7 +132,12 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="TOML settings (e.g. another model)")
     parser.add_argument("--name-suffix", default="")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "bench" / ".cache" / "quality")
+    parser.add_argument("--protocol", action="store_true", help="train (cross-validated) and dev, side by side")
+    parser.add_argument("--train-limit", type=int, default=100, help="train documents for --protocol")
     args = parser.parse_args()
+    if args.protocol:
+        protocol(args)
+        return
     if not args.gold.is_file():
         raise SystemExit(f"no gold labels at {args.gold}")
     results: dict[str, dict[str, Any]] = {}

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from assay.cli import cli
-from pipeline.audit.learning import Example, review_examples
+from pipeline.audit.learning import Example, field_scores, gold_examples, review_examples
 from pipeline.core.errors import ConfigError
 from pipeline.core.rankers import FieldModel, Ranker, load_ranker
 from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task, load_task_file
@@ -302,6 +302,11 @@ def test_assay_learn_learns_from_a_gold_set_and_a_reviewer_changes_the_next_rank
     # The learner scores the hand order exactly as `assay eval` scored the run.
     assert report_a["before"]["f1"] == summary["overall_f1"]
     assert report_a["before"]["tp"] == summary["overall_tp"] and report_a["before"]["fp"] == summary["overall_fp"]
+    # ...and so does the bench's scoring of a split (bench/quality.py --protocol), candidate recall too.
+    gold_task = find_task("nda_key_terms", [tasks])
+    scored = field_scores(gold_task, gold_examples(gold_task, gold, data / "evals")[0], None)["overall"]
+    assert scored["f1"] == summary["overall_f1"]
+    assert scored["candidate_recall"] == summary["overall_candidate_recall"]
     ranker_a = load_ranker(Path(report_a["file"]), report_a["sha256"])
     assert "party" in ranker_a.fields and ranker_a.training["gold_sets"] == [str(gold)]
 

@@ -143,7 +143,8 @@ def candidate_keys(rows: list[tuple[Any, ...]]) -> dict[str, set[str]]:
 
 
 _PREDICTED = """
-    SELECT v.content_sha256, v.field, v.value, v.status, v.confidence, v.methods, v.evidence_start
+    SELECT v.content_sha256, v.field, v.value, v.status, v.confidence, v.methods, v.evidence_start,
+           v.ranker_probability
     FROM document_values AS v
     WHERE v.task = ? AND v.run_id = ? AND v.content_sha256 = ? AND v.value IS NOT NULL
       AND v.status IN ('chosen', 'disagreement')
@@ -209,9 +210,12 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
             for value_key, row in predicted_keys.items():
                 predicted_total += 1
                 grounded_total += row[6] is not None
-                confidence = row[4]
+                confidence, probability = row[4], row[7]
                 bucket = "rule only (no model confidence)"
-                if confidence is not None:
+                if probability is not None:  # a ranker chose it: its calibration is the ranker's
+                    low, high = next(b for b in CONFIDENCE_BUCKETS if b[0] <= probability < b[1])
+                    bucket = f"ranker {low:.1f}-{min(high, 1.0):.1f}"
+                elif confidence is not None:
                     low, high = next(b for b in CONFIDENCE_BUCKETS if b[0] <= confidence < b[1])
                     bucket = f"{low:.1f}-{min(high, 1.0):.1f}"
                 buckets[bucket].append(value_key in gold_keys)

@@ -106,8 +106,8 @@ def examples_of(task: Task, findings: Sequence[FindingRow], document: str, origi
 
 
 def gold_examples(task: Task, labels: Path, evals_dir: Path) -> tuple[list[Example], list[str]]:
-    """The examples of a gold set from whichever `assay eval` folder landed its documents, and the
-    files no evaluation has landed (they are reported, not guessed)."""
+    """The examples of a gold set from the newest `assay eval` run (over every evaluation folder) that
+    landed each of its documents, and the files no evaluation has landed (reported, not guessed)."""
     documents = load_gold(labels)
     warehouses = sorted(evals_dir.glob("*/warehouse.duckdb")) if evals_dir.is_dir() else []
     examples: list[Example] = []
@@ -115,27 +115,23 @@ def gold_examples(task: Task, labels: Path, evals_dir: Path) -> tuple[list[Examp
     connections = [connect_read_only(path) for path in warehouses]
     try:
         for item in documents:
-            for con in connections:
-                found = latest_extraction(con, task.name, item.file)
-                if found is None:
-                    continue
-                content_sha256, run_id = found
-                per_field = examples_of(
-                    task, findings_of(con, task.name, run_id, content_sha256), content_sha256, f"gold:{labels.name}"
-                )
-                for key in item.keys_asked:
-                    if key not in task.fields:
-                        continue
-                    spec = task.fields[key]
-                    # A field without any candidate still counts: its gold values are missed.
-                    example = per_field.get(key) or Example(
-                        content_sha256, key, spec.kind, spec.many, spec.max_values, [], [], origin=f"gold:{labels.name}"
-                    )
-                    example.right = {comparison_key(v) for v in item.values.get(key, [])}
-                    examples.append(example)
-                break
-            else:
+            landed = [(found, con) for con in connections if (found := latest_extraction(con, task.name, item.file))]
+            if not landed:
                 missing.append(item.file)
+                continue
+            (content_sha256, run_id), con = max(landed, key=lambda pair: pair[0][1])  # run ids sort by start
+            origin = f"gold:{labels.name}"
+            per_field = examples_of(task, findings_of(con, task.name, run_id, content_sha256), content_sha256, origin)
+            for key in item.keys_asked:
+                if key not in task.fields:
+                    continue
+                spec = task.fields[key]
+                # A field without any candidate still counts: its gold values are missed.
+                example = per_field.get(key) or Example(
+                    content_sha256, key, spec.kind, spec.many, spec.max_values, [], [], origin=origin
+                )
+                example.right = {comparison_key(v) for v in item.values.get(key, [])}
+                examples.append(example)
     finally:
         for con in connections:
             con.close()
@@ -357,6 +353,32 @@ def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> 
         },
     )
     return Learned(ranker, report)
+
+
+def field_scores(task: Task, examples: Sequence[Example], ranker: Ranker | None) -> dict[str, dict[str, Any]]:
+    """Per field and overall: P/R/F1 of the choice `ranker` (None: the hand order) makes on the examples'
+    candidates (complete examples only, as `assay eval` would score the values a run lands), and the
+    candidate recall (the share of right values among all candidates: the best any chooser could do)."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # tp, fp, fn, right, right among candidates
+    for example in examples:
+        if not example.complete:
+            continue
+        model = ranker.fields.get(example.field) if ranker else None
+        reviewed = ranker.decisions(example.document, example.field) if ranker else None
+        tp, fp, fn = _counts(example, _choice(example, model, reviewed))
+        candidates = {label_key(g.display()) for g in example.groups}
+        for name in (example.field, "overall"):
+            row = totals[name]
+            row[0] += tp
+            row[1] += fp
+            row[2] += fn
+            row[3] += len(example.right)
+            row[4] += len(example.right & candidates)
+    return {
+        name: {**_scores(tp, fp, fn), "candidate_recall": round(found / right, 4) if right else 0.0}
+        for name, (tp, fp, fn, right, found) in sorted(totals.items(), key=lambda kv: (kv[0] == "overall", kv[0]))
+        if name in task.fields or name == "overall"
+    }
 
 
 def write_ranker(ranker: Ranker, folder: Path) -> tuple[Path, Ranker]:
