@@ -384,15 +384,15 @@ def test_candidate_recall_counts_gold_values_among_every_candidate_not_only_the_
     con.execute(
         "CREATE TABLE document_values (task VARCHAR, run_id VARCHAR, content_sha256 VARCHAR, field VARCHAR, "
         "value VARCHAR, status VARCHAR, confidence DOUBLE, methods VARCHAR, evidence_start BIGINT, "
-        "item_index INT, alternatives VARCHAR)"
+        "item_index INT, alternatives VARCHAR, ranker_probability DOUBLE)"
     )
     con.execute("INSERT INTO documents VALUES ('sha', 'file:///gold/nda.pdf')")
     con.execute("INSERT INTO routing VALUES ('nda', 'run-1', 'sha', true)")
     other = json.dumps([{"value": "Delaware", "support": 1, "grounded": 1, "score": 0.4, "methods": ["model"]}])
     con.execute(
         "INSERT INTO document_values VALUES "
-        "('nda', 'run-1', 'sha', 'jurisdiction', 'New York', 'chosen', 0.9, 'model', 10, 0, ?), "
-        "('nda', 'run-1', 'sha', 'term', NULL, 'unsupported', NULL, 'model', NULL, 0, ?)",
+        "('nda', 'run-1', 'sha', 'jurisdiction', 'New York', 'chosen', 0.9, 'model', 10, 0, ?, NULL), "
+        "('nda', 'run-1', 'sha', 'term', NULL, 'unsupported', NULL, 'model', NULL, 0, ?, NULL)",
         [other, json.dumps([{"value": "2 years", "support": 1, "grounded": 0, "score": 0.2, "methods": ["model"]}])],
     )
     gold = [

@@ -23,10 +23,11 @@ DEFAULT_CONVENTIONS = ValueConventions()
 
 _SPACES = re.compile(r"\s+")
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+_DOUBLE_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
 
 
-def clean_text(value: str) -> str:
-    return _SPACES.sub(" ", value.translate(_QUOTES)).strip(" \t\n\"'“”.,;:()")
+def clean_text(value: str, quotes: dict[int, str] = _QUOTES) -> str:
+    return _SPACES.sub(" ", value.translate(quotes)).strip(" \t\n\"'“”‘’.,;:()")
 
 
 def text(value: str) -> str | None:
@@ -135,9 +136,11 @@ def _without_repeat(name: str) -> str:
 
 
 def party(value: str) -> str | None:
-    cleaned = clean_text(_DEFINED_TERM.sub("", value.translate(_QUOTES)))
-    cleaned = _without_repeat(clean_text(_SIGNATURE_LABEL.sub("", cleaned)))
-    cleaned = re.sub(r"^(?:the|by|and|between)\s+", "", cleaned, flags=re.IGNORECASE)
+    # A name keeps its apostrophes as written ("Landry’s, Inc."); quotes around it go.
+    cleaned = clean_text(_DEFINED_TERM.sub("", value.translate(_DOUBLE_QUOTES)), _DOUBLE_QUOTES)
+    cleaned = _without_repeat(clean_text(_SIGNATURE_LABEL.sub("", cleaned), _DOUBLE_QUOTES))
+    # "the Company" loses its article; "The Anson Group LLC" keeps it: a capital "The" is part of the name.
+    cleaned = re.sub(r"^(?:the|[Bb]y|[Aa]nd|[Bb]etween)\s+", "", cleaned)
     cleaned = re.sub(r",\s*an?\s+[A-Z][a-z]+\s+(?:corporation|company|limited liability company).*$", "", cleaned)
     words = [w.lower().strip(".,") for w in cleaned.split()]
     if not words or all(w in ROLE_WORDS or w in {"the", "a", "an", "and", "each", "other"} for w in words):
