@@ -75,23 +75,23 @@ def protocol(args: argparse.Namespace) -> None:
     dev_documents = len({e.document for e in dev_examples})
     print(f"\ntrain: {train_documents} documents (first {args.train_limit}); dev: {dev_documents}")
     print(
-        "| field | train cand. recall | train F1 hand | train ranker (cv) P/R/F1 "
-        "| dev cand. recall | dev F1 hand | dev ranker P/R/F1 |"
+        "| field | train cand. recall | train F1 hand | train ranker P/R/F1 (cv) | ranker used "
+        "| dev cand. recall | dev F1 hand | dev P/R/F1 with the ranker |"
     )
-    print("|" + "---|" * 7)
+    print("|" + "---|" * 8)
     for name in [*task.fields, "overall"]:
         if name not in train_hand:
             continue
-        cv = (
-            learned.report["after_cross_validated"]
-            if name == "overall"
-            else learned.report["fields"][name]["after_cross_validated"]
-        )
+        field = learned.report["fields"].get(name, {})
+        cv = learned.report["after"] if name == "overall" else field.get("after_cross_validated")
+        used = "as chosen" if name == "overall" else ("yes" if field.get("model") else "no")
         ranked = dev_ranked[name]
+        trained = f"{cv['precision']:.3f}/{cv['recall']:.3f}/**{cv['f1']:.3f}**" if cv else "-"
         print(
-            f"| {name} | {train_hand[name]['candidate_recall']:.3f} | {train_hand[name]['f1']:.3f} | "
-            f"{cv['precision']:.3f}/{cv['recall']:.3f}/**{cv['f1']:.3f}** | {dev_hand[name]['candidate_recall']:.3f} | "
-            f"{dev_hand[name]['f1']:.3f} | {ranked['precision']:.3f}/{ranked['recall']:.3f}/**{ranked['f1']:.3f}** |"
+            f"| {name} | {train_hand[name]['candidate_recall']:.3f} | {train_hand[name]['f1']:.3f} "
+            f"| {trained} | {used} "
+            f"| {dev_hand[name]['candidate_recall']:.3f} | {dev_hand[name]['f1']:.3f} "
+            f"| {ranked['precision']:.3f}/{ranked['recall']:.3f}/**{ranked['f1']:.3f}** |"
         )
     print(
         f"\ntokens_per_doc train={train['model_tokens_per_document']} dev={dev['model_tokens_per_document']}; "
@@ -99,7 +99,7 @@ def protocol(args: argparse.Namespace) -> None:
     )
     print(f"ranker: {path} sha256={ranker.sha256}")
     print(
-        f"protocol: train_cv_f1={learned.report['after_cross_validated']['f1']} dev_f1={dev_ranked['overall']['f1']} "
+        f"protocol: train_cv_f1={learned.report['after']['f1']} dev_f1={dev_ranked['overall']['f1']} "
         f"dev_f1_hand={dev_hand['overall']['f1']}"
     )
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from assay.cli import cli
-from pipeline.audit.learning import Example, field_scores, gold_examples, review_examples
+from pipeline.audit.learning import Example, examples_of, field_scores, gold_examples, learn, review_examples
 from pipeline.core.errors import ConfigError
 from pipeline.core.rankers import FieldModel, Ranker, load_ranker
 from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task, load_task_file
@@ -308,7 +308,7 @@ def test_assay_learn_learns_from_a_gold_set_and_a_reviewer_changes_the_next_rank
     assert scored["f1"] == summary["overall_f1"]
     assert scored["candidate_recall"] == summary["overall_candidate_recall"]
     ranker_a = load_ranker(Path(report_a["file"]), report_a["sha256"])
-    assert "party" in ranker_a.fields and ranker_a.training["gold_sets"] == [str(gold)]
+    assert "party" in report_a["fields"] and ranker_a.training["gold_sets"] == [str(gold)]
 
     # The estate's own run over one NDA, and a reviewer who rejects the party the hand order chose first.
     documents = tmp_path / "documents"
@@ -368,3 +368,32 @@ def _chosen(example: Example, model: FieldModel | None) -> list[str]:
         )
         if status in ("chosen", "disagreement")
     ]
+
+
+def _term_example(task: Any, document: str, right_rule: str, wrong_rule: str) -> Example:
+    """A document whose term a rule `right_rule` finds late and a notice period `wrong_rule` finds early."""
+    findings = [
+        _finding("term", "thirty (30) days", rule=wrong_rule, start=100),
+        _finding("term", "two (2) years", rule=right_rule, start=900),
+    ]
+    example = examples_of(task, findings, document, "gold:synthetic")["term"]
+    example.right = {label_key("2 years")}
+    return example
+
+
+def test_learn_finds_the_rule_that_is_right_and_keeps_the_hand_order_where_it_is_as_good() -> None:
+    task = load_task_file(NDA_TASK)
+    examples = [_term_example(task, f"doc{i}", "term-from-date", "term-phrase") for i in range(30)]
+    # jurisdiction: one candidate per document, always right: nothing to learn beyond the hand order
+    for i in range(30):
+        example = examples_of(task, [_finding("jurisdiction", "Delaware", rule="governing-law-phrase")], f"doc{i}", "")
+        example["jurisdiction"].right = {label_key("Delaware")}
+        examples.append(example["jurisdiction"])
+    learned = learn(task, examples, {"gold_sets": ["synthetic"]})
+    term = learned.report["fields"]["term"]
+    assert term["before"]["f1"] == 0.0  # the hand order takes the earliest rule value, the notice period
+    assert term["after_cross_validated"]["f1"] == 1.0 and term["model"] is True
+    assert learned.report["fields"]["jurisdiction"]["model"] is False  # as good as the hand order: kept
+    assert learned.report["after"]["f1"] > learned.report["before"]["f1"]
+    new = _term_example(task, "unseen", "term-from-date", "term-phrase")
+    assert _chosen(new, learned.ranker.fields["term"]) == ["2 years"]

@@ -250,10 +250,56 @@ def _feature_names(examples: Sequence[Example]) -> list[str]:
     return sorted({name for example in examples for values, _, _ in _rows(example) for name in values})
 
 
-def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> Learned:
-    """A ranker for `task` from the examples, with its cross-validated F1 beside the current choice's."""
+def _add(a: list[int], b: Sequence[int]) -> list[int]:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def _current_counts(example: Example, current: Ranker | None) -> tuple[int, int, int]:
+    """TP, FP, FN of the task's choice as it is (its ranker, or the hand order) on one example."""
+    model = current.fields.get(example.field) if current else None
+    reviewed = current.decisions(example.document, example.field) if current else None
+    return _counts(example, _choice(example, model, reviewed))
+
+
+def _cross_validated(of_field: list[Example], names: list[str]) -> tuple[float, list[int]] | None:
+    """The threshold that maximises the out-of-fold F1 (folds by document) and that F1's counts; None
+    when there are too few documents to fold."""
     from sklearn.model_selection import GroupKFold
 
+    folds = min(FOLDS, len({e.document for e in of_field}))
+    if folds < 2:
+        return None
+    fold_models: list[tuple[set[str], tuple[list[float], float] | None]] = []
+    splitter = GroupKFold(n_splits=folds)
+    for train_index, test_index in splitter.split(of_field, groups=[e.document for e in of_field]):
+        fitted = _fit([of_field[i] for i in train_index], names)
+        fold_models.append(({of_field[i].document for i in test_index}, fitted))
+    best: tuple[float, float, list[int]] = (-1.0, 0.5, [0, 0, 0])
+    for threshold in THRESHOLDS:
+        after = [0, 0, 0]
+        for held_out, fitted in fold_models:
+            model = (
+                FieldModel(
+                    features=tuple(names), coefficients=tuple(fitted[0]), intercept=fitted[1], threshold=threshold
+                )
+                if fitted
+                else None
+            )
+            for example in of_field:
+                if example.complete and example.document in held_out:
+                    after = _add(after, _counts(example, _choice(example, model)))
+        f1 = float(_scores(*after)["f1"])
+        # Ties go to the threshold nearest 0.5 (the one that reads as "more likely right than not").
+        if f1 > best[0] or (f1 == best[0] and abs(threshold - 0.5) < abs(best[1] - 0.5)):
+            best = (f1, threshold, after)
+    return best[1], best[2]
+
+
+def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> Learned:
+    """A ranker for `task` from the examples, with its cross-validated F1 beside the current choice's.
+
+    A field gets a model only when its cross-validated F1 is at least the current choice's on the
+    same documents; otherwise it keeps the hand order (said in the report)."""
     if not examples:
         raise ConfigError(f"no labelled candidates for task {task.name}: run `assay eval` over a gold set first")
     current = task.ranker
@@ -262,72 +308,41 @@ def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> 
     totals = {"before": [0, 0, 0], "after": [0, 0, 0]}
     for name in task.fields:
         of_field = [e for e in examples if e.field == name]
-        scored = [e for e in of_field if e.complete]
         if not of_field:
             continue
         names = _feature_names(of_field)
         before = [0, 0, 0]
-        for example in scored:
-            counts = _counts(
-                example,
-                _choice(
-                    example,
-                    current.fields.get(name) if current else None,
-                    current.decisions(example.document, name) if current else None,
-                ),
-            )
-            before = [a + b for a, b in zip(before, counts, strict=True)]
-        # Out-of-fold probabilities, then the threshold that maximises the out-of-fold F1.
-        documents = sorted({e.document for e in of_field})
-        folds = min(FOLDS, len(documents))
-        fold_models: list[tuple[set[str], tuple[list[float], float] | None]] = []
-        if folds >= 2:
-            splitter = GroupKFold(n_splits=folds)
-            index = list(range(len(of_field)))
-            for train_index, test_index in splitter.split(index, groups=[e.document for e in of_field]):
-                fitted = _fit([of_field[i] for i in train_index], names)
-                fold_models.append(({of_field[i].document for i in test_index}, fitted))
-        best: tuple[float, float, list[int]] = (-1.0, 0.5, [0, 0, 0])
-        for threshold in THRESHOLDS:
-            after = [0, 0, 0]
-            for held_out, fitted in fold_models:
-                model = (
-                    FieldModel(
-                        features=tuple(names), coefficients=tuple(fitted[0]), intercept=fitted[1], threshold=threshold
-                    )
-                    if fitted
-                    else None
-                )
-                for example in scored:
-                    if example.document in held_out:
-                        counts = _counts(example, _choice(example, model))
-                        after = [a + b for a, b in zip(after, counts, strict=True)]
-            f1 = float(_scores(*after)["f1"])
-            # Ties go to the threshold nearest 0.5 (the one that reads as "more likely right than not").
-            if f1 > best[0] or (f1 == best[0] and abs(threshold - 0.5) < abs(best[1] - 0.5)):
-                best = (f1, threshold, after)
-        fitted_all = _fit(of_field, names)
+        for example in of_field:
+            if example.complete:
+                before = _add(before, _current_counts(example, current))
+        validated = _cross_validated(of_field, names)
+        fitted = _fit(of_field, names)
+        better = (
+            validated is not None
+            and fitted is not None
+            and float(_scores(*validated[1])["f1"]) >= float(_scores(*before)["f1"])
+        )
         report["fields"][name] = {
             "examples": len(of_field),
             "labelled_candidates": sum(len(_rows(e)) for e in of_field),
             "before": _scores(*before),
-            "after_cross_validated": _scores(*best[2]) if fold_models else None,
-            "threshold": best[1],
-            "model": fitted_all is not None,
+            "after_cross_validated": _scores(*validated[1]) if validated else None,
+            "threshold": validated[0] if validated else None,
+            "model": better,
         }
-        if fitted_all is not None:
+        if better and validated is not None and fitted is not None:
             fields[name] = FieldModel(
                 features=tuple(names),
-                coefficients=tuple(round(c, 6) for c in fitted_all[0]),
-                intercept=round(fitted_all[1], 6),
-                threshold=best[1],
+                coefficients=tuple(round(c, 6) for c in fitted[0]),
+                intercept=round(fitted[1], 6),
+                threshold=validated[0],
             )
-            totals["after"] = [a + b for a, b in zip(totals["after"], best[2], strict=True)]
+            totals["after"] = _add(totals["after"], validated[1])
         else:  # no model for this field: it keeps the hand order, so its figures are the same
-            totals["after"] = [a + b for a, b in zip(totals["after"], before, strict=True)]
-        totals["before"] = [a + b for a, b in zip(totals["before"], before, strict=True)]
+            totals["after"] = _add(totals["after"], before)
+        totals["before"] = _add(totals["before"], before)
     report["before"] = _scores(*totals["before"])
-    report["after_cross_validated"] = _scores(*totals["after"])
+    report["after"] = _scores(*totals["after"])
     report["before_is"] = f"the ranker {current.sha256[:12]}" if current else "the hand order"
     import sklearn
 
@@ -395,16 +410,18 @@ def write_ranker(ranker: Ranker, folder: Path) -> tuple[Path, Ranker]:
 
 def describe(report: dict[str, Any]) -> str:
     """The report as a few lines of text (per field: before, after, threshold)."""
-    lines = [f"{'field':16} {'before F1':>9} {'after F1 (cv)':>13} threshold  examples"]
+    lines = [f"{'field':16} {'before F1':>9} {'ranker F1 (cv)':>14} threshold  examples  uses the ranker"]
     for name, row in report["fields"].items():
         after = row["after_cross_validated"]
+        threshold = row["threshold"]
         lines.append(
-            f"{name:16} {row['before']['f1']:9.4f} {after['f1'] if after else float('nan'):13.4f} "
-            f"{row['threshold']:9.2f}  {row['examples']}"
+            f"{name:16} {row['before']['f1']:9.4f} {after['f1'] if after else float('nan'):14.4f} "
+            f"{threshold if threshold is not None else float('nan'):9.2f}  {row['examples']:8}  "
+            f"{'yes' if row['model'] else 'no (the hand order did as well or better)'}"
         )
     lines.append(
-        f"{'overall':16} {report['before']['f1']:9.4f} {report['after_cross_validated']['f1']:13.4f}"
-        f"            {report['examples']}  (before: {report['before_is']})"
+        f"{'overall':16} {report['before']['f1']:9.4f} {report['after']['f1']:14.4f}"
+        f"            {report['examples']:8}  (before: {report['before_is']}; after: each field as chosen)"
     )
     return "\n".join(lines)
 
