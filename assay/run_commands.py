@@ -230,5 +230,9 @@ def learn(obj: CliContext, task_name: str, gold_sets: tuple[Path, ...], out: Pat
         click.echo(f"{len(files)} document(s) of {label_file} have no landed evaluation (run `assay eval` over it)")
     click.echo(f"{decisions} review decision(s) read; {len(reviewed)} reviewed field(s) of documents")
     click.echo(learning.describe(learned.report))
-    click.echo(f"\nNew ranker: {path}\nTo use it, copy it beside the task file and add to {task.source_path}:")
+    click.echo(f"\nNew ranker: {path}")
+    click.echo(
+        f"To use it, put it beside the task file ({task.source_path}; a built-in task is copied into one of"
+        " your task_dirs first) and add to that file:"
+    )
     click.echo(f"ranker:\n  file: {path.name}\n  sha256: {ranker.sha256}")
