@@ -91,7 +91,8 @@ ROLE_WORDS = frozenset(
 )
 NOT_NAME_WORDS = frozenset(
     "agreement agree section article miscellaneous confidential confidentiality nda payment severance "
-    "successors assigns hereto herein whereas schedule exhibit date term".split()
+    "successors assigns hereto herein whereas schedule exhibit date term my your our that this with "
+    "employment".split()
 )
 _DEFINED_TERM = re.compile(r"\s*\((?:the\s+)?[\"'“]?[^()]{0,40}[\"'”]?\)\s*$")
 # Legal forms that end a company name: the regex strips one from a name, the words are its forms
@@ -100,7 +101,7 @@ _LEGAL_FORM = re.compile(
     r"[,\s]+(inc|incorporated|llc|l\.l\.c|ltd|limited|corp|corporation|co|company|lp|l\.p|plc|n\.v|s\.a|ag|gmbh)\.?$",
     re.IGNORECASE,
 )
-_LEGAL_FORM_WORDS = frozenset(
+LEGAL_FORM_WORDS = frozenset(
     "inc incorporated llc ltd limited corp corporation co company lp plc nv sa ag gmbh".split()
 )
 
@@ -140,15 +141,21 @@ def party(value: str) -> str | None:
     cleaned = clean_text(_DEFINED_TERM.sub("", value.translate(_DOUBLE_QUOTES)), _DOUBLE_QUOTES)
     cleaned = _without_repeat(clean_text(_SIGNATURE_LABEL.sub("", cleaned), _DOUBLE_QUOTES))
     # "the Company" loses its article; "The Anson Group LLC" keeps it: a capital "The" is part of the name.
-    cleaned = re.sub(r"^(?:the|[Bb]y|[Aa]nd|[Bb]etween)\s+", "", cleaned)
+    # A clause's letter ("B. The Company") and a joining word ("of Acme Inc.") go too.
+    cleaned = re.sub(r"^(?:[A-Z]\.\s+(?=(?i:the)\s)|\(?[a-z0-9]{1,3}\)\s+)", "", cleaned)
+    cleaned = re.sub(r"^(?:the|[Bb]y|[Aa]nd|[Bb]etween|[Oo]f)\s+", "", cleaned)
     cleaned = re.sub(r",\s*an?\s+[A-Z][a-z]+\s+(?:corporation|company|limited liability company).*$", "", cleaned)
     words = [w.lower().strip(".,") for w in cleaned.split()]
     if not words or all(w in ROLE_WORDS or w in {"the", "a", "an", "and", "each", "other"} for w in words):
         return None
+    if all(w in LEGAL_FORM_WORDS for w in words):  # "Inc." alone: a legal form without its name
+        return None
     # Not a name: too long, a heading or clause number, a stray letter, or words no party is called.
     if len(cleaned) > 80 or len(words) > 7 or re.match(r"^\d+(?:\.\d*)?\s", cleaned) or len(cleaned) < 4:
         return None
-    if NOT_NAME_WORDS & set(words) or re.match(r"^(?:(?:state|commonwealth|laws?)\s+of|an?)\b", cleaned, re.IGNORECASE):
+    if NOT_NAME_WORDS & set(words) or re.match(
+        r"^(?:(?:state|commonwealth|laws?)\s+of\b|an?\s)", cleaned, re.IGNORECASE
+    ):
         return None
     if re.search(r"\b(?:Inc|Ltd|Corp|Co|N\.V|S\.A|INC|LTD|CORP|CO)$", cleaned):
         cleaned += "."  # the abbreviation's full stop, which clean_text took away
@@ -180,7 +187,7 @@ def party_initials(name: str) -> set[str]:
     """The initials a party's name may be abbreviated to, with and without its legal form."""
     words = re.findall(r"[A-Za-z0-9]+", name)
     whole = "".join(w[0] for w in words).upper()
-    without_form = "".join(w[0] for w in words if w.lower() not in _LEGAL_FORM_WORDS).upper()
+    without_form = "".join(w[0] for w in words if w.lower() not in LEGAL_FORM_WORDS).upper()
     return {whole, without_form}
 
 

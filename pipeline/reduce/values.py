@@ -33,7 +33,15 @@ from pipeline.core.rankers import FieldModel, Reviewed
 from pipeline.core.settings import ValueConventions
 from pipeline.core.tasks import Task
 from pipeline.land.tables import DocumentValueRow, FindingRow
-from pipeline.reduce.normalise import DEFAULT_CONVENTIONS, dedupe_key, label_key, normalise, party_initials, party_key
+from pipeline.reduce.normalise import (
+    DEFAULT_CONVENTIONS,
+    LEGAL_FORM_WORDS,
+    dedupe_key,
+    label_key,
+    normalise,
+    party_initials,
+    party_key,
+)
 from pipeline.reduce.ranker import features
 
 UNGROUNDED_WEIGHT = 0.2
@@ -111,6 +119,7 @@ def field_groups(
         group.findings.append(finding)
     if kind == "party":
         _merge_short_names(groups)
+        _merge_name_tails(groups)
     # Best first: score, then the earliest evidence (ties broken the same way every run).
     return sorted(
         groups.values(),
@@ -137,6 +146,29 @@ def _merge_short_names(groups: dict[str, Group]) -> None:
         if len(targets) == 1:  # ambiguous short names stay apart
             targets[0].findings.extend(group.findings)
             del groups[key]
+
+
+def _merge_name_tails(groups: dict[str, Group]) -> None:
+    """Fold a company name that is the tail of one longer name into it ("Struggles, Inc." into "Heidrick &
+    Struggles, Inc."): a pattern that stops at "&" or a line break finds the tail of the whole name."""
+    for key, group in sorted(groups.items(), key=lambda item: len((item[1].normalised or "").split())):
+        words = _name_words(group.normalised)
+        if len(words) < 2 or words[-1] not in LEGAL_FORM_WORDS:
+            continue
+        targets = [
+            other
+            for other in groups.values()
+            if other is not group
+            and len(longer := _name_words(other.normalised)) > len(words)
+            and longer[-len(words) :] == words
+        ]
+        if len(targets) == 1:
+            targets[0].findings.extend(group.findings)
+            del groups[key]
+
+
+def _name_words(name: str | None) -> list[str]:
+    return [w for w in (w.strip(".,").lower() for w in (name or "").split()) if w]
 
 
 @dataclass(frozen=True)
