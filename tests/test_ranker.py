@@ -31,6 +31,11 @@ from tests.support import FIXTURES, document
 NDA_TASK = BUILTIN_TASK_DIR / "nda_key_terms.yaml"
 
 
+def _without_ranker(text: str) -> str:
+    """The library task's text without its `ranker:` block (tests name their own, or none)."""
+    return re.sub(r"(?m)^ranker:\n(?:[ \t]+.*\n)*", "", text)
+
+
 def _finding(field: str, value: str, rule: str | None = None, start: int = 0, confidence: float = 0.8) -> FindingRow:
     """A grounded finding as reduce sees it (lineage columns it does not read are placeholders)."""
     return FindingRow(
@@ -192,7 +197,7 @@ def test_a_ranker_file_is_data_checked_by_its_sha256(tmp_path: Path) -> None:
 def _task_with_ranker(folder: Path, task: str = "nda_key_terms") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     _, digest = _ranker_file(folder, task)
-    text = NDA_TASK.read_text(encoding="utf-8") + f"ranker:\n  file: ranker.json\n  sha256: {digest}\n"
+    text = _without_ranker(NDA_TASK.read_text(encoding="utf-8")) + f"ranker:\n  file: ranker.json\n  sha256: {digest}\n"
     (folder / "nda_key_terms.yaml").write_text(text, encoding="utf-8")
     return folder
 
@@ -277,7 +282,7 @@ def _rules_only(folder: Path) -> Path:
     text = re.sub(
         r"(?ms)^routing:.*?^(?=# Passages)",
         "routing:\n  first_chunks: 0\n  signals: {}\n",
-        NDA_TASK.read_text(encoding="utf-8"),
+        _without_ranker(NDA_TASK.read_text(encoding="utf-8")),
     )
     (folder / "nda_key_terms.yaml").write_text(text, encoding="utf-8")
     return folder
