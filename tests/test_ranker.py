@@ -387,7 +387,7 @@ def _term_example(task: Any, document: str, right_rule: str, wrong_rule: str) ->
 
 
 def test_learn_finds_the_rule_that_is_right_and_keeps_the_hand_order_where_it_is_as_good() -> None:
-    task = load_task_file(NDA_TASK)
+    task = load_task_file(NDA_TASK).model_copy(update={"ranker_ref": None})  # "before" is the hand order
     examples = [_term_example(task, f"doc{i}", "term-from-date", "term-phrase") for i in range(30)]
     # jurisdiction: one candidate per document, always right: nothing to learn beyond the hand order
     for i in range(30):

@@ -9,6 +9,7 @@ the answer's token budget (`max_tokens`). See docs/tasks.md.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from functools import cached_property
@@ -142,12 +143,15 @@ class Task(BaseModel):
     source_path: str
     definition: str  # the file's text, landed with every run (table `tasks`)
 
-    @cached_property
+    @property
     def ranker(self) -> Ranker | None:
-        """The learned ranker the task names, read from beside the task file and checked, or None."""
+        """The learned ranker the task names, read from beside the task file and checked, or None.
+
+        Read once per file and SHA-256 (a copy of the task without `ranker_ref` has none)."""
         if self.ranker_ref is None:
             return None
-        ranker = load_ranker(Path(self.source_path).parent / self.ranker_ref.file, self.ranker_ref.sha256)
+        path = (Path(self.source_path).parent / self.ranker_ref.file).resolve()
+        ranker = _load_ranker(str(path), self.ranker_ref.sha256)
         if ranker.task != self.name:
             raise ConfigError(f"task {self.name}: its ranker {self.ranker_ref.file} was trained for {ranker.task!r}")
         unknown = set(ranker.fields) - set(self.fields)
@@ -164,9 +168,18 @@ class Task(BaseModel):
         return Draft202012Validator(self.output_schema)
 
 
+@functools.lru_cache(maxsize=64)
+def _load_ranker(path: str, sha256: str) -> Ranker:
+    return load_ranker(Path(path), sha256)
+
+
 def load_task_file(path: Path) -> Task:
     task = parse_task(path.read_bytes(), str(path))
-    _ = task.ranker  # a ranker that is missing, altered or for another task fails the load, not the run
+    if task.ranker_ref is not None:
+        # A ranker that is missing, altered or for another task fails the load, not the run: read afresh
+        # here (reduce then uses the copy read once per file and SHA-256).
+        _load_ranker.cache_clear()
+        _ = task.ranker
     return task
 
 
