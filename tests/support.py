@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import duckdb
 import pytest
 
 import pipeline  # noqa: F401  (offline switches first)
+from pipeline.land.tables import FindingRow
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "documents"
@@ -87,6 +89,50 @@ def nda_gold(folder: Path) -> Path:
             shutil.copy(nda_document(relative.stem), folder / relative)
     shutil.copy(labels, folder / "labels.jsonl")
     return folder / "labels.jsonl"
+
+
+def finding_row(
+    field: str,
+    value: str,
+    method: str = "model",
+    grounded: bool = True,
+    confidence: float | None = 0.8,
+    start: int = 0,
+    finding_id: str | None = None,
+    *,
+    rule: str | None = None,
+) -> FindingRow:
+    """A `FindingRow` as reduce sees it (a rule's when `rule` is named; lineage it does not read is placeholders)."""
+    method = "rule" if rule else method
+    return FindingRow(
+        run_id="r",
+        finding_id=finding_id or f"{field}-{value}-{rule or method}-{start}",
+        task="t",
+        task_version="v",
+        field=field,
+        item_index=0,
+        value=value,
+        value_json=json.dumps(value),
+        method=method,
+        rule=rule,
+        grounding_status="exact" if grounded else "ungrounded",
+        grounding_score=100.0 if grounded else 0.0,
+        confidence=confidence if method == "model" else None,
+        evidence_text=value if grounded else None,
+        evidence_start=start if grounded else None,
+        evidence_end=start + len(value) if grounded else None,
+        evidence_page=1 if grounded else None,
+        content_sha256="c",
+        document_uri="file:///d",
+        document_version="1",
+        text_sha256="t",
+        parser="p",
+        parser_version="1",
+        chunking="{}",
+        schema_sha256="s",
+        fingerprint="f",
+        created_at=datetime(2026, 12, 2, tzinfo=UTC),
+    )
 
 
 def open_warehouse(data_dir: Path) -> duckdb.DuckDBPyConnection:

@@ -16,11 +16,10 @@ from pipeline.core.settings import ValueConventions
 from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task, unrouted
 from pipeline.extract.routing import route
 from pipeline.extract.rules import apply_rules, eu_vat_ok, iban_ok, luhn_ok, us_ssn_ok
-from pipeline.land.tables import FindingRow
 from pipeline.reduce import normalise
 from pipeline.reduce.normalise import comparison_key, to_dataset_format
 from pipeline.reduce.values import ValuesOf, reduce_document
-from tests.support import nda_gold
+from tests.support import finding_row, nda_gold
 
 LIBRARY = ("nda_key_terms", "contract_clauses", "pii_inventory", "document_profile")
 
@@ -236,46 +235,6 @@ def test_a_task_without_routing_is_named_in_a_warning() -> None:
     assert warning is not None and "key_terms" in warning and "nda_key_terms" not in warning
 
 
-def _finding(
-    field: str,
-    value: str,
-    method: str = "model",
-    grounded: bool = True,
-    confidence: float | None = 0.8,
-    start: int = 0,
-    finding_id: str | None = None,
-) -> FindingRow:
-    """A finding as reduce sees it (the lineage columns it does not read are placeholders)."""
-    return FindingRow(
-        run_id="r",
-        finding_id=finding_id or f"{field}-{value}-{method}-{start}",
-        task="t",
-        task_version="v",
-        field=field,
-        item_index=0,
-        value=value,
-        value_json=json.dumps(value),
-        method=method,
-        grounding_status="exact" if grounded else "ungrounded",
-        grounding_score=100.0 if grounded else 0.0,
-        confidence=confidence if method == "model" else None,
-        evidence_text=value if grounded else None,
-        evidence_start=start if grounded else None,
-        evidence_end=start + len(value) if grounded else None,
-        evidence_page=1 if grounded else None,
-        content_sha256="c",
-        document_uri="file:///d",
-        document_version="1",
-        text_sha256="t",
-        parser="p",
-        parser_version="1",
-        chunking="{}",
-        schema_sha256="s",
-        fingerprint="f",
-        created_at=NOW,
-    )
-
-
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
 OF = ValuesOf(run_id="r", content_sha256="c", document_uri="file:///d", created_at=NOW)
 
@@ -283,17 +242,17 @@ OF = ValuesOf(run_id="r", content_sha256="c", document_uri="file:///d", created_
 def test_reduce_merges_normalised_candidates_and_flags_disagreement() -> None:
     task = find_task("nda_key_terms")
     findings = [
-        _finding("effective_date", "May 20, 2014", start=10),
-        _finding("effective_date", "20th day of May, 2014", method="rule", start=500),
-        _finding("effective_date", "June 1, 2015", confidence=0.9, start=900),
-        _finding("effective_date", "clicking", confidence=0.99, start=5),
-        _finding("jurisdiction", "New York", method="rule", start=700),
-        _finding("jurisdiction", "Delaware", grounded=False, confidence=0.99),
-        _finding("party", "Liquidmetal Technologies, Inc.", method="rule", start=40),
-        _finding("party", "LIQUIDMETAL TECHNOLOGIES", start=45),
-        _finding("party", "the Company", confidence=0.99, start=60),
-        _finding("party", "Visser Precision Cast, LLC", method="rule", start=80),
-        _finding("term", "made up", grounded=False),
+        finding_row("effective_date", "May 20, 2014", start=10),
+        finding_row("effective_date", "20th day of May, 2014", method="rule", start=500),
+        finding_row("effective_date", "June 1, 2015", confidence=0.9, start=900),
+        finding_row("effective_date", "clicking", confidence=0.99, start=5),
+        finding_row("jurisdiction", "New York", method="rule", start=700),
+        finding_row("jurisdiction", "Delaware", grounded=False, confidence=0.99),
+        finding_row("party", "Liquidmetal Technologies, Inc.", method="rule", start=40),
+        finding_row("party", "LIQUIDMETAL TECHNOLOGIES", start=45),
+        finding_row("party", "the Company", confidence=0.99, start=60),
+        finding_row("party", "Visser Precision Cast, LLC", method="rule", start=80),
+        finding_row("term", "made up", grounded=False),
     ]
     rows = {(r.field, r.item_index): r for r in reduce_document(task, findings, OF)}
     date = rows[("effective_date", 0)]
@@ -314,16 +273,16 @@ def test_reduce_ranks_rule_support_first_and_folds_short_names_into_full_ones() 
     task = find_task("nda_key_terms").model_copy(update={"ranker_ref": None})  # the hand order
     findings = [
         # A confident model outvoting a rule match on a single-valued field must not win.
-        _finding("jurisdiction", "Georgia", confidence=0.99, start=10),
-        _finding("jurisdiction", "Georgia", confidence=0.99, start=90),
-        _finding("jurisdiction", "New York", method="rule", start=700),
-        _finding("party", "Georgia Power Company", method="rule", start=20),
-        _finding("party", "GPC", confidence=0.99, start=60),
-        _finding("party", "GPC", confidence=0.99, start=160),
-        _finding("party", "TEVA", confidence=0.95, start=260),
-        _finding("party", "Teva Pharmaceutical Industries, Ltd.", confidence=0.7, start=30),
-        _finding("party", "Counsel", confidence=0.99, start=300),
-        _finding("party", "State of Delaware", confidence=0.99, start=400),
+        finding_row("jurisdiction", "Georgia", confidence=0.99, start=10),
+        finding_row("jurisdiction", "Georgia", confidence=0.99, start=90),
+        finding_row("jurisdiction", "New York", method="rule", start=700),
+        finding_row("party", "Georgia Power Company", method="rule", start=20),
+        finding_row("party", "GPC", confidence=0.99, start=60),
+        finding_row("party", "GPC", confidence=0.99, start=160),
+        finding_row("party", "TEVA", confidence=0.95, start=260),
+        finding_row("party", "Teva Pharmaceutical Industries, Ltd.", confidence=0.7, start=30),
+        finding_row("party", "Counsel", confidence=0.99, start=300),
+        finding_row("party", "State of Delaware", confidence=0.99, start=400),
     ]
     rows = reduce_document(task, findings, OF)
     jurisdiction = next(r for r in rows if r.field == "jurisdiction")
@@ -338,8 +297,8 @@ def test_reduce_takes_an_ungrounded_summary_but_never_an_ungrounded_type() -> No
     rows = reduce_document(
         task,
         [
-            _finding("summary", "An NDA between two firms.", grounded=False),
-            _finding("document_type", "invoice", grounded=False),
+            finding_row("summary", "An NDA between two firms.", grounded=False),
+            finding_row("document_type", "invoice", grounded=False),
         ],
         OF,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,13 @@ from assay.cli import cli
 from pipeline.audit.learning import Example, examples_of, field_scores, gold_examples, learn, review_examples
 from pipeline.core.errors import ConfigError
 from pipeline.core.rankers import FieldModel, Ranker, load_ranker
-from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task, load_task_file
+from pipeline.core.tasks import BUILTIN_TASK_DIR, FieldSpec, find_task, load_task_file
 from pipeline.extract.rules import apply_rules
-from pipeline.land.tables import FindingRow
 from pipeline.land.warehouse import connect_read_only
 from pipeline.reduce.normalise import comparison_key, duration, label_key, party, to_dataset_format
 from pipeline.reduce.ranker import features
 from pipeline.reduce.values import ValuesOf, choosable, choose, field_groups, reduce_document
-from tests.support import FIXTURES, document
+from tests.support import FIXTURES, document, finding_row
 
 NDA_TASK = BUILTIN_TASK_DIR / "nda_key_terms.yaml"
 
@@ -34,45 +34,6 @@ NDA_TASK = BUILTIN_TASK_DIR / "nda_key_terms.yaml"
 def _without_ranker(text: str) -> str:
     """The library task's text without its `ranker:` block (tests name their own, or none)."""
     return re.sub(r"(?m)^ranker:\n(?:[ \t]+.*\n)*", "", text)
-
-
-def _finding(field: str, value: str, rule: str | None = None, start: int = 0, confidence: float = 0.8) -> FindingRow:
-    """A grounded finding as reduce sees it (lineage columns it does not read are placeholders)."""
-    return FindingRow(
-        run_id="r",
-        finding_id=f"{field}-{value}-{rule}-{start}",
-        task="nda_key_terms",
-        task_version="v",
-        field=field,
-        item_index=0,
-        value=value,
-        value_json=json.dumps(value),
-        method="rule" if rule else "model",
-        rule=rule,
-        grounding_status="exact",
-        grounding_score=100.0,
-        confidence=None if rule else confidence,
-        evidence_text=value,
-        evidence_start=start,
-        evidence_end=start + len(value),
-        evidence_page=1,
-        content_sha256="c",
-        document_uri="file:///d",
-        document_version="1",
-        text_sha256="t",
-        parser="p",
-        parser_version="1",
-        chunking="c",
-        schema_sha256="s",
-        fingerprint="f",
-        created_at=ValuesOf("r", "c", "file:///d", _now()).created_at,
-    )
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 # --- the generators: rules and normalisers, on sentences of the train split ---------------------
@@ -220,10 +181,10 @@ def test_a_task_names_its_ranker_and_refuses_an_altered_one(tmp_path: Path) -> N
 
 def test_features_read_the_rules_the_model_and_the_position() -> None:
     findings = [
-        _finding("term", "two (2) years", rule="term-from-date", start=900),
-        _finding("term", "2 years", rule="term-phrase", start=1500),
-        _finding("term", "thirty (30) days", rule="term-phrase", start=100),
-        _finding("term", "30 days", confidence=0.9, start=120),
+        finding_row("term", "two (2) years", rule="term-from-date", start=900),
+        finding_row("term", "2 years", rule="term-phrase", start=1500),
+        finding_row("term", "thirty (30) days", rule="term-phrase", start=100),
+        finding_row("term", "30 days", confidence=0.9, start=120),
     ]
     groups = field_groups("duration", findings)
     by_value = {g.normalised: g for g in groups}
@@ -238,13 +199,13 @@ def test_features_read_the_rules_the_model_and_the_position() -> None:
 def test_the_ranker_chooses_by_probability_and_says_when_it_is_unsure(tmp_path: Path) -> None:
     task = find_task("nda_key_terms", [_task_with_ranker(tmp_path / "tasks")])
     assert task.ranker is not None
-    base = ValuesOf("run", "c", "file:///d", _now())
+    base = ValuesOf("run", "c", "file:///d", datetime.now(UTC))
     # The hand order takes the earliest rule value (a notice period); the ranker the term from a date.
     findings = [
-        _finding("term", "thirty (30) days", rule="term-phrase", start=100),
-        _finding("term", "two (2) years", rule="term-from-date", start=900),
+        finding_row("term", "thirty (30) days", rule="term-phrase", start=100),
+        finding_row("term", "two (2) years", rule="term-from-date", start=900),
     ]
-    hand = choose("duration", False, None, choosable(task, "term", field_groups("duration", findings)), [], None)
+    hand = choose(task.fields["term"], choosable(task, "term", field_groups("duration", findings)), [], None)
     assert hand[0][0].normalised == "30 days" and hand[0][1] == "disagreement"
     rows = [r for r in reduce_document(task, findings, base) if r.field == "term"]
     assert [(r.value, r.status) for r in rows] == [("2 years", "chosen")]
@@ -255,21 +216,21 @@ def test_the_ranker_chooses_by_probability_and_says_when_it_is_unsure(tmp_path: 
     assert [(r.value, r.status) for r in rows] == [("30 days", "uncertain")]
     assert rows[0].ranker_probability is not None and rows[0].ranker_probability < 0.5
     # Fields the ranker has no model for keep the hand order, and say so by the absent SHA-256.
-    rows = [r for r in reduce_document(task, [_finding("jurisdiction", "Delaware", rule="x")], base)]
+    rows = [r for r in reduce_document(task, [finding_row("jurisdiction", "Delaware", rule="x")], base)]
     assert rows[0].status == "chosen" and rows[0].ranker_sha256 is None
 
 
 def test_many_valued_fields_keep_every_candidate_above_the_threshold_up_to_their_maximum() -> None:
     model = FieldModel(features=("rules",), coefficients=(3.0,), intercept=-4.0, threshold=0.5)
     findings = [
-        _finding("party", "Acme Inc.", rule="a", start=10),
-        _finding("party", "Acme Inc.", rule="b", start=10),
-        _finding("party", "Beta LLC", rule="a", start=50),
-        _finding("party", "Beta LLC", rule="b", start=50),
-        _finding("party", "Gamma Corp.", rule="c", start=5),
+        finding_row("party", "Acme Inc.", rule="a", start=10),
+        finding_row("party", "Acme Inc.", rule="b", start=10),
+        finding_row("party", "Beta LLC", rule="a", start=50),
+        finding_row("party", "Beta LLC", rule="b", start=50),
+        finding_row("party", "Gamma Corp.", rule="c", start=5),
     ]
     groups = field_groups("party", findings)
-    chosen = choose("party", True, 2, groups, groups, model)
+    chosen = choose(FieldSpec(kind="party", many=True, max_values=2), groups, groups, model)
     assert [(g.normalised, status) for g, status, _ in chosen] == [("Acme Inc.", "chosen"), ("Beta LLC", "chosen")]
 
 
@@ -368,9 +329,7 @@ def _examples_of_run(task: Any, data: Path) -> list[Example]:
 def _chosen(example: Example, model: FieldModel | None) -> list[str]:
     return [
         g.display()
-        for g, status, _ in choose(
-            example.kind, example.many, example.max_values, example.supported, example.groups, model
-        )
+        for g, status, _ in choose(example.spec, example.supported, example.groups, model)
         if status in ("chosen", "disagreement")
     ]
 
@@ -378,8 +337,8 @@ def _chosen(example: Example, model: FieldModel | None) -> list[str]:
 def _term_example(task: Any, document: str, right_rule: str, wrong_rule: str) -> Example:
     """A document whose term a rule `right_rule` finds late and a notice period `wrong_rule` finds early."""
     findings = [
-        _finding("term", "thirty (30) days", rule=wrong_rule, start=100),
-        _finding("term", "two (2) years", rule=right_rule, start=900),
+        finding_row("term", "thirty (30) days", rule=wrong_rule, start=100),
+        finding_row("term", "two (2) years", rule=right_rule, start=900),
     ]
     example = examples_of(task, findings, document, "gold:synthetic")["term"]
     example.right = {label_key("2 years")}
@@ -391,7 +350,9 @@ def test_learn_finds_the_rule_that_is_right_and_keeps_the_hand_order_where_it_is
     examples = [_term_example(task, f"doc{i}", "term-from-date", "term-phrase") for i in range(30)]
     # jurisdiction: one candidate per document, always right: nothing to learn beyond the hand order
     for i in range(30):
-        example = examples_of(task, [_finding("jurisdiction", "Delaware", rule="governing-law-phrase")], f"doc{i}", "")
+        example = examples_of(
+            task, [finding_row("jurisdiction", "Delaware", rule="governing-law-phrase")], f"doc{i}", ""
+        )
         example["jurisdiction"].right = {label_key("Delaware")}
         examples.append(example["jurisdiction"])
     learned = learn(task, examples, {"gold_sets": ["synthetic"]})

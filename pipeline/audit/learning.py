@@ -32,7 +32,7 @@ from typing import Any
 from pipeline.audit.evaluation import latest_extraction, load_gold
 from pipeline.core.errors import ConfigError
 from pipeline.core.rankers import FieldModel, Ranker, Reviewed
-from pipeline.core.tasks import Task
+from pipeline.core.tasks import FieldSpec, Task
 from pipeline.land.tables import FindingRow
 from pipeline.land.warehouse import connect_read_only
 from pipeline.reduce.normalise import comparison_key, label_key
@@ -54,9 +54,7 @@ class Example:
 
     document: str  # content SHA-256: folds never split a document
     field: str
-    kind: str
-    many: bool
-    max_values: int | None
+    spec: FieldSpec
     groups: list[Group]
     supported: list[Group]
     right: set[str] = dataclasses.field(default_factory=set)  # comparison keys
@@ -99,9 +97,7 @@ def examples_of(task: Task, findings: Sequence[FindingRow], document: str, origi
         groups = field_groups(spec.kind, [f for f in findings if f.field == name])
         if not groups:
             continue
-        found[name] = Example(
-            document, name, spec.kind, spec.many, spec.max_values, groups, choosable(task, name, groups), origin=origin
-        )
+        found[name] = Example(document, name, spec, groups, choosable(task, name, groups), origin=origin)
     return found
 
 
@@ -127,9 +123,7 @@ def gold_examples(task: Task, labels: Path, evals_dir: Path) -> tuple[list[Examp
                     continue
                 spec = task.fields[key]
                 # A field without any candidate still counts: its gold values are missed.
-                example = per_field.get(key) or Example(
-                    content_sha256, key, spec.kind, spec.many, spec.max_values, [], [], origin=origin
-                )
+                example = per_field.get(key) or Example(content_sha256, key, spec, [], [], origin=origin)
                 example.right = {comparison_key(v) for v in item.values.get(key, [])}
                 examples.append(example)
     finally:
@@ -178,7 +172,7 @@ def review_examples(task: Task, warehouse_path: Path) -> tuple[list[Example], in
                 if decision == "correct" and corrected:
                     example.right.add(label_key(corrected))
             for example in per_field.values():
-                example.complete = not example.many and bool(example.right)
+                example.complete = not example.spec.many and bool(example.right)
                 if example.right or example.wrong:
                     examples.append(example)
     return examples, len(decisions)
@@ -215,9 +209,7 @@ def _choice(
 ) -> list[tuple[Group, str, float | None]]:
     if not example.supported:
         return []
-    return choose(
-        example.kind, example.many, example.max_values, example.supported, example.groups, field_model, reviewed
-    )
+    return choose(example.spec, example.supported, example.groups, field_model, reviewed)
 
 
 def _rows(example: Example) -> list[tuple[dict[str, float], int, float]]:
@@ -226,7 +218,7 @@ def _rows(example: Example) -> list[tuple[dict[str, float], int, float]]:
     for group in example.supported:
         label = example.label(group)
         if label is not None:
-            rows.append((features(example.kind, group, example.groups), label, example.weight))
+            rows.append((features(example.spec.kind, group, example.groups), label, example.weight))
     return rows
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from pipeline.core.hashing import short_id
 from pipeline.core.rankers import FieldModel, Reviewed
 from pipeline.core.settings import ValueConventions
-from pipeline.core.tasks import Task
+from pipeline.core.tasks import FieldSpec, Task
 from pipeline.land.tables import DocumentValueRow, FindingRow
 from pipeline.reduce.normalise import (
     DEFAULT_CONVENTIONS,
@@ -196,7 +196,7 @@ def reduce_document(task: Task, findings: Sequence[FindingRow], base: ValuesOf) 
             continue
         field_model = ranker.fields.get(name) if ranker is not None else None
         reviewed = ranker.decisions(base.content_sha256, name) if ranker is not None else None
-        chosen = choose(spec.kind, spec.many, spec.max_values, supported, groups, field_model, reviewed)
+        chosen = choose(spec, supported, groups, field_model, reviewed)
         if not chosen:  # reviewers rejected every candidate of this document
             rows.append(_row(base, task, name, spec.kind, 0, None, "rejected", groups))
             continue
@@ -234,9 +234,7 @@ def choosable(task: Task, name: str, groups: list[Group]) -> list[Group]:
 
 
 def choose(
-    kind: str,
-    many: bool,
-    max_values: int | None,
+    spec: FieldSpec,
     supported: list[Group],
     groups: list[Group],
     field_model: FieldModel | None,
@@ -257,38 +255,33 @@ def choose(
         pinned = [g for g in supported if label_key(g.display()) in reviewed.right]
     if not supported:
         return []
-    chosen = _ranked(kind, many, max_values, supported, groups, field_model)
+    chosen = _ranked(spec, supported, groups, field_model)
     if not pinned:
         return chosen
-    if not many:
+    if not spec.many:
         return [(pinned[0], "chosen", 1.0)]
     kept: list[tuple[Group, str, float | None]] = [(g, "chosen", 1.0) for g in pinned]
     kept += [(g, status, p) for g, status, p in chosen if g not in pinned and status != "uncertain"]
-    return kept[:max_values] if max_values else kept
+    return kept[: spec.max_values] if spec.max_values else kept
 
 
 def _ranked(
-    kind: str,
-    many: bool,
-    max_values: int | None,
-    supported: list[Group],
-    groups: list[Group],
-    field_model: FieldModel | None,
+    spec: FieldSpec, supported: list[Group], groups: list[Group], field_model: FieldModel | None
 ) -> list[tuple[Group, str, float | None]]:
     if field_model is None:
-        if many:
-            kept = supported[:max_values] if max_values else supported
+        if spec.many:
+            kept = supported[: spec.max_values] if spec.max_values else supported
             return [(g, "chosen", None) for g in kept]
         return [(supported[0], "disagreement" if len(supported) > 1 else "chosen", None)]
     scored = sorted(
-        ((field_model.probability(features(kind, g, groups)), index, g) for index, g in enumerate(supported)),
+        ((field_model.probability(features(spec.kind, g, groups)), index, g) for index, g in enumerate(supported)),
         key=lambda item: (-item[0], item[1]),
     )
     above = [(p, g) for p, _, g in scored if p >= field_model.threshold]
     if not above:
         return [(scored[0][2], "uncertain", round(scored[0][0], 6))]
-    if many:
-        return [(g, "chosen", round(p, 6)) for p, g in (above[:max_values] if max_values else above)]
+    if spec.many:
+        return [(g, "chosen", round(p, 6)) for p, g in (above[: spec.max_values] if spec.max_values else above)]
     best_p, best = above[0]
     return [(best, "disagreement" if len(above) > 1 else "chosen", round(best_p, 6))]
 
