@@ -367,3 +367,20 @@ def test_candidate_recall_counts_gold_values_among_every_candidate_not_only_the_
     assert fields["jurisdiction"]["recall"] == 0.0 and fields["jurisdiction"]["candidate_recall"] == 1.0
     assert fields["term"]["recall"] == 0.0 and fields["term"]["candidate_recall"] == 1.0
     assert report.summary["overall_candidate_recall"] == 1.0 and report.summary["overall_f1"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["my nda é_1.pdf", "50% off [draft].pdf", "nda_v2.pdf", "plain.pdf"])
+def test_a_gold_file_is_found_by_its_exact_name_however_its_uri_writes_it(name: str) -> None:
+    import duckdb
+
+    from pipeline.audit.evaluation import latest_extraction
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE documents (content_sha256 VARCHAR, document_uri VARCHAR)")
+    con.execute("CREATE TABLE routing (task VARCHAR, run_id VARCHAR, content_sha256 VARCHAR)")
+    # A decoy whose name differs where a LIKE pattern has wildcards, extracted by a newer run.
+    decoy = name.replace(" ", "x").replace("_", "y").replace("%", "z") if name != "plain.pdf" else "aplain.pdf"
+    for sha, file, run in (("right", name, "run-1"), ("decoy", decoy, "run-2")):
+        con.execute("INSERT INTO documents VALUES (?, ?)", [sha, (Path("/gold/documents") / file).as_uri()])
+        con.execute("INSERT INTO routing VALUES ('nda', ?, ?)", [run, sha])
+    assert latest_extraction(con, "nda", f"documents/{name}") == ("right", "run-1")

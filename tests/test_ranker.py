@@ -254,13 +254,20 @@ def test_assay_learn_learns_from_a_gold_set_and_a_reviewer_changes_the_next_rank
     config = tmp_path / "assay.toml"
     config.write_text(f'task_dirs = ["{tasks}"]\n')
     data = tmp_path / "data"
-    gold = FIXTURES / "nda-train" / "labels.jsonl"
+    # The gold set as an estate names files: one of them with spaces, an accent, "_" and "&".
+    shutil.copytree(FIXTURES / "nda-train", tmp_path / "gold")
+    gold = tmp_path / "gold" / "labels.jsonl"
+    first = json.loads(gold.read_text(encoding="utf-8").splitlines()[0])["file"]
+    odd = "documents/Vertraulichkeit Müller_1 & Co.pdf"
+    (tmp_path / "gold" / first).rename(tmp_path / "gold" / odd)
+    gold.write_text(gold.read_text(encoding="utf-8").replace(first, odd), encoding="utf-8")
     runner = CliRunner()
     base = ["--config", str(config), "--data-dir", str(data)]
 
     evaluated = runner.invoke(cli, [*base, "eval", "--task", "nda_key_terms", "--gold", str(gold), "--name", "g"])
     assert evaluated.exit_code == 0, evaluated.output
     summary = json.loads((data / "evals" / "g" / "report" / "summary.json").read_text())
+    assert summary["documents_without_results"] == []  # the odd name found too
 
     first = runner.invoke(cli, [*base, "learn", "--task", "nda_key_terms", "--gold", str(gold), "--json"])
     assert first.exit_code == 0, first.output
@@ -363,3 +370,33 @@ def test_learn_finds_the_rule_that_is_right_and_keeps_the_hand_order_where_it_is
     assert learned.report["after"]["f1"] > learned.report["before"]["f1"]
     new = _term_example(task, "unseen", "term-from-date", "term-phrase")
     assert _chosen(new, learned.ranker.fields["term"]) == ["2 years"]
+
+
+def test_learn_weighs_a_new_model_against_the_hand_order_it_would_fall_back_to(tmp_path: Path) -> None:
+    """A current ranker may score in-sample (here: reviewers' decisions on every document); a field whose
+    cross-validated model is below that but above the hand order must still take the model."""
+    from pipeline.core.hashing import sha256_bytes
+    from pipeline.core.rankers import Reviewed
+
+    documents = [f"doc{i}" for i in range(30)]
+    years, days = label_key("2 years"), label_key("30 days")
+    # Reviewers chose "2 years" on the first 20 documents and rejected both candidates on the last 10.
+    reviewed = tuple(
+        Reviewed(document=d, field="term", right=(years,), wrong=(days,))
+        if i < 20
+        else Reviewed(document=d, field="term", wrong=(days, years))
+        for i, d in enumerate(documents)
+    )
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    raw = Ranker(task="nda_key_terms", fields={}, reviewed=reviewed).to_bytes()
+    (folder / "ranker.json").write_bytes(raw)
+    text = _without_ranker(NDA_TASK.read_text(encoding="utf-8"))
+    (folder / "nda_key_terms.yaml").write_text(text + f"ranker:\n  file: ranker.json\n  sha256: {sha256_bytes(raw)}\n")
+    task = find_task("nda_key_terms", [folder])
+    examples = [_term_example(task, d, "term-from-date", "term-phrase") for d in documents]
+    for example in examples[20:]:
+        example.right = {label_key("5 years")}  # not among the candidates: missed by any chooser
+    term = learn(task, examples, {}).report["fields"]["term"]
+    assert term["before"]["f1"] > term["after_cross_validated"]["f1"] > term["hand_order"]["f1"] == 0.0
+    assert term["model"] is True

@@ -23,10 +23,12 @@ An evaluation writes `summary.json`, `fields.parquet`, `documents.parquet`,
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import duckdb
 import pyarrow as pa
@@ -153,16 +155,21 @@ _PREDICTED = """
 
 
 def latest_extraction(con: duckdb.DuckDBPyConnection, task: str, uri_suffix: str) -> tuple[str, str] | None:
-    """(content SHA-256, run id) of the newest run that extracted `task` from the document at that path."""
+    """(content SHA-256, run id) of the newest run that extracted `task` from the document at that path.
+
+    The path is matched as the end of the document's URI, written the way a file URI writes it
+    (percent-encoded: "my nda é.pdf" is `my%20nda%20%C3%A9.pdf`), exactly: no character of a file
+    name is a wildcard."""
+    suffix = "/" + quote_from_bytes(os.fsencode(uri_suffix.lstrip("/")))
     row = con.execute(
         """
         SELECT r.content_sha256, max(r.run_id)
         FROM routing AS r JOIN documents AS d USING (content_sha256)
-        WHERE r.task = ? AND d.document_uri LIKE '%' || ?
+        WHERE r.task = ? AND ends_with(d.document_uri, ?)
         GROUP BY r.content_sha256
         ORDER BY max(r.run_id) DESC LIMIT 1
         """,
-        [task, "/" + uri_suffix.lstrip("/")],
+        [task, suffix],
     ).fetchone()
     return (str(row[0]), str(row[1])) if row else None
 
