@@ -35,18 +35,23 @@ DEFAULT_GOLD = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev" / "labels.
 TRAIN_GOLD = ROOT.parent / "shared" / "corpus" / "kleister-nda-train" / "labels.jsonl"
 
 
-def eval_named(args: argparse.Namespace, gold: Path, name: str, limit: int | None) -> dict[str, Any]:
-    """One routed `assay eval` (reusing what its folder already landed) and its summary."""
+def eval_named(
+    args: argparse.Namespace, gold: Path, name: str, limit: int | None, routed: bool = True, show: bool = False
+) -> dict[str, Any]:
+    """One `assay eval` (reusing what its folder already landed) and its summary; `show` prints its report."""
     command = [str(Path(sys.executable).parent / "assay"), "--data-dir", str(args.data_dir)]
     if args.config:
         command += ["--config", str(args.config)]
     command += ["eval", "--task", args.task, "--gold", str(gold), "--name", name]
+    command += ["--routing" if routed else "--no-routing"]
     if limit:
         command += ["--limit", str(limit)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.stderr.write(result.stderr[-4000:])
         raise SystemExit(f"assay eval failed for {name}")
+    if show:
+        print(result.stdout, flush=True)
     summary: dict[str, Any] = json.loads((args.data_dir / "evals" / name / "report" / "summary.json").read_text())
     return summary
 
@@ -106,19 +111,7 @@ def protocol(args: argparse.Namespace) -> None:
 
 def run_eval(args: argparse.Namespace, routed: bool) -> dict[str, Any]:
     name = f"{args.task}-{'routed' if routed else 'all-chunks'}" + (f"-{args.name_suffix}" if args.name_suffix else "")
-    command = [str(Path(sys.executable).parent / "assay"), "--data-dir", str(args.data_dir)]
-    if args.config:
-        command += ["--config", str(args.config)]
-    command += ["eval", "--task", args.task, "--gold", str(args.gold), "--name", name]
-    command += ["--routing" if routed else "--no-routing"]
-    if args.limit:
-        command += ["--limit", str(args.limit)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        sys.stderr.write(result.stderr[-4000:])
-        raise SystemExit(f"assay eval failed for {name}")
-    print(result.stdout, flush=True)
-    summary: dict[str, Any] = json.loads((args.data_dir / "evals" / name / "report" / "summary.json").read_text())
+    summary = eval_named(args, args.gold, name, args.limit, routed=routed, show=True)
     summary["folder"] = str(args.data_dir / "evals" / name / "report")
     return summary
 

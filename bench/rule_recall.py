@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.audit.evaluation import load_gold  # noqa: E402
 from pipeline.core.tasks import BUILTIN_TASK_DIR, load_task_file  # noqa: E402
 from pipeline.extract.rules import apply_rules  # noqa: E402
 from pipeline.parse.partition import build_document, partition_elements  # noqa: E402
@@ -54,18 +54,16 @@ def text_of(pdf: Path) -> str:
 def study(task_file: Path, split: str) -> None:
     task = load_task_file(task_file)
     folder = CORPUS / f"kleister-nda-{split}"
-    rows = [json.loads(line) for line in (folder / "labels.jsonl").read_text().splitlines() if line.strip()]
+    documents = load_gold(folder / "labels.jsonl")
     per_rule: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     found: Counter[str] = Counter()
     gold_total: Counter[str] = Counter()
-    for row in rows:
-        text = text_of(folder / row["file"])
-        matches = apply_rules(task, text)
-        for name in row["keys_asked"]:
+    for item in documents:
+        matches = apply_rules(task, text_of(folder / item.file))
+        for name in item.keys_asked:
             if name not in task.fields:
                 continue
-            raw = row.get(name)
-            gold = {comparison_key(v) for v in ([] if raw is None else raw if isinstance(raw, list) else [raw])}
+            gold = {comparison_key(v) for v in item.values.get(name, [])}
             candidates: set[str] = set()
             by_rule: dict[str, set[str]] = defaultdict(set)
             for match in (m for m in matches if m.field == name):
@@ -80,7 +78,7 @@ def study(task_file: Path, split: str) -> None:
                 counts[2] += not gold
             found[name] += len(gold & candidates)
             gold_total[name] += len(gold)
-    print(f"## {split}: {len(rows)} documents, task {task.name} {task.version[:8]}")
+    print(f"## {split}: {len(documents)} documents, task {task.name} {task.version[:8]}")
     print("| field | rule | documents matched | with a right value | gold has none |")
     print("|---|---|---|---|---|")
     for (name, rule), (matched, right, empty) in sorted(per_rule.items()):

@@ -78,12 +78,14 @@ def load_gold(path: Path, limit: int | None = None) -> list[GoldDocument]:
 
 
 @dataclass
-class _Counts:
+class Counts:
+    """True and false positives and false negatives, and the precision, recall and F1 they give."""
+
     tp: int = 0
     fp: int = 0
     fn: int = 0
 
-    def add(self, other: _Counts) -> None:
+    def add(self, other: Counts) -> None:
         self.tp += other.tp
         self.fp += other.fp
         self.fn += other.fn
@@ -102,18 +104,18 @@ class _Counts:
         }
 
 
-def score_field(item: GoldDocument, key: str, predicted: list[str]) -> _Counts:
+def score_field(item: GoldDocument, key: str, predicted: list[str]) -> Counts:
     """True and false positives and false negatives of one field of one document (Kleister comparison)."""
     gold_keys = {comparison_key(v) for v in item.values.get(key, [])}
     predicted_keys = {comparison_key(to_dataset_format(v)) for v in predicted}
-    return _Counts(
+    return Counts(
         tp=len(gold_keys & predicted_keys), fp=len(predicted_keys - gold_keys), fn=len(gold_keys - predicted_keys)
     )
 
 
-def f1_of(counts: list[_Counts]) -> dict[str, float | int]:
+def f1_of(counts: list[Counts]) -> dict[str, float | int]:
     """Micro precision, recall and F1 over many fields' counts."""
-    total = _Counts()
+    total = Counts()
     for c in counts:
         total.add(c)
     return total.scores()
@@ -176,7 +178,7 @@ def latest_extraction(con: duckdb.DuckDBPyConnection, task: str, uri_suffix: str
 
 def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]) -> EvaluationReport:
     """Score the task's landed values against the gold labels (the warehouse must hold a run over them)."""
-    per_field: dict[str, _Counts] = defaultdict(_Counts)
+    per_field: dict[str, Counts] = defaultdict(Counts)
     candidates_found: dict[str, int] = defaultdict(int)  # gold values among the candidates, per field
     documents: list[dict[str, Any]] = []
     buckets: dict[str, list[bool]] = defaultdict(list)
@@ -238,7 +240,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, task: str, gold: list[GoldDocument]
                     "run_id": run_id or None,
                 }
             )
-    overall = _Counts()
+    overall = Counts()
     for counts in per_field.values():
         overall.add(counts)
     fields = [

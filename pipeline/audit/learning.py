@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.audit.evaluation import latest_extraction, load_gold
+from pipeline.audit.evaluation import Counts, latest_extraction, load_gold
 from pipeline.core.errors import ConfigError
 from pipeline.core.rankers import FieldModel, Ranker, Reviewed
 from pipeline.core.tasks import FieldSpec, Task
@@ -184,24 +184,10 @@ def merge(gold: list[Example], reviewed: list[Example]) -> list[Example]:
     return [e for e in gold if (e.document, e.field) not in reviewed_keys] + reviewed
 
 
-def _scores(tp: int, fp: int, fn: int) -> dict[str, float | int]:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "f1": round(f1, 4),
-    }
-
-
-def _counts(example: Example, chosen: Sequence[tuple[Group, str, float | None]]) -> tuple[int, int, int]:
+def _counts(example: Example, chosen: Sequence[tuple[Group, str, float | None]]) -> Counts:
     """TP, FP, FN of a field's choice against what is known right (complete examples only)."""
     predicted = {label_key(g.display()) for g, status, _ in chosen if status in COUNTED}
-    return len(predicted & example.right), len(predicted - example.right), len(example.right - predicted)
+    return Counts(len(predicted & example.right), len(predicted - example.right), len(example.right - predicted))
 
 
 def _choice(
@@ -242,18 +228,14 @@ def _feature_names(examples: Sequence[Example]) -> list[str]:
     return sorted({name for example in examples for values, _, _ in _rows(example) for name in values})
 
 
-def _add(a: list[int], b: Sequence[int]) -> list[int]:
-    return [x + y for x, y in zip(a, b, strict=True)]
-
-
-def _current_counts(example: Example, current: Ranker | None) -> tuple[int, int, int]:
-    """TP, FP, FN of the task's choice as it is (its ranker, or the hand order) on one example."""
-    model = current.fields.get(example.field) if current else None
-    reviewed = current.decisions(example.document, example.field) if current else None
+def _counts_with(example: Example, ranker: Ranker | None) -> Counts:
+    """TP, FP, FN of the choice `ranker` (None: the hand order) makes on one example."""
+    model = ranker.fields.get(example.field) if ranker else None
+    reviewed = ranker.decisions(example.document, example.field) if ranker else None
     return _counts(example, _choice(example, model, reviewed))
 
 
-def _cross_validated(of_field: list[Example], names: list[str]) -> tuple[float, list[int]] | None:
+def _cross_validated(of_field: list[Example], names: list[str]) -> tuple[float, Counts] | None:
     """The threshold that maximises the out-of-fold F1 (folds by document) and that F1's counts; None
     when there are too few documents to fold."""
     from sklearn.model_selection import GroupKFold
@@ -266,9 +248,9 @@ def _cross_validated(of_field: list[Example], names: list[str]) -> tuple[float, 
     for train_index, test_index in splitter.split(of_field, groups=[e.document for e in of_field]):
         fitted = _fit([of_field[i] for i in train_index], names)
         fold_models.append(({of_field[i].document for i in test_index}, fitted))
-    best: tuple[float, float, list[int]] = (-1.0, 0.5, [0, 0, 0])
+    best: tuple[float, float, Counts] = (-1.0, 0.5, Counts())
     for threshold in THRESHOLDS:
-        after = [0, 0, 0]
+        after = Counts()
         for held_out, fitted in fold_models:
             model = (
                 FieldModel(
@@ -279,8 +261,8 @@ def _cross_validated(of_field: list[Example], names: list[str]) -> tuple[float, 
             )
             for example in of_field:
                 if example.complete and example.document in held_out:
-                    after = _add(after, _counts(example, _choice(example, model)))
-        f1 = float(_scores(*after)["f1"])
+                    after.add(_counts(example, _choice(example, model)))
+        f1 = float(after.scores()["f1"])
         # Ties go to the threshold nearest 0.5 (the one that reads as "more likely right than not").
         if f1 > best[0] or (f1 == best[0] and abs(threshold - 0.5) < abs(best[1] - 0.5)):
             best = (f1, threshold, after)
@@ -298,17 +280,17 @@ def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> 
     current = task.ranker
     report: dict[str, Any] = {"fields": {}, "examples": len(examples)}
     fields: dict[str, FieldModel] = {}
-    totals = {"before": [0, 0, 0], "after": [0, 0, 0]}
+    totals = {"before": Counts(), "after": Counts()}
     for name in task.fields:
         of_field = [e for e in examples if e.field == name]
         if not of_field:
             continue
         names = _feature_names(of_field)
-        before, hand = [0, 0, 0], [0, 0, 0]
+        before, hand = Counts(), Counts()
         for example in of_field:
             if example.complete:
-                before = _add(before, _current_counts(example, current))
-                hand = _add(hand, _counts(example, _choice(example, None)))
+                before.add(_counts_with(example, current))
+                hand.add(_counts_with(example, None))
         validated = _cross_validated(of_field, names)
         fitted = _fit(of_field, names)
         # Without a model the field falls back to the hand order, so that is what the model must beat
@@ -316,14 +298,14 @@ def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> 
         better = (
             validated is not None
             and fitted is not None
-            and float(_scores(*validated[1])["f1"]) >= float(_scores(*hand)["f1"])
+            and float(validated[1].scores()["f1"]) >= float(hand.scores()["f1"])
         )
         report["fields"][name] = {
             "examples": len(of_field),
             "labelled_candidates": sum(len(_rows(e)) for e in of_field),
-            "before": _scores(*before),
-            "hand_order": _scores(*hand),
-            "after_cross_validated": _scores(*validated[1]) if validated else None,
+            "before": before.scores(),
+            "hand_order": hand.scores(),
+            "after_cross_validated": validated[1].scores() if validated else None,
             "threshold": validated[0] if validated else None,
             "model": better,
         }
@@ -334,12 +316,12 @@ def learn(task: Task, examples: Sequence[Example], training: dict[str, Any]) -> 
                 intercept=round(fitted[1], 6),
                 threshold=validated[0],
             )
-            totals["after"] = _add(totals["after"], validated[1])
+            totals["after"].add(validated[1])
         else:  # no model for this field: it keeps the hand order
-            totals["after"] = _add(totals["after"], hand)
-        totals["before"] = _add(totals["before"], before)
-    report["before"] = _scores(*totals["before"])
-    report["after"] = _scores(*totals["after"])
+            totals["after"].add(hand)
+        totals["before"].add(before)
+    report["before"] = totals["before"].scores()
+    report["after"] = totals["after"].scores()
     report["before_is"] = (
         f"the ranker {current.sha256[:12]}, in-sample where it was trained on these documents"
         if current
@@ -375,25 +357,22 @@ def field_scores(task: Task, examples: Sequence[Example], ranker: Ranker | None)
     """Per field and overall: P/R/F1 of the choice `ranker` (None: the hand order) makes on the examples'
     candidates (complete examples only, as `assay eval` would score the values a run lands), and the
     candidate recall (the share of right values among all candidates: the best any chooser could do)."""
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # tp, fp, fn, right, right among candidates
+    counts: dict[str, Counts] = defaultdict(Counts)
+    right: dict[str, int] = defaultdict(int)
+    found: dict[str, int] = defaultdict(int)  # right values among the candidates
     for example in examples:
         if not example.complete:
             continue
-        model = ranker.fields.get(example.field) if ranker else None
-        reviewed = ranker.decisions(example.document, example.field) if ranker else None
-        tp, fp, fn = _counts(example, _choice(example, model, reviewed))
+        chosen = _counts_with(example, ranker)
         candidates = {label_key(g.display()) for g in example.groups}
         for name in (example.field, "overall"):
-            row = totals[name]
-            row[0] += tp
-            row[1] += fp
-            row[2] += fn
-            row[3] += len(example.right)
-            row[4] += len(example.right & candidates)
+            counts[name].add(chosen)
+            right[name] += len(example.right)
+            found[name] += len(example.right & candidates)
+    names = [name for name in task.fields if name in counts] + (["overall"] if "overall" in counts else [])
     return {
-        name: {**_scores(tp, fp, fn), "candidate_recall": round(found / right, 4) if right else 0.0}
-        for name, (tp, fp, fn, right, found) in sorted(totals.items(), key=lambda kv: (kv[0] == "overall", kv[0]))
-        if name in task.fields or name == "overall"
+        name: {**counts[name].scores(), "candidate_recall": round(found[name] / right[name], 4) if right[name] else 0.0}
+        for name in names
     }
 
 

@@ -147,17 +147,11 @@ class Task(BaseModel):
     def ranker(self) -> Ranker | None:
         """The learned ranker the task names, read from beside the task file and checked, or None.
 
-        Read once per file and SHA-256 (a copy of the task without `ranker_ref` has none)."""
+        Read and checked once per file, SHA-256 and task (a copy of the task without `ranker_ref` has none)."""
         if self.ranker_ref is None:
             return None
-        path = (Path(self.source_path).parent / self.ranker_ref.file).resolve()
-        ranker = _load_ranker(str(path), self.ranker_ref.sha256)
-        if ranker.task != self.name:
-            raise ConfigError(f"task {self.name}: its ranker {self.ranker_ref.file} was trained for {ranker.task!r}")
-        unknown = set(ranker.fields) - set(self.fields)
-        if unknown:
-            raise ConfigError(f"task {self.name}: its ranker scores unknown field(s) {', '.join(sorted(unknown))}")
-        return ranker
+        path = str(Path(self.source_path).parent / self.ranker_ref.file)
+        return _load_ranker(path, self.ranker_ref.sha256, self.name, frozenset(self.fields))
 
     @cached_property
     def schema_sha256(self) -> str:
@@ -169,8 +163,16 @@ class Task(BaseModel):
 
 
 @functools.lru_cache(maxsize=64)
-def _load_ranker(path: str, sha256: str) -> Ranker:
-    return load_ranker(Path(path), sha256)
+def _load_ranker(path: str, sha256: str, task: str, fields: frozenset[str]) -> Ranker:
+    """The ranker at `path`, refused when its SHA-256 differs, it was trained for another task, or it
+    scores fields the task does not have."""
+    ranker = load_ranker(Path(path), sha256)
+    if ranker.task != task:
+        raise ConfigError(f"task {task}: its ranker {Path(path).name} was trained for {ranker.task!r}")
+    unknown = set(ranker.fields) - fields
+    if unknown:
+        raise ConfigError(f"task {task}: its ranker scores unknown field(s) {', '.join(sorted(unknown))}")
+    return ranker
 
 
 def load_task_file(path: Path) -> Task:
