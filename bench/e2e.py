@@ -246,6 +246,7 @@ def assay_side(folder: Path, threads: int) -> dict[str, Any]:
         "generated_tokens": int(tokens[1] or 0),
         "answers": int(tokens[2] or 0),
         "stages": summary["stage_seconds"],
+        "slot_fill": summary.get("slot_fill"),
         "cpu_s": usage["cpu_s"] - usage0["cpu_s"],
         "peak_rss_mb": usage["peak_rss_mb"],
         "f1": summary["overall_f1"],
@@ -261,6 +262,8 @@ def report(name: str, side: dict[str, Any], cores: int) -> None:
         f"{side['generated_tokens'] / pages:.0f}  chunks to the model={side['chunks_to_model']}/{side['chunks']}"
     )
     print("  seconds/stage: " + ", ".join(f"{k} {v:.1f}" for k, v in side["stages"].items()))
+    if side.get("slot_fill") is not None:
+        print(f"  model slots full={side['slot_fill']:.2f} (busy slots per llama_decode over the engine's slots)")
     process_wall = side.get("process_wall_s", side["wall_s"])
     print(
         f"  cpu utilisation={side['cpu_s'] / (process_wall * cores):.2f} of {cores} cores  "

@@ -100,7 +100,8 @@ def protocol(args: argparse.Namespace) -> None:
         )
     print(
         f"\ntokens_per_doc train={train['model_tokens_per_document']} dev={dev['model_tokens_per_document']}; "
-        f"eval F1 (hand order, as landed) train={train['overall_f1']} dev={dev['overall_f1']}"
+        f"eval F1 as landed (the task's own choice: its ranker when it names one) "
+        f"train={train['overall_f1']} dev={dev['overall_f1']}"
     )
     print(f"ranker: {path} sha256={ranker.sha256}")
     print(

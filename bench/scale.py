@@ -92,6 +92,9 @@ class StandInEngine:
     def model_seconds(self) -> tuple[float, float] | None:
         return None
 
+    def slot_use(self) -> tuple[int, int] | None:
+        return None
+
 
 def _use_stand_in(settings: Settings) -> None:
     """Every run with these settings gets the stand-in instead of loading the model."""

@@ -238,7 +238,11 @@ def publish_summary(settings: Settings, summary: RunSummary, night: Night) -> No
 
 def _facts_markdown(facts: dict[str, Any]) -> str:
     findings, grounded = facts["findings"], facts["grounded"]
-    rate = f"{grounded} of {findings} findings grounded in the text ({100 * grounded / findings:.0f} %)"
+    rate = (
+        f"{grounded} of {findings} findings grounded in the text ({100 * grounded / findings:.0f} %)"
+        if findings
+        else "no findings"
+    )
     versions = facts["versions"] or {}
     return "\n".join(
         [
@@ -246,7 +250,7 @@ def _facts_markdown(facts: dict[str, Any]) -> str:
             "",
             f"- model: {facts['model']} (SHA-256 `{facts['model_sha256']}`)",
             f"- tasks: {facts['tasks'] or 'none'}",
-            f"- grounding: {rate if findings else 'no findings'}",
+            f"- grounding: {rate}",
             "- versions: " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items())),
         ]
     )

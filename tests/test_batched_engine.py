@@ -51,8 +51,11 @@ def task_and_prompts(engine: BatchedEngine) -> TaskAndPrompts:
 
 def test_answers_are_schema_valid_or_explicit_failures(engine: BatchedEngine, task_and_prompts: TaskAndPrompts) -> None:
     task, prompts = task_and_prompts
+    busy_before, steps_before = engine.slot_use()
     generations = engine.generate_many(prompts, json.dumps(task.output_schema))
     assert len(generations) == len(prompts)  # more prompts than slots: slots were reused
+    busy, steps = engine.slot_use()[0] - busy_before, engine.slot_use()[1] - steps_before
+    assert steps % 3 == 0 and steps // 3 < busy <= steps  # five prompts kept more than one of three slots busy
     valid = 0
     for generation in generations:
         assert generation.finish_reason in {"stop", "length", "repetition"}
@@ -112,7 +115,10 @@ def test_batched_and_sequential_compute_the_same_model(
 def test_single_sequence_is_repeatable(engine: BatchedEngine, task_and_prompts: TaskAndPrompts) -> None:
     task, prompts = task_and_prompts
     schema = json.dumps(task.output_schema)
+    busy_before, steps_before = engine.slot_use()
     assert engine.generate(prompts[0], schema, 40).text == engine.generate(prompts[0], schema, 40).text
+    busy, steps = engine.slot_use()[0] - busy_before, engine.slot_use()[1] - steps_before
+    assert busy > 0 and steps == 3 * busy  # one prompt at a time fills one slot of three
 
 
 def test_failures_end_one_sequence_and_the_others_go_on(

@@ -374,3 +374,22 @@ def test_sigterm_stops_the_estate_and_a_second_start_registers_the_same_deployme
             assert limit["limit"] == 1
         finally:
             assert again.stop() == 0
+
+
+def test_the_summary_of_a_run_without_findings_keeps_its_model_and_versions() -> None:
+    """A run whose every document failed (or had nothing to find) has no findings: its summary still
+    says so, instead of losing the section (and the failures table beside it) to a division by zero."""
+    from flows.console import _facts_markdown
+
+    facts: dict[str, Any] = {
+        "model": "m",
+        "model_sha256": "0" * 64,
+        "tasks": None,
+        "findings": 0,
+        "grounded": 0,
+        "versions": {},
+    }
+    assert "- grounding: no findings" in _facts_markdown(facts)
+    assert "- grounding: 3 of 4 findings grounded in the text (75 %)" in _facts_markdown(
+        {**facts, "findings": 4, "grounded": 3}
+    )

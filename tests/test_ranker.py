@@ -24,7 +24,7 @@ from pipeline.core.tasks import BUILTIN_TASK_DIR, FieldSpec, find_task, load_tas
 from pipeline.extract.rules import apply_rules
 from pipeline.land.warehouse import connect_read_only
 from pipeline.reduce.normalise import comparison_key, duration, label_key, party, to_dataset_format
-from pipeline.reduce.ranker import features
+from pipeline.reduce.ranker import context_features, features
 from pipeline.reduce.values import ValuesOf, choosable, choose, field_groups, reduce_document
 from tests.support import FIXTURES, document, finding_row
 
@@ -196,6 +196,81 @@ def test_features_read_the_rules_the_model_and_the_position() -> None:
     assert years["duration:years"] == 1.0 and days["duration:days_or_weeks"] == 1.0
 
 
+def _located(field: str, value: str, text: str, occurrence: int = 0, **kwargs: Any) -> Any:
+    """A finding of `value` at its `occurrence`-th place in `text` (a rule's when `rule` is named)."""
+    start = -1
+    for _ in range(occurrence + 1):
+        start = text.index(value, start + 1)
+    return finding_row(field, value, start=start, **kwargs)
+
+
+SIGNED = (
+    "This Agreement is made between Acme Widgets, Inc. (the \u201cCompany\u201d) and the Recipient.\n"
+    "ACME WIDGETS, INC.\nBy: /s/ Jane Roe\nName: Jane Roe\nTitle: Chief Executive Officer\n"
+)
+
+
+def test_context_features_read_the_words_around_each_evidence() -> None:
+    company = _located("party", "Acme Widgets, Inc.", SIGNED, rule="party-between")
+    officer = _located("party", "Jane Roe", SIGNED, occurrence=1, rule="party-signature")
+    assert context_features([company], SIGNED) == {
+        "before:is": 1.0,
+        "before:made": 1.0,
+        "before:between": 1.0,
+        "before:agreement": 1.0,
+        "after:(": 1.0,
+        "after:the": 1.0,
+        "after:\u201c": 1.0,
+        "after:company": 1.0,
+    }
+    signer = context_features([officer], SIGNED)
+    assert signer["before:name"] == 1.0 and signer["before::"] == 1.0 and signer["after:title"] == 1.0
+    # Per word, the share of the group's evidence spans it is next to; digits read as one word.
+    both = context_features([officer, _located("party", "Jane Roe", SIGNED, rule="party-signature")], SIGNED)
+    assert both["before:name"] == 0.5 and both["before:/"] == 0.5
+    assert context_features([finding_row("term", "2 years", start=6)], "Until 2 years after 12 May") == {
+        "before:until": 1.0,
+        "after:after": 1.0,
+        "after:<number>": 1.0,
+        "after:may": 1.0,
+    }
+    # No text, or offsets outside it (a finding of another text): no context, no error.
+    assert "before:between" not in features("party", field_groups("party", [company])[0], [])
+    assert context_features([finding_row("party", "Acme", start=10_000)], SIGNED) == {}
+
+
+def test_learn_weighs_the_words_around_the_evidence_and_ignores_rare_ones() -> None:
+    """Three companies found by the same rule; only the words before them tell the two parties (after
+    "between") from the one named on a form's line ("Name:"). Which company is which, and whether the
+    form comes first, changes from document to document. A word seen in too few documents is not a
+    feature."""
+    from pipeline.audit.learning import MIN_CONTEXT_DOCUMENTS
+
+    task = load_task_file(NDA_TASK).model_copy(update={"ranker_ref": None})
+    names = ("Globex LLC", "Initech LLC", "Hooli LLC")
+
+    def example(document: str, index: int, rare: str = "", with_text: bool = True) -> Example:
+        first, second, other = names[index % 3], names[(index + 1) % 3], names[(index + 2) % 3]
+        agreement, form = f"Agreement between {first} and {second}.{rare}\n", f"Name: {other}\n"
+        text = "Recitals.\n" + (agreement + form if (index // 3) % 2 else form + agreement)
+        findings = [_located("party", name, text, rule="party-and") for name in names]
+        found = examples_of(task, findings, document, "gold:synthetic", text if with_text else None)["party"]
+        found.right = {label_key(first), label_key(second)}
+        return found
+
+    rare = [" Zyzzyva." if i < MIN_CONTEXT_DOCUMENTS - 1 else "" for i in range(30)]
+    learned = learn(task, [example(f"doc{i}", i, rare[i]) for i in range(30)], {})
+    party = learned.ranker.fields["party"]
+    assert learned.report["fields"]["party"]["after_cross_validated"]["f1"] == 1.0
+    assert "before:name" in party.features and "before:between" in party.features
+    assert not any("zyzzyva" in name for name in party.features)  # in 4 documents: below the minimum
+    assert sorted(_chosen(example("unseen", 0), party)) == ["Globex LLC", "Initech LLC"]
+    assert sorted(_chosen(example("unseen", 4), party)) == ["Hooli LLC", "Initech LLC"]
+    # Without the text, the same candidates cannot be told apart as well.
+    blind = learn(task, [example(f"doc{i}", i, with_text=False) for i in range(30)], {})
+    assert blind.report["fields"]["party"]["after_cross_validated"]["f1"] < 1.0
+
+
 def test_the_ranker_chooses_by_probability_and_says_when_it_is_unsure(tmp_path: Path) -> None:
     task = find_task("nda_key_terms", [_task_with_ranker(tmp_path / "tasks")])
     assert task.ranker is not None
@@ -324,19 +399,19 @@ def test_assay_learn_learns_from_a_gold_set_and_a_reviewer_changes_the_next_rank
 
 def _examples_of_run(task: Any, data: Path) -> list[Example]:
     """The candidates of the data folder's newest run, per field (what a reviewer looks at)."""
-    from pipeline.audit.learning import examples_of, findings_of
+    from pipeline.audit.learning import landed_examples
 
     with connect_read_only(data / "warehouse.duckdb") as con:
         run_id, content_sha256 = con.execute(
             "SELECT run_id, content_sha256 FROM findings ORDER BY run_id DESC LIMIT 1"
         ).fetchone() or ("", "")
-        return list(examples_of(task, findings_of(con, task.name, run_id, content_sha256), content_sha256, "").values())
+        return list(landed_examples(con, task, run_id, content_sha256, "").values())
 
 
 def _chosen(example: Example, model: FieldModel | None) -> list[str]:
     return [
         g.display()
-        for g, status, _ in choose(example.spec, example.supported, example.groups, model)
+        for g, status, _ in choose(example.spec, example.supported, example.groups, model, text=example.text)
         if status in ("chosen", "disagreement")
     ]
 

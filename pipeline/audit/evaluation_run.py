@@ -85,5 +85,6 @@ def evaluate_task(
         run_id=summary.run_id,
         run_seconds=summary.duration_s,
         stage_seconds=summary.stage_seconds,
+        slot_fill=round(summary.slot_fill, 4) if summary.slot_fill is not None else None,
     )
     return Evaluated(name, folder, report, evaluation.write_report(report, folder / "report"))

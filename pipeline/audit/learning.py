@@ -36,11 +36,12 @@ from pipeline.core.tasks import FieldSpec, Task
 from pipeline.land.tables import FindingRow
 from pipeline.land.warehouse import connect_read_only
 from pipeline.reduce.normalise import comparison_key, label_key
-from pipeline.reduce.ranker import features
+from pipeline.reduce.ranker import CONTEXT_PREFIXES, features
 from pipeline.reduce.values import Group, choosable, choose, field_groups
 
 FOLDS = 5
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+MIN_CONTEXT_DOCUMENTS = 5  # a word next to evidence becomes a feature when seen in this many documents
 MIN_EXAMPLES = 10  # labelled groups a field needs (of both kinds) before it gets a model
 REGULARISATION_C = 1.0
 # A reviewer's decision on this estate's own documents weighs more than a gold label of a public set.
@@ -62,6 +63,7 @@ class Example:
     complete: bool = True  # every value not right is wrong (a gold label; a review of a single value)
     origin: str = ""
     weight: float = 1.0
+    text: str | None = None  # the document's canonical text (for the words around evidence)
 
     def label(self, group: Group) -> int | None:
         key = label_key(group.display())
@@ -90,14 +92,30 @@ def findings_of(con: Any, task: str, run_id: str, content_sha256: str) -> list[F
     return [FindingRow(**dict(zip(_FINDING_COLUMNS, row, strict=True))) for row in rows]
 
 
-def examples_of(task: Task, findings: Sequence[FindingRow], document: str, origin: str) -> dict[str, Example]:
+def text_of(con: Any, run_id: str, content_sha256: str) -> str | None:
+    """The canonical text a run landed for a document (the one its findings' offsets point into)."""
+    row = con.execute(
+        "SELECT text FROM texts WHERE run_id = ? AND content_sha256 = ? LIMIT 1", [run_id, content_sha256]
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def landed_examples(con: Any, task: Task, run_id: str, content_sha256: str, origin: str) -> dict[str, Example]:
+    """Per field, the unlabelled example of a document as a run landed it: its findings and its text."""
+    findings = findings_of(con, task.name, run_id, content_sha256)
+    return examples_of(task, findings, content_sha256, origin, text_of(con, run_id, content_sha256))
+
+
+def examples_of(
+    task: Task, findings: Sequence[FindingRow], document: str, origin: str, text: str | None = None
+) -> dict[str, Example]:
     """Per field with candidates, an unlabelled example of one document's findings."""
     found: dict[str, Example] = {}
     for name, spec in task.fields.items():
         groups = field_groups(spec.kind, [f for f in findings if f.field == name])
         if not groups:
             continue
-        found[name] = Example(document, name, spec, groups, choosable(task, name, groups), origin=origin)
+        found[name] = Example(document, name, spec, groups, choosable(task, name, groups), origin=origin, text=text)
     return found
 
 
@@ -117,7 +135,7 @@ def gold_examples(task: Task, labels: Path, evals_dir: Path) -> tuple[list[Examp
                 continue
             (content_sha256, run_id), con = max(landed, key=lambda pair: pair[0][1])  # run ids sort by start
             origin = f"gold:{labels.name}"
-            per_field = examples_of(task, findings_of(con, task.name, run_id, content_sha256), content_sha256, origin)
+            per_field = landed_examples(con, task, run_id, content_sha256, origin)
             for key in item.keys_asked:
                 if key not in task.fields:
                     continue
@@ -155,7 +173,7 @@ def review_examples(task: Task, warehouse_path: Path) -> tuple[list[Example], in
             by_document[(str(run_id), str(content_sha256))].append((field_name, value, decision, corrected))
         examples: list[Example] = []
         for (run_id, content_sha256), decided in sorted(by_document.items()):
-            per_field = examples_of(task, findings_of(con, task.name, run_id, content_sha256), content_sha256, "review")
+            per_field = landed_examples(con, task, run_id, content_sha256, "review")
             for example in per_field.values():
                 example.weight = REVIEW_WEIGHT
             for field_name, value, decision, corrected in decided:
@@ -195,7 +213,7 @@ def _choice(
 ) -> list[tuple[Group, str, float | None]]:
     if not example.supported:
         return []
-    return choose(example.spec, example.supported, example.groups, field_model, reviewed)
+    return choose(example.spec, example.supported, example.groups, field_model, reviewed, example.text)
 
 
 def _rows(example: Example) -> list[tuple[dict[str, float], int, float]]:
@@ -204,7 +222,7 @@ def _rows(example: Example) -> list[tuple[dict[str, float], int, float]]:
     for group in example.supported:
         label = example.label(group)
         if label is not None:
-            rows.append((features(example.spec.kind, group, example.groups), label, example.weight))
+            rows.append((features(example.spec.kind, group, example.groups, example.text), label, example.weight))
     return rows
 
 
@@ -225,7 +243,18 @@ def _fit(examples: Sequence[Example], names: list[str]) -> tuple[list[float], fl
 
 
 def _feature_names(examples: Sequence[Example]) -> list[str]:
-    return sorted({name for example in examples for values, _, _ in _rows(example) for name in values})
+    """The features the field's model weighs: every finding feature, and the context words seen around
+    candidates in at least `MIN_CONTEXT_DOCUMENTS` documents (rarer words would be learned by heart)."""
+    documents: dict[str, set[str]] = defaultdict(set)
+    for example in examples:
+        for values, _, _ in _rows(example):
+            for name in values:
+                documents[name].add(example.document)
+    return sorted(
+        name
+        for name, seen in documents.items()
+        if not name.startswith(CONTEXT_PREFIXES) or len(seen) >= MIN_CONTEXT_DOCUMENTS
+    )
 
 
 def _counts_with(example: Example, ranker: Ranker | None) -> Counts:

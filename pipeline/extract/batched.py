@@ -135,6 +135,9 @@ class BatchedEngine:
         # that rode along) and steps that only generated (decode). The rest of a run is sampling + grammar.
         self.seconds_prefill = 0.0
         self.seconds_decode = 0.0
+        # Slots: per llama_decode, how many of the n_parallel slots held a sequence (the fill rate).
+        self.slots_busy = 0
+        self.slot_steps = 0
         self._ignore_eos = False
 
         file_type = int(self._meta("general.file_type") or -1)
@@ -200,6 +203,9 @@ class BatchedEngine:
     def model_seconds(self) -> tuple[float, float] | None:
         return self.seconds_prefill, self.seconds_decode
 
+    def slot_use(self) -> tuple[int, int]:
+        return self.slots_busy, self.slot_steps
+
     def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
         return self.generate_many([prompt], schema_json, max_tokens)[0]
 
@@ -245,7 +251,10 @@ class BatchedEngine:
                 if slot is None and queue:
                     request = queue.popleft()
                     slots[slot_index] = self._admit(request, slot_index, token_lists[request], schema_json, budget)
-            self._step([s for s in slots if s is not None])
+            active = [s for s in slots if s is not None]
+            self._step(active)
+            self.slots_busy += len(active)
+            self.slot_steps += len(slots)
             for slot_index, slot in enumerate(slots):
                 if slot is not None and slot.logits_index is not None:
                     finished = self._sample(slot)

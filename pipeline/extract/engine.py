@@ -96,6 +96,10 @@ class Engine(Protocol):
         """(prefill, decode) seconds spent inside llama.cpp so far, when the engine measures them."""
         ...
 
+    def slot_use(self) -> tuple[int, int] | None:
+        """(slots busy, slots available) summed over the decode steps so far, when the engine has slots."""
+        ...
+
 
 def render_chat(template: str, bos: str, eos: str, messages: Messages) -> str:
     """Apply a model's Jinja2 chat template (from its GGUF) to messages, with the generation prompt."""

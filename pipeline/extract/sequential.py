@@ -121,6 +121,10 @@ class SequentialEngine:
         """Not measured by this engine: its whole call counts as extraction time."""
         return None
 
+    def slot_use(self) -> tuple[int, int] | None:
+        """One prompt at a time: no slots to fill."""
+        return None
+
     def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
         """One prompt after the other (the batched engine decodes them together)."""
         results = []

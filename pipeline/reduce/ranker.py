@@ -4,9 +4,11 @@ The generators (a task's rules and the model) propose candidates; `pipeline/redu
 groups them by normalised value. A ranker scores each choosable group with a per-field logistic
 regression over the features below and keeps the groups whose probability reaches the field's
 threshold. The features are computed here, from the same groups, for training
-(`pipeline/audit/learning.py`) and for use, so the two cannot drift apart. They read only the
-findings (how many rules of which name and how many model answers support a value, the model's
-confidence, where the evidence is) and the normalised value itself.
+(`pipeline/audit/learning.py`) and for use, so the two cannot drift apart. They read the findings
+(how many rules of which name and how many model answers support a value, the model's confidence,
+where the evidence is), the normalised value itself, and the words around its evidence in the
+document's canonical text (`before:<word>`, `after:<word>`: which words the ranker weighs is learned;
+the file keeps those seen in enough training documents).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 POSITION_SCALE = 12.0  # log(1 + chars): about 160,000 characters reads as 1.0
+CONTEXT_WORDS = 4  # words read on each side of a value's evidence
+CONTEXT_CHARS = 120  # at most this many characters on each side
+CONTEXT_PREFIXES = ("before:", "after:")
 
 
 class Finding(Protocol):
@@ -27,6 +32,7 @@ class Finding(Protocol):
     confidence: float | None
     grounding_status: str
     evidence_start: int | None
+    evidence_end: int | None
     evidence_page: int | None
 
 
@@ -42,6 +48,7 @@ class Candidate(Protocol):
 _LEGAL_FORM = re.compile(
     r"\b(?:inc|llc|ltd|limited|corp|corporation|company|co|lp|plc|n\.v|s\.a|ag|gmbh|bank|bancorp)\.?$", re.I
 )
+_TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
 _DURATION = re.compile(r"^(?P<number>\d+) (?P<unit>year|month|week|day)s?$")
 
 
@@ -70,8 +77,39 @@ def _kind_features(kind: str, normalised: str) -> dict[str, float]:
     return {}
 
 
-def features(kind: str, group: Candidate, field_groups: Sequence[Candidate]) -> dict[str, float]:
-    """The features of one candidate group among all the groups of its field in one document."""
+def _word(token: str) -> str:
+    return "<number>" if token.isdigit() else token.lower()
+
+
+def context_features(findings: Sequence[Finding], text: str) -> dict[str, float]:
+    """The words next to the evidence: per word, the share of the findings with it among the
+    `CONTEXT_WORDS` before (or after) their evidence (digits read as `<number>`, punctuation kept:
+    a `(` after a name opens its defined term, a `:` before it is a form's label)."""
+    located = [
+        (f.evidence_start, f.evidence_end)
+        for f in findings
+        if f.evidence_start is not None
+        and f.evidence_end is not None
+        and 0 <= f.evidence_start <= f.evidence_end <= len(text)
+    ]
+    if not located:
+        return {}
+    counts: dict[str, float] = {}
+    for start, end in located:
+        before = _TOKEN.findall(text[max(0, start - CONTEXT_CHARS) : start])[-CONTEXT_WORDS:]
+        after = _TOKEN.findall(text[end : end + CONTEXT_CHARS])[:CONTEXT_WORDS]
+        seen = {f"before:{_word(t)}" for t in before} | {f"after:{_word(t)}" for t in after}
+        for name in seen:
+            counts[name] = counts.get(name, 0.0) + 1.0
+    spans = len(located)
+    return {name: count / spans for name, count in counts.items()}
+
+
+def features(
+    kind: str, group: Candidate, field_groups: Sequence[Candidate], text: str | None = None
+) -> dict[str, float]:
+    """The features of one candidate group among all the groups of its field in one document (with the
+    document's canonical text, the words around the evidence too)."""
     grounded = [f for f in group.findings if f.grounding_status != "ungrounded"]
     model = [f for f in grounded if f.method == "model"]
     values: dict[str, float] = {}
@@ -107,4 +145,6 @@ def features(kind: str, group: Candidate, field_groups: Sequence[Candidate]) -> 
     )
     if group.normalised:
         values.update(_kind_features(kind, group.normalised))
+    if text:
+        values.update(context_features(grounded, text))
     return values

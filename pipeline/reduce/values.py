@@ -182,8 +182,11 @@ class ValuesOf:
     conventions: ValueConventions = DEFAULT_CONVENTIONS
 
 
-def reduce_document(task: Task, findings: Sequence[FindingRow], base: ValuesOf) -> list[DocumentValueRow]:
-    """The `document_values` rows of one document and task."""
+def reduce_document(
+    task: Task, findings: Sequence[FindingRow], base: ValuesOf, text: str | None = None
+) -> list[DocumentValueRow]:
+    """The `document_values` rows of one document and task (`text`: the document's canonical text, which
+    a ranker reads the words around evidence in)."""
     rows: list[DocumentValueRow] = []
     ranker = task.ranker
     for name, spec in task.fields.items():
@@ -196,7 +199,7 @@ def reduce_document(task: Task, findings: Sequence[FindingRow], base: ValuesOf) 
             continue
         field_model = ranker.fields.get(name) if ranker is not None else None
         reviewed = ranker.decisions(base.content_sha256, name) if ranker is not None else None
-        chosen = choose(spec, supported, groups, field_model, reviewed)
+        chosen = choose(spec, supported, groups, field_model, reviewed, text)
         if not chosen:  # reviewers rejected every candidate of this document
             rows.append(_row(base, task, name, spec.kind, 0, None, "rejected", groups))
             continue
@@ -239,6 +242,7 @@ def choose(
     groups: list[Group],
     field_model: FieldModel | None,
     reviewed: Reviewed | None = None,
+    text: str | None = None,
 ) -> list[tuple[Group, str, float | None]]:
     """The chosen groups of a field, best first, with their status and the ranker's probability.
 
@@ -255,7 +259,7 @@ def choose(
         pinned = [g for g in supported if label_key(g.display()) in reviewed.right]
     if not supported:
         return []
-    chosen = _ranked(spec, supported, groups, field_model)
+    chosen = _ranked(spec, supported, groups, field_model, text)
     if not pinned:
         return chosen
     if not spec.many:
@@ -266,7 +270,7 @@ def choose(
 
 
 def _ranked(
-    spec: FieldSpec, supported: list[Group], groups: list[Group], field_model: FieldModel | None
+    spec: FieldSpec, supported: list[Group], groups: list[Group], field_model: FieldModel | None, text: str | None
 ) -> list[tuple[Group, str, float | None]]:
     if field_model is None:
         if spec.many:
@@ -274,7 +278,10 @@ def _ranked(
             return [(g, "chosen", None) for g in kept]
         return [(supported[0], "disagreement" if len(supported) > 1 else "chosen", None)]
     scored = sorted(
-        ((field_model.probability(features(spec.kind, g, groups)), index, g) for index, g in enumerate(supported)),
+        (
+            (field_model.probability(features(spec.kind, g, groups, text)), index, g)
+            for index, g in enumerate(supported)
+        ),
         key=lambda item: (-item[0], item[1]),
     )
     above = [(p, g) for p, _, g in scored if p >= field_model.threshold]

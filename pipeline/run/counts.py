@@ -33,6 +33,9 @@ class Counts(BaseModel):
     values: int = 0
     disagreements: int = 0
     chunks_routed: int = 0
+    # The batched engine's slots: decode steps x slots (what could have run) and the busy part of it.
+    slot_steps: int = 0
+    slots_busy: int = 0
     chunks_not_routed: int = 0
     document_failures: dict[str, int] = Field(default_factory=dict)
     answer_failures: dict[str, int] = Field(default_factory=dict)
@@ -41,6 +44,11 @@ class Counts(BaseModel):
     @property
     def documents(self) -> int:
         return self.processed + self.failed + self.skipped
+
+    @property
+    def slot_fill(self) -> float | None:
+        """The share of the engine's slots that held a sequence, over its decode steps (None: not measured)."""
+        return self.slots_busy / self.slot_steps if self.slot_steps else None
 
     def failure(self, stage: Literal["document", "extract"], reason: str) -> None:
         counts = self.document_failures if stage == "document" else self.answer_failures

@@ -57,10 +57,15 @@ def extract_pending(work: ShardWork) -> None:
 def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: Task, items: list[Pending]) -> None:
     started = time.perf_counter()
     before = engine.model_seconds()
+    slots_before = engine.slot_use()
     prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
     generations = engine.generate_many(prompts, json.dumps(task.output_schema), task.max_tokens)
     seconds = time.perf_counter() - started
     after = engine.model_seconds()
+    slots_after = engine.slot_use()
+    if slots_before is not None and slots_after is not None:
+        work.report.slots_busy += slots_after[0] - slots_before[0]
+        work.report.slot_steps += slots_after[1] - slots_before[1]
     if before is None or after is None:
         work.time("extract", seconds)
     else:  # model time by stage: prefill and decode (inside llama_decode), sample (sampling + grammar + rest)
@@ -128,7 +133,7 @@ def _reduce(work: ShardWork, extraction: Extraction) -> None:
     findings = [f for f in work.rows.findings if f.content_sha256 == document.content_sha256 and f.task == task.name]
     conventions = work.context.settings.conventions(extraction.ref.source)
     of = ValuesOf(work.context.run_id, document.content_sha256, extraction.ref.uri, datetime.now(UTC), conventions)
-    values = reduce_document(task, findings, of)
+    values = reduce_document(task, findings, of, document.text)
     work.rows.document_values.extend(values)
     work.report.values += sum(1 for v in values if v.value is not None)
     work.report.disagreements += sum(1 for v in values if v.status == "disagreement")

@@ -93,7 +93,9 @@ def describe(report: ShardReport, listed: int) -> str:
         + f", {report.skipped} skipped; {report.pages} pages, {report.answers} model answers"
         + (f" ({report.answers_failed} failed)" if report.answers_failed else "")
         + (f" ({report.answers_partial} partial)" if report.answers_partial else "")
-        + f", {report.findings} findings; seconds: {stages or 'none'}"
+        + f", {report.findings} findings"
+        + (f"; model slots {report.slot_fill:.0%} full" if report.slot_fill is not None else "")
+        + f"; seconds: {stages or 'none'}"
     )
 
 

@@ -51,6 +51,11 @@ def render_text(summary: RunSummary) -> list[str]:
         f"  model answers:  {summary.answers}, failed {summary.answers_failed}, partial {summary.answers_partial}"
         + (f"  ({answers})" if answers else ""),
         f"  chunks routed:  {summary.chunks_routed} to the model, {summary.chunks_not_routed} not (why: table routing)",
+        *(
+            [f"  model slots:    {summary.slot_fill:.0%} full over {summary.slot_steps} slot-steps"]
+            if summary.slot_fill is not None
+            else []
+        ),
         f"  findings:       {summary.findings}",
         f"  values:         {summary.values} per-document values, {summary.disagreements} disagreements to review",
         f"  pages/second:   {summary.pages_per_second}",
