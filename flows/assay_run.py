@@ -47,6 +47,7 @@ from pipeline.core.secrets import redact
 from pipeline.core.settings import Settings, settings_from_parameters
 from pipeline.run import shard as shard_step
 from pipeline.run import shared
+from pipeline.run.ahead import parsing_ahead
 from pipeline.run.context import RunContext
 from pipeline.run.counts import ShardReport
 from pipeline.run.finish import finish_run as finish_step
@@ -117,19 +118,20 @@ Executor = Callable[[RunContext, ShardPlan], list[ShardReport]]
 
 
 def _in_task_runs(night: console.Night, shard_task: Task[[RunContext, Shard], ShardReport]) -> Executor:
-    """One task run per shard, in this flow run, one after the other."""
+    """One task run per shard, in this flow run, one after the other (the next parsed ahead when asked)."""
 
     def execute(context: RunContext, plan: ShardPlan) -> list[ShardReport]:
         night.started_run(context.run_id)
         reports = []
-        for one in plan:
-            try:
-                report = shard_task(context, one)
-            except SHARD_LEFT_FOR_NEXT_RUN as exc:
-                night.shard_failed(one, console.failed_shard_error(exc))
-                continue
-            night.shard_done(report)
-            reports.append(report)
+        with parsing_ahead(context, plan, shard_step.parse_shard) as shards:
+            for one in shards:
+                try:
+                    report = shard_task(context, one)
+                except SHARD_LEFT_FOR_NEXT_RUN as exc:
+                    night.shard_failed(one, console.failed_shard_error(exc))
+                    continue
+                night.shard_done(report)
+                reports.append(report)
         night.listed_all()
         return reports
 

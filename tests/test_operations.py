@@ -315,10 +315,14 @@ print(json.dumps({"state": state.type.value, "message": state.message, "summary"
 def test_a_shard_that_keeps_failing_leaves_its_documents_to_the_next_night_and_the_night_ends_failed(
     tmp_path: Path, hooks: HookCatcher
 ) -> None:
-    """Retried (transient), then given up: the other shards commit, the run is Failed naming the missing ones."""
+    """Retried (transient), then given up: the other shards commit, the run is Failed naming the missing ones.
+
+    With `[parsing] ahead` (the flow's executor parses each next shard in the background): the given-up
+    shard's parse ahead is dropped, and the shards after it still parse ahead.
+    """
     source = tmp_path / "in"
     source.mkdir()
-    for n in range(4):
+    for n in range(8):
         (source / f"memo-{n}.txt").write_text(f"Memo {n}: signed 03/04/2026, call (555) 123-456{n}.")
     before = len(hooks.received)
     overrides = {
@@ -327,6 +331,8 @@ def test_a_shard_that_keeps_failing_leaves_its_documents_to_the_next_night_and_t
         "task_dirs": [str(TEST_TASKS)],
         "shard_size": 2,
         "orchestration": {"shard_retries": 1, "shard_retry_delay_s": 0},
+        "parsing": {"ahead": True, "workers": 1},
+        "model": {"n_threads": 1},
     }
     env = {**os.environ, "ASSAY_NOTIFY__WEBHOOK_URL": hooks.url}
     env.pop("PREFECT_API_URL", None)
@@ -343,9 +349,12 @@ def test_a_shard_that_keeps_failing_leaves_its_documents_to_the_next_night_and_t
     assert outcome["state"] == "FAILED"
     assert outcome["calls"].count([1, 1]) == 1 and outcome["calls"].count([1, 2]) == 1  # tried again, own files
     summary = outcome["summary"]
-    assert summary["status"] == "incomplete" and summary["documents_in"] == 4 and summary["processed"] == 2
-    missing = [uri for uri in (source / f"memo-{n}.txt" for n in range(4)) if uri.as_uri() in outcome["message"]]
-    assert len(missing) == 2 and "2 of 4 documents not accounted for" in outcome["message"]
+    assert summary["status"] == "incomplete" and summary["documents_in"] == 8 and summary["processed"] == 6
+    # shard 1 was parsed ahead while shard 0 was with the model, then given up; shard 2 parsed in turn,
+    # shard 3 ahead of it
+    assert summary["shards_parsed_ahead"] == 1
+    missing = [uri for uri in (source / f"memo-{n}.txt" for n in range(8)) if uri.as_uri() in outcome["message"]]
+    assert len(missing) == 2 and "2 of 8 documents not accounted for" in outcome["message"]
     assert "TransientError" in outcome["message"]
     (call,) = hooks.received[before:]
     assert call["outcome"] == "incomplete" and call["run_id"] == summary["run_id"]

@@ -11,7 +11,7 @@ import json
 from pipeline.core.errors import Reason
 from pipeline.core.tasks import find_task
 from pipeline.extract.answers import complete_fields, read_answer
-from pipeline.extract.decoding import COPY_NGRAM, LoopWatch, loop_start
+from pipeline.extract.decoding import COPY_NGRAM, DryPenalty, LoopWatch, loop_start
 from pipeline.extract.engine import Generation
 
 TASK = find_task("nda_key_terms")
@@ -96,3 +96,27 @@ def test_an_invented_string_copied_into_field_after_field_is_a_loop_but_a_quote_
     assert watch(answer) == third
     assert watch([70, *invented, 71, *invented, 72]) is None  # twice is not enough
     assert COPY_NGRAM <= len(invented)
+
+
+def test_the_dry_penalty_grows_with_the_run_it_would_extend_and_spares_quotes() -> None:
+    quote = list(range(600, 610))
+    prompt = [1, 2, *quote, 3]
+
+    def penalties_after(answer: list[int]) -> dict[int, float]:
+        dry = DryPenalty(prompt, multiplier=0.8, base=1.75, allowed=2)
+        for token in answer:
+            dry.add(token)
+        return dry.penalties()
+
+    assert penalties_after([]) == {}
+    assert penalties_after([70, 71, 72]) == {}  # nothing written twice
+    # "70 71 72 | 70 71": writing 72 next would extend a run of 2 (allowed 2): multiplier x 1.75^0
+    assert penalties_after([70, 71, 72, 80, 70, 71]) == {72: 0.8}
+    # a longer run costs more: 3 tokens already repeated
+    longer = penalties_after([69, 70, 71, 72, 80, 69, 70, 71])
+    assert longer == {72: 0.8 * 1.75}
+    assert penalties_after([70, 71, 72, 80, 81, 71]) == {}  # a run of 1 is below the allowed length
+    # quoting the document again is never penalised, however long the run
+    assert penalties_after([50, *quote, 51, *quote[:6]]) == {}
+    # the longest of several earlier runs counts
+    assert penalties_after([5, 70, 71, 9, 4, 5, 70, 71, 8, 5, 70, 71]) == {9: 0.8 * 1.75, 8: 0.8 * 1.75}

@@ -86,5 +86,6 @@ def evaluate_task(
         run_seconds=summary.duration_s,
         stage_seconds=summary.stage_seconds,
         slot_fill=round(summary.slot_fill, 4) if summary.slot_fill is not None else None,
+        shards_parsed_ahead=summary.shards_parsed_ahead,
     )
     return Evaluated(name, folder, report, evaluation.write_report(report, folder / "report"))

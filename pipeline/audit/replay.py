@@ -22,7 +22,7 @@ from pipeline.core.errors import ContextOverflow
 from pipeline.core.settings import Settings
 from pipeline.core.tasks import Task, parse_task
 from pipeline.extract.answers import extract_values, read_answer
-from pipeline.extract.engine import get_engine
+from pipeline.extract.engine import get_engine, sampling_update
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.extract.prompts import build_messages, prompt_template_sha256
 from pipeline.extract.rules import apply_rules
@@ -104,9 +104,7 @@ def replay_finding(con: duckdb.DuckDBPyConnection, finding_id: str, settings: Se
         )
 
     sampling = json.loads(finding["sampling"])
-    model_settings = settings.model.model_copy(
-        update={"temperature": sampling["temperature"], "seed": sampling["seed"], "max_tokens": sampling["max_tokens"]}
-    )
+    model_settings = settings.model.model_copy(update=sampling_update(sampling))
     engine = get_engine(model_settings)
     if prompt_template_sha256(task, engine.render_prompt) != finding["prompt_sha256"]:
         return _refused(finding, "this version of Assay renders a different prompt template than the recorded one")

@@ -61,6 +61,13 @@ class ParsingSettings(_Section):
     max_text_chars: int = Field(
         default=50_000_000, ge=1, description="A file whose text is longer (characters) fails as too_large."
     )
+    ahead: bool = Field(
+        default=False,
+        description=(
+            "Parse the next shard while the model works on this one; split the cores "
+            "([model] n_threads + workers <= cores). Off: parse, then decode, each with every core."
+        ),
+    )
     ocr: bool = Field(
         default=True, description="Read images, and PDF pages without a text layer, with tesseract (when installed)."
     )
@@ -205,6 +212,17 @@ class ModelSettings(_Section):
     n_threads: int = Field(default_factory=available_cores)
     n_gpu_layers: int = 0
     max_tokens: int = 320
+    dry_multiplier: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "DRY penalty (batched engine): a token that would extend a run the answer already wrote, "
+            "and that is not a quote of the prompt, loses multiplier x base^(length - allowed) of its logit. "
+            "0: off (docs/performance.md measures it against F1)."
+        ),
+    )
+    dry_base: float = Field(default=1.75, gt=1, description="DRY: how fast the penalty grows with the run's length.")
+    dry_allowed_length: int = Field(default=2, ge=1, description="DRY: runs shorter than this are not penalised.")
     temperature: float = 0.0
     seed: int = 0
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from pipeline.core.errors import ModelError
 from pipeline.core.settings import ModelSettings
-from pipeline.extract.decoding import LoopWatch, common_prefix, plan_kv
+from pipeline.extract.decoding import DryPenalty, LoopWatch, common_prefix, plan_kv
 from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.grammar import CheapGrammar
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
@@ -69,6 +69,7 @@ class _Sequence:
     logprobs: list[float] = field(default_factory=list)
     logits_index: int | None = None
     loops: LoopWatch | None = None
+    dry: DryPenalty | None = None
 
 
 class BatchedEngine:
@@ -303,7 +304,14 @@ class BatchedEngine:
             n_past=shared,
             prompt_left=tokens[shared:],
             loops=LoopWatch(tokens) if self.stop_loops else None,
+            dry=self._dry(tokens),
         )
+
+    def _dry(self, prompt: list[int]) -> DryPenalty | None:
+        model = self.settings
+        if model.dry_multiplier <= 0:
+            return None
+        return DryPenalty(prompt, model.dry_multiplier, model.dry_base, model.dry_allowed_length)
 
     def _step(self, active: list[_Sequence]) -> None:
         """One llama_decode: a token for every decoding sequence, prompt pieces in the room left."""
@@ -344,9 +352,14 @@ class BatchedEngine:
         assert sequence.logits_index is not None
         pointer = ll.llama_get_logits_ith(self._ctx, sequence.logits_index)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
-        token = int(np.argmax(logits))
+        choosing = logits  # what the choice reads: the model's logits, less the DRY penalty where it bites
+        if sequence.dry is not None and (penalties := sequence.dry.penalties()):
+            choosing = logits.copy()
+            for penalised, penalty in penalties.items():
+                choosing[penalised] -= penalty
+        token = int(np.argmax(choosing))
         if sequence.sampler is not None:
-            chosen = self.grammar.choose(sequence.sampler, token, logits)
+            chosen = self.grammar.choose(sequence.sampler, token, choosing)
             if chosen is None:
                 return self._finish(sequence, "dead_end")
             token = chosen
@@ -357,7 +370,9 @@ class BatchedEngine:
         if sequence.sampler is not None:
             ll.llama_sampler_accept(sequence.sampler, token)
         sequence.generated.append(token)
-        sequence.logprobs.append(float(logits[token]) - log_z)
+        sequence.logprobs.append(float(logits[token]) - log_z)  # the model's own, before any penalty
+        if sequence.dry is not None:
+            sequence.dry.add(token)
         if len(sequence.generated) >= sequence.budget:
             return self._finish(sequence, "length")
         if sequence.loops is not None:

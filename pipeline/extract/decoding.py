@@ -125,3 +125,54 @@ def common_prefix(token_lists: list[list[int]]) -> list[int]:
                 length = i
                 break
     return first[:length]
+
+
+# DRY ("don't repeat yourself", after the sampler of that name in llama.cpp and text-generation-webui),
+# for greedy decoding under a grammar: a token that would extend a run of tokens the answer already wrote
+# loses `multiplier * base ** (length - allowed)` of its logit, where `length` is how long the repeated
+# run already is. Continuing to quote the prompt is never penalised (a value, a key of the schema): only
+# what the answer invents and repeats. Off unless `[model] dry_multiplier` > 0.
+DRY_PROMPT_NGRAM = 3  # a continuation whose last 3 tokens are in the prompt is a quote, not a repetition
+DRY_MAX_LENGTH = 64  # how far back a repeated run is traced
+
+
+class DryPenalty:
+    """Per answer: which next tokens would repeat what it wrote, and by how much their logits are lowered."""
+
+    def __init__(self, prompt: list[int], multiplier: float, base: float, allowed: int) -> None:
+        self.multiplier, self.base, self.allowed = multiplier, base, allowed
+        self.tokens: list[int] = []
+        self._where: dict[int, list[int]] = {}  # token -> positions it was written at
+        n = DRY_PROMPT_NGRAM
+        self._prompt_grams = {tuple(prompt[i : i + n]) for i in range(len(prompt) - n + 1)}
+
+    def add(self, token: int) -> None:
+        self._where.setdefault(token, []).append(len(self.tokens))
+        self.tokens.append(token)
+
+    def penalties(self) -> dict[int, float]:
+        """Next token -> how much to lower its logit (empty: nothing would repeat)."""
+        tokens = self.tokens
+        last = len(tokens) - 1
+        if last < 0:
+            return {}
+        found: dict[int, float] = {}
+        for position in self._where.get(tokens[last], ()):
+            if position == last:
+                continue
+            length = 1  # tokens[position] == tokens[last]: how far back do the two runs agree?
+            while (
+                length < DRY_MAX_LENGTH
+                and position - length >= 0
+                and tokens[position - length] == tokens[last - length]
+            ):
+                length += 1
+            if length < self.allowed:
+                continue
+            following = tokens[position + 1]
+            if (*tokens[max(0, last - DRY_PROMPT_NGRAM + 2) :], following) in self._prompt_grams:
+                continue  # quoting the prompt again
+            penalty = self.multiplier * self.base ** (length - self.allowed)
+            if penalty > found.get(following, 0.0):
+                found[following] = penalty
+        return found

@@ -59,13 +59,37 @@ class Generation:
 
 
 def sampling_settings(settings: ModelSettings) -> dict[str, Any]:
-    """The settings that decide which tokens come out (part of lineage and fingerprints)."""
-    return {
+    """The settings that decide which tokens come out (part of lineage and fingerprints).
+
+    The DRY penalty appears only when it is on, so that turning it on changes the fingerprints and
+    leaving it off keeps those of every run before it existed.
+    """
+    sampling: dict[str, Any] = {
         "temperature": settings.temperature,
         "seed": settings.seed,
         "max_tokens": settings.max_tokens,
         "top_k": 1 if settings.temperature == 0 else 40,
         "grammar": "json_schema",
+    }
+    if settings.dry_multiplier > 0:
+        sampling["dry"] = {
+            "multiplier": settings.dry_multiplier,
+            "base": settings.dry_base,
+            "allowed_length": settings.dry_allowed_length,
+        }
+    return sampling
+
+
+def sampling_update(sampling: dict[str, Any]) -> dict[str, Any]:
+    """Model settings to decode again as a recorded `sampling` says (replay)."""
+    dry = sampling.get("dry") or {}
+    return {
+        "temperature": sampling["temperature"],
+        "seed": sampling["seed"],
+        "max_tokens": sampling["max_tokens"],
+        "dry_multiplier": dry.get("multiplier", 0.0),
+        "dry_base": dry.get("base", 1.75),
+        "dry_allowed_length": dry.get("allowed_length", 2),
     }
 
 

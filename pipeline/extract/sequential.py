@@ -52,6 +52,8 @@ class SequentialEngine:
         from llama_cpp import Llama, __version__
 
         self.settings = settings
+        if settings.dry_multiplier > 0:
+            raise ModelError("the DRY penalty (model.dry_multiplier) is the batched engine's: set engine = batched")
         try:
             with verified_path(model_file) as path:
                 self._llm = Llama(

@@ -19,9 +19,12 @@ elements are joined in page order before chunking: the document keeps one
 canonical text with true page numbers.
 
 Workers start from a fork server that has imported the parsing libraries
-and loaded unstructured's language model once, so a recycled worker is cheap. Parsing and decoding never overlap in a
-run (a shard parses, then decodes), so the pool takes the cores while it works
-and the model takes them afterwards (docs/scaling.md).
+and loaded unstructured's language model once, so a recycled worker is cheap.
+By default parsing and decoding never overlap in a run (a shard parses, then
+decodes), so the pool takes the cores while it works and the model takes them
+afterwards (docs/scaling.md); with
+`[parsing] ahead` the next shard parses while the model works, on cores split
+between them (pipeline/run/ahead.py).
 
 Fault injection for the tests (`ASSAY_PARSE_FAULT`) is decided in the parent, and only in a process
 that armed it (pipeline/core/faults.py).

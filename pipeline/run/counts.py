@@ -37,6 +37,7 @@ class Counts(BaseModel):
     slot_steps: int = 0
     slots_busy: int = 0
     chunks_not_routed: int = 0
+    shards_parsed_ahead: int = 0  # shards read and parsed while the one before them was with the model
     document_failures: dict[str, int] = Field(default_factory=dict)
     answer_failures: dict[str, int] = Field(default_factory=dict)
     stage_seconds: dict[str, float] = Field(default_factory=dict)

@@ -1,7 +1,8 @@
 """A shard's model step: every routed chunk through the engine, task by task; then rules and reduce per document.
 
-Parsing is done for the whole shard before this starts, so the model and the
-parsing processes never share the cores. All of a task's chunks in the shard go
+Parsing is done for the whole shard before this starts. By default nothing else
+runs meanwhile, so the model has every core; with `[parsing] ahead` the next
+shard parses on cores of its own (pipeline/run/ahead.py). All of a task's chunks in the shard go
 to the engine in one call (the batched engine keeps its slots full with them).
 """
 

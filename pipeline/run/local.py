@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 
 from pipeline.core.connector import Connector
 from pipeline.core.settings import Settings
+from pipeline.run.ahead import parsing_ahead
 from pipeline.run.context import RunContext, abort_run, new_run
 from pipeline.run.counts import ShardReport
 from pipeline.run.finish import finish_run
 from pipeline.run.listing import list_documents, plan_listings
 from pipeline.run.plan import ShardPlan
-from pipeline.run.shard import process_shard
+from pipeline.run.shard import parse_shard, process_shard
 from pipeline.run.summary import RunSummary
 
 ShardExecutor = Callable[[RunContext, ShardPlan], Sequence[ShardReport]]
@@ -26,8 +27,9 @@ Finisher = Callable[[RunContext, Sequence[ShardReport], int, float], RunSummary]
 
 
 def in_order(context: RunContext, plan: ShardPlan) -> list[ShardReport]:
-    """Every shard in this process, one after the other, as the plan streams them."""
-    return [process_shard(context, shard) for shard in plan]
+    """Every shard in this process, one after the other, as the plan streams them (parsed ahead when asked)."""
+    with parsing_ahead(context, plan, parse_shard) as shards:
+        return [process_shard(context, shard) for shard in shards]
 
 
 def run_locally(

@@ -22,19 +22,37 @@ from pipeline.core.faults import crash_point
 from pipeline.land.store import open_store
 from pipeline.land.tables import DocumentRow
 from pipeline.parse.workers import ParseJob, get_parse_pool
+from pipeline.run.ahead import parse_ahead_of
 from pipeline.run.context import RunContext
 from pipeline.run.counts import ShardReport
 from pipeline.run.documents import document_errors, document_row, finish_parsing, settle_without_work, start_document
 from pipeline.run.extraction import extract_pending
 from pipeline.run.plan import PlannedDocument, Shard
-from pipeline.run.work import ShardWork
+from pipeline.run.work import ParsedShard, ShardWork
 from pipeline.state.incremental import DocumentPlan, load_parsed, plan_documents
 
 logger = logging.getLogger(__name__)
 
 
 def process_shard(context: RunContext, shard: Shard) -> ShardReport:
-    """Parse, chunk, extract, ground and land one shard of documents, skipping work already landed."""
+    """Parse, chunk, extract, ground and land one shard of documents, skipping work already landed.
+
+    With `[parsing] ahead` the shard may have been parsed in the background while the one before it
+    was with the model (pipeline/run/ahead.py); once its own parsing is done, the next one starts.
+    """
+    ahead = parse_ahead_of(context.run_id)
+    parsed = ahead.take(shard) if ahead is not None else None
+    if parsed is None:
+        parsed = parse_shard(context, shard)
+    else:
+        parsed.work.report.shards_parsed_ahead = 1
+    if ahead is not None:
+        ahead.begin()
+    return model_and_land(parsed, shard)
+
+
+def parse_shard(context: RunContext, shard: Shard) -> ParsedShard:
+    """Plan the shard's work, read and parse what changed, land texts and chunks, route the chunks."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     work = ShardWork(context=context, report=ShardReport(shard_index=shard.index, worker=worker))
     settings = context.settings
@@ -71,8 +89,17 @@ def process_shard(context: RunContext, shard: Shard) -> ShardReport:
             finish_parsing(work, *parsing.popleft())
     while parsing:
         finish_parsing(work, *parsing.popleft())
+    return ParsedShard(shard, work, rows)
 
-    # Parsing is done for the whole shard before the model starts: the two never share the cores.
+
+def model_and_land(parsed: ParsedShard, shard: Shard) -> ShardReport:
+    """The model over the parsed shard's routed chunks, then rules, reduce, and its files landed.
+
+    `shard` is the one being processed (a retry may carry a later attempt than the one parsed).
+    """
+    work, rows = parsed.work, parsed.rows
+    # Without parsing ahead, parsing is done for the whole shard before the model starts: the two
+    # never share the cores. With it, the next shard parses meanwhile on cores of its own.
     extract_pending(work)
     for row in rows:
         row.processed_at = datetime.now(UTC)
@@ -95,6 +122,7 @@ def describe(report: ShardReport, listed: int) -> str:
         + (f" ({report.answers_partial} partial)" if report.answers_partial else "")
         + f", {report.findings} findings"
         + (f"; model slots {report.slot_fill:.0%} full" if report.slot_fill is not None else "")
+        + ("; parsed ahead" if report.shards_parsed_ahead else "")
         + f"; seconds: {stages or 'none'}"
     )
 

@@ -56,6 +56,11 @@ def render_text(summary: RunSummary) -> list[str]:
             if summary.slot_fill is not None
             else []
         ),
+        *(
+            [f"  parsed ahead:   {summary.shards_parsed_ahead} shards, while the shard before was with the model"]
+            if summary.shards_parsed_ahead
+            else []
+        ),
         f"  findings:       {summary.findings}",
         f"  values:         {summary.values} per-document values, {summary.disagreements} disagreements to review",
         f"  pages/second:   {summary.pages_per_second}",
@@ -97,6 +102,11 @@ def render_markdown(summary: RunSummary) -> str:
         ),
         "## Seconds per stage",
         "",
+        *(
+            [f"Parsing overlapped the model for {summary.shards_parsed_ahead} shards (`[parsing] ahead`).", ""]
+            if summary.shards_parsed_ahead
+            else []
+        ),
         "| stage | seconds |",
         "|---|---|",
         *[f"| {stage} | {seconds} |" for stage, seconds in summary.stage_seconds.items()],

@@ -23,7 +23,7 @@ from pipeline.land.tables import (
 )
 from pipeline.run.context import RunContext
 from pipeline.run.counts import ShardReport
-from pipeline.run.plan import PlannedDocument
+from pipeline.run.plan import PlannedDocument, Shard
 
 
 @dataclass
@@ -119,3 +119,12 @@ class ShardWork:
                 created_at=datetime.now(UTC),
             )
         )
+
+
+@dataclass
+class ParsedShard:
+    """A shard read and parsed, its chunks routed and waiting for the model (pipeline/run/shard.py)."""
+
+    shard: Shard
+    work: ShardWork
+    rows: list[DocumentRow]  # one per listed document and container member, in order
