@@ -3,11 +3,12 @@
     .venv/bin/python bench/parse_ahead.py                        # the 40 dev NDAs, nda_key_terms, shards of 8
     .venv/bin/python bench/parse_ahead.py --docs 16 --splits 1+1,2+1
     .venv/bin/python bench/parse_ahead.py --folder ../shared/corpus/formats --task key_terms
+    .venv/bin/python bench/parse_ahead.py --in-turn 1+2 --keep /tmp/sides   # same model threads both sides
 
 Each side is one `assay` process over the same files with a fresh data folder, one after the other:
 
 - `in-turn` (the default): a shard parses with every core (`[parsing] workers` = cores), then the model
-  decodes with every core (`[model] n_threads` = cores);
+  decodes with every core (`[model] n_threads` = cores); `--in-turn T+W` sets them;
 - `ahead:T+W`: `[parsing] ahead = true` with T model threads and W parsing processes: the next shard
   parses while the model works on this one.
 
@@ -35,14 +36,11 @@ NDA_DIR = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev"
 ASSAY = [sys.executable, "-m", "assay"]
 
 
-def side_env(split: str | None, cores: int) -> dict[str, str]:
-    """The environment of one side: in turn with every core, or ahead with `T+W`."""
+def side_env(split: str, ahead: bool) -> dict[str, str]:
+    """The environment of one side: `T+W` model threads and parsing processes, in turn or ahead."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSAY_PARSING__", "ASSAY_MODEL__"))}
-    if split is None:
-        env.update(ASSAY_PARSING__AHEAD="false", ASSAY_PARSING__WORKERS=str(cores), ASSAY_MODEL__N_THREADS=str(cores))
-    else:
-        threads, workers = split.split("+")
-        env.update(ASSAY_PARSING__AHEAD="true", ASSAY_PARSING__WORKERS=workers, ASSAY_MODEL__N_THREADS=threads)
+    threads, workers = split.split("+")
+    env.update(ASSAY_PARSING__AHEAD=str(ahead).lower(), ASSAY_PARSING__WORKERS=workers, ASSAY_MODEL__N_THREADS=threads)
     return env
 
 
@@ -105,9 +103,12 @@ def main() -> None:
     parser.add_argument("--task", default="nda_key_terms")
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--splits", default="1+1", help="ahead sides as THREADS+WORKERS, comma-separated")
+    parser.add_argument("--in-turn", help="the in-turn side's THREADS+WORKERS (default: every core for both)")
+    parser.add_argument("--keep", type=Path, help="keep each side's data folder under this folder")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     splits = [s for s in args.splits.split(",") if s]
+    in_turn = args.in_turn or f"{cores}+{cores}"
     with tempfile.TemporaryDirectory(prefix="assay-ahead-") as tmp:
         if args.folder is None:
             folder = Path(tmp) / "ndas"
@@ -121,12 +122,12 @@ def main() -> None:
         else:
             folder = args.folder.resolve()
             what = str(folder)
-        print(f"{what}, task {args.task}, shards of {args.shard_size}, {cores} cores", flush=True)
+        print(f"{what}, task {args.task}, shards of {args.shard_size}, {cores} cores, in turn {in_turn}", flush=True)
         results: dict[str, dict[str, Any]] = {}
-        for split in [None, *splits]:
-            name = "in-turn" if split is None else f"ahead:{split}"
-            data = Path(tmp) / name.replace(":", "-").replace("+", "-")
-            side = run_side(folder, data, args.task, args.shard_size, side_env(split, cores))
+        for split, ahead in [(in_turn, False), *((s, True) for s in splits)]:
+            name = f"ahead:{split}" if ahead else "in-turn"
+            data = (args.keep or Path(tmp)) / f"{name}-{split}".replace(":", "-").replace("+", "-")
+            side = run_side(folder, data, args.task, args.shard_size, side_env(split, ahead))
             results[name] = side
             stages = ", ".join(f"{k} {v:.1f}" for k, v in side["stages"].items())
             print(
