@@ -245,6 +245,22 @@ def test_cores_count_the_cgroup_quota_as_well_as_affinity(tmp_path: Path, monkey
     assert check_cores(many_parsers, affinity=4, quota=None).status == "warning"
 
 
+def test_parsing_ahead_asks_for_the_cores_to_be_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def ahead(threads: int, workers: int) -> Any:
+        parsing = {"workers": workers, "ahead": True}
+        settings = _settings(tmp_path, monkeypatch, model={"n_threads": threads}, parsing=parsing)
+        return check_cores(settings, affinity=2, quota=None)
+
+    split = ahead(1, 1)
+    assert split.status == "ok" and "split the cores" in split.detail
+    crowded = ahead(2, 1)
+    assert crowded.status == "warning" and "model.n_threads = 2 + parsing.workers = 1" in crowded.detail
+    assert "<= 2" in crowded.fix
+    in_process = ahead(1, 0)
+    assert in_process.status == "warning" and "parsing.workers = 0" in in_process.detail
+    assert check_cores(_settings(tmp_path, monkeypatch, model={"n_threads": 2}), affinity=2, quota=None).status == "ok"
+
+
 def test_the_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path: Path) -> None:
     v2 = tmp_path / "v2"
     (v2 / "system.slice" / "assay.service").mkdir(parents=True)

@@ -147,12 +147,3 @@ def test_a_shard_given_up_drops_its_parse_ahead_and_the_next_one_is_parsed_in_tu
         assert parse_ahead.take(third) is None
     finally:
         parse_ahead.close()
-
-
-def test_a_core_split_that_starves_the_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ahead, "available_cores", lambda: 2)
-    assert ahead.core_split_warning(1, 1) is None
-    warning = ahead.core_split_warning(2, 1)
-    assert warning is not None and "n_threads = 2" in warning and "on 2 cores" in warning
-    in_process = ahead.core_split_warning(1, 0)
-    assert in_process is not None and "workers = 0" in in_process

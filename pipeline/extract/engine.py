@@ -82,14 +82,15 @@ def sampling_settings(settings: ModelSettings) -> dict[str, Any]:
 
 def sampling_update(sampling: dict[str, Any]) -> dict[str, Any]:
     """Model settings to decode again as a recorded `sampling` says (replay)."""
-    dry = sampling.get("dry") or {}
+    dry = sampling.get("dry") or {}  # absent: recorded without the penalty (off)
+    defaults = ModelSettings.model_fields
     return {
         "temperature": sampling["temperature"],
         "seed": sampling["seed"],
         "max_tokens": sampling["max_tokens"],
         "dry_multiplier": dry.get("multiplier", 0.0),
-        "dry_base": dry.get("base", 1.75),
-        "dry_allowed_length": dry.get("allowed_length", 2),
+        "dry_base": dry.get("base", defaults["dry_base"].default),
+        "dry_allowed_length": dry.get("allowed_length", defaults["dry_allowed_length"].default),
     }
 
 

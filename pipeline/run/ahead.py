@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
-from pipeline.core.resources import available_cores
+from pipeline.core.resources import available_cores, cpu_quota
 from pipeline.run.context import RunContext
+from pipeline.run.doctor import check_cores
 from pipeline.run.plan import Shard
 from pipeline.run.work import ParsedShard
 
@@ -104,8 +105,9 @@ def parsing_ahead(context: RunContext, shards: Iterable[Shard], parse: ParseShar
     if not settings.parsing.ahead:
         yield iter(shards)
         return
-    if (oversubscribed := core_split_warning(settings.model.n_threads, settings.parsing.processes)) is not None:
-        logger.warning("%s", oversubscribed)
+    cores = check_cores(settings, available_cores(), cpu_quota())  # `assay doctor`'s own judgement
+    if cores.status != "ok":
+        logger.warning("%s; %s", cores.detail, cores.fix)
     ahead = ParseAhead(context, parse)
     _AHEAD[context.run_id] = ahead
     try:
@@ -118,19 +120,3 @@ def parsing_ahead(context: RunContext, shards: Iterable[Shard], parse: ParseShar
 def parse_ahead_of(run_id: str) -> ParseAhead | None:
     """The parse-ahead of a run executed in this process, if it has one."""
     return _AHEAD.get(run_id)
-
-
-def core_split_warning(model_threads: int, parsing_processes: int) -> str | None:
-    """Why parsing ahead would starve the model on this machine, or None when the cores are split."""
-    cores = available_cores()
-    if parsing_processes == 0:
-        return (
-            "[parsing] ahead with workers = 0 parses in this process, beside the model: give parsing its own processes"
-        )
-    if model_threads + parsing_processes <= cores:
-        return None
-    return (
-        f"[parsing] ahead with [model] n_threads = {model_threads} and [parsing] workers = {parsing_processes} "
-        f"on {cores} cores: parsing and the model fight for the cores (llama.cpp's threads spin). "
-        "Split them, e.g. n_threads = cores - workers (docs/performance.md)"
-    )

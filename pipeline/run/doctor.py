@@ -297,7 +297,7 @@ def check_cores(settings: Settings, affinity: int, quota: float | None) -> Check
     and be allowed 2 CPUs. llama.cpp's threads spin: more of them than cores makes the model an order of
     magnitude slower (docs/performance.md). Parsing and the model take the cores in turn within a run
     (docs/scaling.md), so `n_threads` and `parsing.workers` may each be the cores; several Assay workers
-    on one node must divide them.
+    on one node must divide them. With `parsing.ahead` they run at once and must split the cores.
     """
     cores = min(affinity, max(1, math.floor(quota))) if quota is not None else affinity
     where = f"{cores} core{'s' if cores != 1 else ''} (CPU affinity: {affinity}; cgroup CPU quota: " + (
@@ -320,11 +320,25 @@ def check_cores(settings: Settings, affinity: int, quota: float | None) -> Check
             f"parsing.workers = {workers} processes on {where}: they would share cores",
             f"set parsing.workers = {cores} (ASSAY_PARSING__WORKERS={cores})",
         )
+    if settings.parsing.ahead and (workers == 0 or threads + workers > cores):
+        how = (
+            "parsing.workers = 0 parses in the run's own process, beside the model"
+            if workers == 0
+            else f"model.n_threads = {threads} + parsing.workers = {workers} on {where}: parsing and the model "
+            "would fight for the cores (llama.cpp's threads spin)"
+        )
+        return Check(
+            "cores",
+            "warning",
+            f"parsing.ahead with {how}",
+            f"split the cores: model.n_threads + parsing.workers <= {cores}, parsing.workers >= 1 "
+            "(docs/performance.md), or parsing.ahead = false",
+        )
     return Check(
         "cores",
         "ok",
         f"model.n_threads = {threads}, parsing.workers = {workers} on {where}; parsing and the model "
-        "take the cores in turn",
+        + ("split the cores (parsing.ahead)" if settings.parsing.ahead else "take the cores in turn"),
     )
 
 
