@@ -86,7 +86,13 @@ class StandInEngine:
     def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
         return self.generate_many([prompt], schema_json, max_tokens)[0]
 
-    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
+    def generate_many(
+        self,
+        prompts: list[str],
+        schema_json: str,
+        max_tokens: int | None = None,
+        dry_multiplier: float | None = None,
+    ) -> list[Generation]:
         return [Generation(self.ANSWER, "stop", len(p) // 4, 20) for p in prompts]
 
     def model_seconds(self) -> tuple[float, float] | None:

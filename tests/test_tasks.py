@@ -8,7 +8,9 @@ import pytest
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.hashing import sha256_bytes
+from pipeline.core.settings import ModelSettings
 from pipeline.core.tasks import BUILTIN_TASK_DIR, find_task
+from pipeline.extract.findings import TaskLineage
 
 
 def test_builtin_key_terms() -> None:
@@ -24,6 +26,27 @@ def test_user_task_folder_overrides_and_versions_change(tmp_path: Path) -> None:
     mine = find_task("key_terms", [tmp_path])
     assert mine.version != find_task("key_terms").version
     assert "Read the contract" in mine.instructions
+
+
+def test_a_task_decodes_with_its_own_budget_and_dry_penalty_and_its_lineage_says_so(tmp_path: Path) -> None:
+    """`max_tokens` and `dry_multiplier` of a task file override the model settings for its answers only."""
+    model = ModelSettings(max_tokens=320, dry_multiplier=0.0)
+    model_on = ModelSettings(max_tokens=320, dry_multiplier=0.5)
+
+    def sampling(name: str, dirs: list[Path] | None = None, model: ModelSettings = model) -> dict[str, object]:
+        return TaskLineage.of("run", None, find_task(name, dirs), "chunking", model).sampling
+
+    assert sampling("key_terms")["dry"] == {"multiplier": 0.8, "base": 1.75, "allowed_length": 2}
+    assert sampling("key_terms")["max_tokens"] == 320
+    assert "dry" not in sampling("nda_key_terms")  # a task that does not set it keeps the model's
+    assert sampling("nda_key_terms", model=model_on)["dry"]["multiplier"] == 0.5  # type: ignore[index]
+    assert sampling("nda_key_terms")["max_tokens"] == find_task("nda_key_terms").max_tokens
+    text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
+    (tmp_path / "key_terms.yaml").write_text(text.replace("dry_multiplier: 0.8", "dry_multiplier: 0"))
+    assert "dry" not in sampling("key_terms", [tmp_path], model_on)  # 0 turns it off, whatever the model says
+    (tmp_path / "key_terms.yaml").write_text(text.replace("dry_multiplier: 0.8", "dry_multiplier: -1"))
+    with pytest.raises(ConfigError, match="dry_multiplier"):
+        find_task("key_terms", [tmp_path])
 
 
 def test_invalid_tasks_are_refused(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ A task file holds the instructions and the JSON Schema of the model's answer, an
 optionally: what each field is (`fields`: kind and cardinality, used to normalise
 and reduce values per document), cheap signals that route only promising chunks to
 the model (`routing`), patterns that rules find without the model (`rules`), and
-the answer's token budget (`max_tokens`). See docs/tasks.md.
+the answer's token budget (`max_tokens`) and repetition penalty (`dry_multiplier`). See docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ class Task(BaseModel):
     routing: Routing | None = None  # None: every chunk goes to the model
     rules: tuple[RuleSpec, ...] = ()
     max_tokens: int | None = None  # the answer's budget; None: the model settings' max_tokens
+    dry_multiplier: float | None = Field(default=None, ge=0)  # the DRY penalty; None: the model settings'
     ranker_ref: RankerRef | None = None  # a learned ranker chooses the values (None: the hand order)
     version: str  # SHA-256 of the task file's bytes
     source_path: str
@@ -226,6 +227,7 @@ def parse_task(raw: bytes, source: str) -> Task:
             routing=data.get("routing"),
             rules=tuple(rules),
             max_tokens=data.get("max_tokens"),
+            dry_multiplier=data.get("dry_multiplier"),
             ranker_ref=data.get("ranker"),
             version=sha256_bytes(raw),
             source_path=source,

@@ -140,6 +140,7 @@ class BatchedEngine:
         self.slots_busy = 0
         self.slot_steps = 0
         self._ignore_eos = False
+        self._dry_multiplier = settings.dry_multiplier  # this call's (a task may set its own)
 
         file_type = int(self._meta("general.file_type") or -1)
         self.identity = ModelIdentity(
@@ -211,15 +212,22 @@ class BatchedEngine:
         return self.generate_many([prompt], schema_json, max_tokens)[0]
 
     def generate_many(
-        self, prompts: list[str], schema_json: str | None, max_tokens: int | None = None, ignore_eos: bool = False
+        self,
+        prompts: list[str],
+        schema_json: str | None,
+        max_tokens: int | None = None,
+        dry_multiplier: float | None = None,
+        ignore_eos: bool = False,
     ) -> list[Generation]:
         """Complete every prompt under the grammar of `schema_json`; results in the order of `prompts`.
 
-        `schema_json=None` decodes without a grammar and `ignore_eos` always spends the whole budget: both
-        exist for benchmarks at a fixed shape (bench/engine.py), not for extraction.
+        `max_tokens` and `dry_multiplier` are a task's own (None: the model settings'). `schema_json=None`
+        decodes without a grammar and `ignore_eos` always spends the whole budget: both exist for
+        benchmarks at a fixed shape (bench/engine.py), not for extraction.
         """
         with self._lock:
             self._ignore_eos = ignore_eos
+            self._dry_multiplier = self.settings.dry_multiplier if dry_multiplier is None else dry_multiplier
             return self._run([self.tokenize(p) for p in prompts], schema_json, max_tokens or self.settings.max_tokens)
 
     def generate_tokens(
@@ -228,6 +236,7 @@ class BatchedEngine:
         """Decode prompts given as tokens, without a grammar (benchmarks at llama-batched-bench's shape)."""
         with self._lock:
             self._ignore_eos = ignore_eos
+            self._dry_multiplier = self.settings.dry_multiplier
             return self._run(token_lists, None, max_tokens)
 
     def _run(self, token_lists: list[list[int]], schema_json: str | None, budget: int) -> list[Generation]:
@@ -309,9 +318,9 @@ class BatchedEngine:
 
     def _dry(self, prompt: list[int]) -> DryPenalty | None:
         model = self.settings
-        if model.dry_multiplier <= 0:
+        if self._dry_multiplier <= 0:
             return None
-        return DryPenalty(prompt, model.dry_multiplier, model.dry_base, model.dry_allowed_length)
+        return DryPenalty(prompt, self._dry_multiplier, model.dry_base, model.dry_allowed_length)
 
     def _step(self, active: list[_Sequence]) -> None:
         """One llama_decode: a token for every decoding sequence, prompt pieces in the room left."""

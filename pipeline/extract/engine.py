@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.core.settings import ModelSettings
+from pipeline.core.tasks import Task
 from pipeline.extract.model_files import resolve_model_file
 
 Messages = Sequence[dict[str, str]]
@@ -80,6 +81,16 @@ def sampling_settings(settings: ModelSettings) -> dict[str, Any]:
     return sampling
 
 
+def task_decoding(task: Task, settings: ModelSettings) -> ModelSettings:
+    """The model settings a task's answers decode with: its own `max_tokens` and `dry_multiplier` where it sets them."""
+    update: dict[str, Any] = {}
+    if task.max_tokens is not None:
+        update["max_tokens"] = task.max_tokens
+    if task.dry_multiplier is not None:
+        update["dry_multiplier"] = task.dry_multiplier
+    return settings.model_copy(update=update) if update else settings
+
+
 def sampling_update(sampling: dict[str, Any]) -> dict[str, Any]:
     """Model settings to decode again as a recorded `sampling` says (replay)."""
     dry = sampling.get("dry") or {}  # absent: recorded without the penalty (off)
@@ -113,8 +124,16 @@ class Engine(Protocol):
 
     def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation: ...
 
-    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
-        """One answer per prompt, in order; a prompt that does not fit gets `finish_reason = "overflow"`."""
+    def generate_many(
+        self,
+        prompts: list[str],
+        schema_json: str,
+        max_tokens: int | None = None,
+        dry_multiplier: float | None = None,
+    ) -> list[Generation]:
+        """One answer per prompt, in order; a prompt that does not fit gets `finish_reason = "overflow"`.
+
+        `max_tokens` and `dry_multiplier` are a task's own (None: the engine's model settings)."""
         ...
 
     def model_seconds(self) -> tuple[float, float] | None:

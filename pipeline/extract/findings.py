@@ -19,7 +19,7 @@ from pipeline.core.hashing import canonical_json, fingerprint, short_id
 from pipeline.core.settings import ModelSettings
 from pipeline.core.tasks import Task
 from pipeline.extract.answers import ExtractedValue, ReadAnswer
-from pipeline.extract.engine import Generation, ModelIdentity, sampling_settings
+from pipeline.extract.engine import Generation, ModelIdentity, sampling_settings, task_decoding
 from pipeline.extract.grounding import GroundingStatus
 from pipeline.extract.rules import RuleMatch
 from pipeline.extract.versions import EXTRACTION_CODE_VERSION
@@ -51,9 +51,7 @@ class TaskLineage:
         prompt_sha256: str | None = None,
         model: ModelIdentity | None = None,
     ) -> TaskLineage:
-        sampling = sampling_settings(model_settings)
-        if task.max_tokens is not None:
-            sampling["max_tokens"] = task.max_tokens
+        sampling = sampling_settings(task_decoding(task, model_settings))
         return cls(
             run_id,
             flow_run_id,

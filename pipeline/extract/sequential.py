@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.core.errors import ContextOverflow, ModelError, ModelIntegrityError
 from pipeline.core.settings import ModelSettings
+from pipeline.extract.decoding import DryPenalty
 from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 from pipeline.extract.prompts import split_document
@@ -44,6 +45,27 @@ class _LogprobRecorder:
         return scores
 
 
+class _DryProcessor:
+    """A logits processor that lowers the logits of tokens that would repeat the answer (the DRY penalty).
+
+    Runs after `_LogprobRecorder`, so the recorded log-probabilities stay the model's own."""
+
+    def __init__(self, prompt: list[int], multiplier: float, base: float, allowed: int) -> None:
+        self.prompt_len = len(prompt)
+        self.penalty = DryPenalty(prompt, multiplier, base, allowed)
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        for token in input_ids[self.prompt_len + len(self.penalty.tokens) :]:
+            self.penalty.add(int(token))
+        penalties = self.penalty.penalties()
+        if not penalties:
+            return scores
+        lowered = scores.copy()
+        for token, amount in penalties.items():
+            lowered[token] -= amount
+        return lowered
+
+
 class SequentialEngine:
     """One model, one sequence at a time. Not thread-safe: calls are serialised by a lock."""
 
@@ -52,8 +74,6 @@ class SequentialEngine:
         from llama_cpp import Llama, __version__
 
         self.settings = settings
-        if settings.dry_multiplier > 0:
-            raise ModelError("the DRY penalty (model.dry_multiplier) is the batched engine's: set engine = batched")
         try:
             with verified_path(model_file) as path:
                 self._llm = Llama(
@@ -127,26 +147,41 @@ class SequentialEngine:
         """One prompt at a time: no slots to fill."""
         return None
 
-    def generate_many(self, prompts: list[str], schema_json: str, max_tokens: int | None = None) -> list[Generation]:
+    def generate_many(
+        self,
+        prompts: list[str],
+        schema_json: str,
+        max_tokens: int | None = None,
+        dry_multiplier: float | None = None,
+    ) -> list[Generation]:
         """One prompt after the other (the batched engine decodes them together)."""
         results = []
         for prompt in prompts:
             try:
-                results.append(self.generate(prompt, schema_json, max_tokens))
+                results.append(self.generate(prompt, schema_json, max_tokens, dry_multiplier))
             except ContextOverflow as exc:
                 results.append(Generation("", "overflow", exc.prompt_tokens, 0))
         return results
 
-    def generate(self, prompt: str, schema_json: str, max_tokens: int | None = None) -> Generation:
-        """Complete `prompt` under the grammar of `schema_json`; greedy when temperature is 0."""
+    def generate(
+        self, prompt: str, schema_json: str, max_tokens: int | None = None, dry_multiplier: float | None = None
+    ) -> Generation:
+        """Complete `prompt` under the grammar of `schema_json`; greedy when temperature is 0.
+
+        `max_tokens` and `dry_multiplier` are a task's own (None: the model settings')."""
         from llama_cpp import LogitsProcessorList
 
-        budget = max_tokens or self.settings.max_tokens
+        settings = self.settings
+        budget = max_tokens or settings.max_tokens
+        dry = settings.dry_multiplier if dry_multiplier is None else dry_multiplier
         with self._lock:
             prompt_tokens = self.tokenize(prompt)
             if len(prompt_tokens) + budget > self.n_ctx:
                 raise ContextOverflow(len(prompt_tokens), budget, self.n_ctx)
             recorder = _LogprobRecorder(prompt_len=len(prompt_tokens))
+            processors: list[Any] = [recorder]
+            if dry > 0:
+                processors.append(_DryProcessor(prompt_tokens, dry, settings.dry_base, settings.dry_allowed_length))
             result = self._llm.create_completion(
                 prompt=prompt_tokens,
                 max_tokens=budget,
@@ -154,7 +189,7 @@ class SequentialEngine:
                 top_k=1 if self.settings.temperature == 0 else 40,
                 seed=self.settings.seed,
                 grammar=self._grammar(schema_json),
-                logits_processor=LogitsProcessorList([recorder]),
+                logits_processor=LogitsProcessorList(processors),
             )
         choice = result["choices"][0]  # type: ignore[index]
         text = str(choice["text"])

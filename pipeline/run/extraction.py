@@ -60,7 +60,7 @@ def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: 
     before = engine.model_seconds()
     slots_before = engine.slot_use()
     prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
-    generations = engine.generate_many(prompts, json.dumps(task.output_schema), task.max_tokens)
+    generations = engine.generate_many(prompts, json.dumps(task.output_schema), task.max_tokens, task.dry_multiplier)
     seconds = time.perf_counter() - started
     after = engine.model_seconds()
     slots_after = engine.slot_use()
