@@ -29,24 +29,35 @@ def test_user_task_folder_overrides_and_versions_change(tmp_path: Path) -> None:
 
 
 def test_a_task_decodes_with_its_own_budget_and_dry_penalty_and_its_lineage_says_so(tmp_path: Path) -> None:
-    """`max_tokens` and `dry_multiplier` of a task file override the model settings for its answers only."""
+    """`max_tokens` and `dry_multiplier` of a task file override the model settings for its answers only;
+    `retry_loops` gives the answers asked again a lineage of their own."""
     model = ModelSettings(max_tokens=320, dry_multiplier=0.0)
     model_on = ModelSettings(max_tokens=320, dry_multiplier=0.5)
 
-    def sampling(name: str, dirs: list[Path] | None = None, model: ModelSettings = model) -> dict[str, object]:
-        return TaskLineage.of("run", None, find_task(name, dirs), "chunking", model).sampling
+    def sampling(
+        name: str, dirs: list[Path] | None = None, model: ModelSettings = model, again: bool = False
+    ) -> dict[str, object]:
+        return TaskLineage.of("run", None, find_task(name, dirs), "chunking", model, asked_again=again).sampling
 
-    assert sampling("key_terms")["dry"] == {"multiplier": 0.8, "base": 1.75, "allowed_length": 2}
+    text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
+    assert "dry" not in sampling("key_terms")  # its first answers decode as the model settings say
     assert sampling("key_terms")["max_tokens"] == 320
+    again = sampling("key_terms", again=True)
+    assert again["dry"] == {"multiplier": 0.8, "base": 1.75, "allowed_length": 2}
+    assert again["asked_again"] == "repetition"
+    with pytest.raises(AssertionError, match="does not ask"):
+        sampling("nda_key_terms", again=True)
     assert "dry" not in sampling("nda_key_terms")  # a task that does not set it keeps the model's
     assert sampling("nda_key_terms", model=model_on)["dry"]["multiplier"] == 0.5  # type: ignore[index]
     assert sampling("nda_key_terms")["max_tokens"] == find_task("nda_key_terms").max_tokens
-    text = (BUILTIN_TASK_DIR / "key_terms.yaml").read_text()
-    (tmp_path / "key_terms.yaml").write_text(text.replace("dry_multiplier: 0.8", "dry_multiplier: 0"))
+    (tmp_path / "key_terms.yaml").write_text(f"{text}\ndry_multiplier: 0.7\n")
+    assert sampling("key_terms", [tmp_path])["dry"]["multiplier"] == 0.7  # type: ignore[index]
+    (tmp_path / "key_terms.yaml").write_text(f"{text}\ndry_multiplier: 0\n")
     assert "dry" not in sampling("key_terms", [tmp_path], model_on)  # 0 turns it off, whatever the model says
-    (tmp_path / "key_terms.yaml").write_text(text.replace("dry_multiplier: 0.8", "dry_multiplier: -1"))
-    with pytest.raises(ConfigError, match="dry_multiplier"):
-        find_task("key_terms", [tmp_path])
+    for wrong in ("dry_multiplier: -1", "retry_loops: {dry_multiplier: 0}", "retry_loops: {dry: 1}"):
+        (tmp_path / "key_terms.yaml").write_text(f"{text}\n{wrong}\n")
+        with pytest.raises(ConfigError, match="dry"):
+            find_task("key_terms", [tmp_path])
 
 
 def test_invalid_tasks_are_refused(tmp_path: Path) -> None:

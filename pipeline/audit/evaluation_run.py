@@ -87,5 +87,6 @@ def evaluate_task(
         stage_seconds=summary.stage_seconds,
         slot_fill=round(summary.slot_fill, 4) if summary.slot_fill is not None else None,
         shards_parsed_ahead=summary.shards_parsed_ahead,
+        answers_asked_again=summary.answers_asked_again,
     )
     return Evaluated(name, folder, report, evaluation.write_report(report, folder / "report"))

@@ -216,9 +216,9 @@ class ModelSettings(_Section):
         default=0.0,
         ge=0,
         description=(
-            "DRY penalty (batched engine): a token that would extend a run the answer already wrote, "
-            "and that is not a quote of the prompt, loses multiplier x base^(length - allowed) of its logit. "
-            "0: off (docs/performance.md measures it against F1)."
+            "DRY penalty: a token that would extend a run the answer already wrote, and that is not a "
+            "quote of the prompt, loses multiplier x base^(length - allowed) of its logit. 0: off "
+            "(docs/performance.md measures it against F1). A task file's own `dry_multiplier` wins for its answers."
         ),
     )
     dry_base: float = Field(default=1.75, gt=1, description="DRY: how fast the penalty grows with the run's length.")

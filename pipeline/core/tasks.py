@@ -4,7 +4,8 @@ A task file holds the instructions and the JSON Schema of the model's answer, an
 optionally: what each field is (`fields`: kind and cardinality, used to normalise
 and reduce values per document), cheap signals that route only promising chunks to
 the model (`routing`), patterns that rules find without the model (`rules`), and
-the answer's token budget (`max_tokens`) and repetition penalty (`dry_multiplier`). See docs/tasks.md.
+the answer's token budget (`max_tokens`), its repetition penalty (`dry_multiplier`) and whether a
+looping answer is asked again with it (`retry_loops`). See docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -115,6 +116,15 @@ class Routing(BaseModel):
         return [(name, re.compile(p, re.IGNORECASE)) for name, patterns in self.signals.items() for p in patterns]
 
 
+class RetryLoops(BaseModel):
+    """`retry_loops:` in a task file: an answer that looped before it finished any field is asked once more,
+    with the DRY penalty (docs/tasks.md, "Answer shape")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dry_multiplier: float = Field(gt=0)
+
+
 class RankerRef(BaseModel):
     """`ranker:` in a task file: the trained ranker's file (relative to the task file) and its SHA-256."""
 
@@ -139,6 +149,7 @@ class Task(BaseModel):
     rules: tuple[RuleSpec, ...] = ()
     max_tokens: int | None = None  # the answer's budget; None: the model settings' max_tokens
     dry_multiplier: float | None = Field(default=None, ge=0)  # the DRY penalty; None: the model settings'
+    retry_loops: RetryLoops | None = None  # None: a looping answer that kept nothing stays failed
     ranker_ref: RankerRef | None = None  # a learned ranker chooses the values (None: the hand order)
     version: str  # SHA-256 of the task file's bytes
     source_path: str
@@ -228,6 +239,7 @@ def parse_task(raw: bytes, source: str) -> Task:
             rules=tuple(rules),
             max_tokens=data.get("max_tokens"),
             dry_multiplier=data.get("dry_multiplier"),
+            retry_loops=data.get("retry_loops"),
             ranker_ref=data.get("ranker"),
             version=sha256_bytes(raw),
             source_path=source,

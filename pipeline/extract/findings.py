@@ -50,8 +50,14 @@ class TaskLineage:
         model_settings: ModelSettings,
         prompt_sha256: str | None = None,
         model: ModelIdentity | None = None,
+        asked_again: bool = False,
     ) -> TaskLineage:
         sampling = sampling_settings(task_decoding(task, model_settings))
+        if asked_again:  # the second try of an answer that looped (task `retry_loops`)
+            assert task.retry_loops is not None, f"task {task.name} does not ask looping answers again"
+            dry = model_settings.model_copy(update={"dry_multiplier": task.retry_loops.dry_multiplier})
+            sampling["dry"] = sampling_settings(dry)["dry"]
+            sampling["asked_again"] = "repetition"
         return cls(
             run_id,
             flow_run_id,

@@ -29,6 +29,7 @@ class Counts(BaseModel):
     answers: int = 0
     answers_failed: int = 0
     answers_partial: int = 0  # cut or looping, but the fields finished before it were kept
+    answers_asked_again: int = 0  # looped before finishing a field; asked once more with DRY (task retry_loops)
     findings: int = 0
     values: int = 0
     disagreements: int = 0

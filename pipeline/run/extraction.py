@@ -12,9 +12,10 @@ import json
 import time
 from datetime import UTC, datetime
 
+from pipeline.core.errors import Reason
 from pipeline.core.faults import crash_point
 from pipeline.core.tasks import Task
-from pipeline.extract.answers import extract_values, read_answer
+from pipeline.extract.answers import ReadAnswer, extract_values, read_answer
 from pipeline.extract.engine import Engine, get_engine
 from pipeline.extract.findings import TaskLineage, answer_row, model_findings, rule_findings
 from pipeline.extract.prompts import build_messages, prompt_template_sha256
@@ -36,17 +37,22 @@ def extract_pending(work: ShardWork) -> None:
         extractions = [e for e in work.extractions if e.task.name == task.name]
         if not extractions:
             continue
-        lineage = TaskLineage.of(
-            context.run_id,
-            context.flow_run_id,
-            task,
-            chunking_key(context.settings.chunking),
-            context.settings.model,
-            prompt_sha256=prompt_template_sha256(task, engine.render_prompt) if engine else None,
-            model=engine.identity if engine else None,
-        )
+        lineages = [
+            TaskLineage.of(
+                context.run_id,
+                context.flow_run_id,
+                task,
+                chunking_key(context.settings.chunking),
+                context.settings.model,
+                prompt_sha256=prompt_template_sha256(task, engine.render_prompt) if engine else None,
+                model=engine.identity if engine else None,
+                asked_again=asked_again,
+            )
+            for asked_again in ((False, True) if task.retry_loops and engine else (False,))
+        ]
+        lineage = lineages[0]
         if items and engine is not None:
-            _ask_the_model(work, engine, lineage, task, items)
+            _ask_the_model(work, engine, lineages, task, items)
         crash_point("extract")
         for extraction in extractions:
             _apply_rules(work, lineage, extraction)
@@ -55,12 +61,28 @@ def extract_pending(work: ShardWork) -> None:
     work.extractions.clear()
 
 
-def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: Task, items: list[Pending]) -> None:
+def _ask_the_model(
+    work: ShardWork, engine: Engine, lineages: list[TaskLineage], task: Task, items: list[Pending]
+) -> None:
+    """Every item's chunk to the model in one call; with `retry_loops`, the answers that looped before
+    finishing a field once more, with the DRY penalty (their lineage, `lineages[1]`, says so)."""
     started = time.perf_counter()
     before = engine.model_seconds()
     slots_before = engine.slot_use()
+    schema = json.dumps(task.output_schema)
     prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
-    generations = engine.generate_many(prompts, json.dumps(task.output_schema), task.max_tokens, task.dry_multiplier)
+    generations = engine.generate_many(prompts, schema, task.max_tokens, task.dry_multiplier)
+    answers = [read_answer(task, generation) for generation in generations]
+    spent = [g.prompt_tokens + g.completion_tokens for g in generations]
+    lineage_of = [lineages[0]] * len(items)
+    again = [i for i, answer in enumerate(answers) if task.retry_loops and _looped_keeping_nothing(answer)]
+    if again and task.retry_loops is not None:
+        dry = task.retry_loops.dry_multiplier
+        second = engine.generate_many([prompts[i] for i in again], schema, task.max_tokens, dry)
+        for i, generation in zip(again, second, strict=True):
+            generations[i], answers[i], lineage_of[i] = generation, read_answer(task, generation), lineages[1]
+            spent[i] += generation.prompt_tokens + generation.completion_tokens
+        work.report.answers_asked_again += len(again)
     seconds = time.perf_counter() - started
     after = engine.model_seconds()
     slots_after = engine.slot_use()
@@ -74,14 +96,11 @@ def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: 
         work.time("prefill", prefill)
         work.time("decode", decode)
         work.time("sample", max(0.0, seconds - prefill - decode))
-    for item, generation in zip(items, generations, strict=True):
+    for item, generation, answer, lineage, tokens in zip(items, generations, answers, lineage_of, spent, strict=True):
         extraction = item.extraction
         document, chunk = extraction.document, item.chunk
         work.report.answers += 1
-        extraction.row.model_tokens = (
-            (extraction.row.model_tokens or 0) + generation.prompt_tokens + generation.completion_tokens
-        )
-        answer = read_answer(task, generation)
+        extraction.row.model_tokens = (extraction.row.model_tokens or 0) + tokens  # both tries of one asked again
         if answer.failure is not None:
             failure = answer.failure
             if answer.status == "partial":
@@ -107,6 +126,10 @@ def _ask_the_model(work: ShardWork, engine: Engine, lineage: TaskLineage, task: 
         findings = model_findings(lineage, extraction.ref, document, chunk, landed, values)
         work.time("ground", time.perf_counter() - grounded)
         _add_findings(work, extraction, findings)
+
+
+def _looped_keeping_nothing(answer: ReadAnswer) -> bool:
+    return answer.status == "failed" and answer.failure is not None and answer.failure.reason is Reason.REPETITION
 
 
 def _apply_rules(work: ShardWork, lineage: TaskLineage, extraction: Extraction) -> None:

@@ -49,7 +49,8 @@ def render_text(summary: RunSummary) -> list[str]:
         f"  pages:          {summary.pages}",
         f"  chunks:         {summary.chunks}",
         f"  model answers:  {summary.answers}, failed {summary.answers_failed}, partial {summary.answers_partial}"
-        + (f"  ({answers})" if answers else ""),
+        + (f"  ({answers})" if answers else "")
+        + (f"; {summary.answers_asked_again} asked again after a loop" if summary.answers_asked_again else ""),
         f"  chunks routed:  {summary.chunks_routed} to the model, {summary.chunks_not_routed} not (why: table routing)",
         *(
             [f"  model slots:    {summary.slot_fill:.0%} full over {summary.slot_steps} slot-steps"]
