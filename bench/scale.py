@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.settings import Settings  # noqa: E402
-from pipeline.extract.engine import Generation, Messages, ModelIdentity, use_engine  # noqa: E402
+from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, use_engine  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev" / "documents"
 CACHE = ROOT / "bench" / ".cache" / "scale"
@@ -92,6 +92,7 @@ class StandInEngine:
         schema_json: str,
         max_tokens: int | None = None,
         dry_multiplier: float | None = None,
+        ask_again: AskAgain | None = None,
     ) -> list[Generation]:
         return [Generation(self.ANSWER, "stop", len(p) // 4, 20) for p in prompts]
 

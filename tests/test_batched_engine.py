@@ -15,7 +15,7 @@ from pipeline.core.tasks import Task, find_task
 from pipeline.extract.answers import parse_answer, read_answer
 from pipeline.extract.batched import BatchedEngine
 from pipeline.extract.decoding import plan_kv
-from pipeline.extract.engine import sampling_settings
+from pipeline.extract.engine import AskAgain, sampling_settings
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.extract.prompts import build_messages
 from pipeline.extract.sequential import SequentialEngine
@@ -218,6 +218,13 @@ def test_the_dry_penalty_turns_loops_into_answers_that_end_and_is_recorded_with_
     prompts = [engine.render_prompt(build_messages(task, chunk)) for chunk in CHUNKS]
     off = engine.generate_many(prompts, json.dumps(task.output_schema), 256, dry_multiplier=0.0)
     assert "repetition" in [g.finish_reason for g in off]
+    # Asked again in its slot (from the prompt's KV cache) with the penalty: a loop ends no answer.
+    looped = AskAgain(lambda g: g.finish_reason == "repetition", 0.8)
+    again = engine.generate_many(prompts, json.dumps(task.output_schema), 256, dry_multiplier=0.0, ask_again=looped)
+    assert "repetition" not in [g.finish_reason for g in again]
+    for first, second in zip(off, again, strict=True):
+        assert second.asked_again == (first.finish_reason == "repetition")
+        assert second.first_try_tokens == (first.completion_tokens if second.asked_again else 0)
     assert sampling_settings(dry)["dry"] == {"multiplier": 0.8, "base": 1.75, "allowed_length": 2}
     assert "dry" not in sampling_settings(settings)  # off: the fingerprints of every earlier run stay
 
@@ -240,6 +247,12 @@ def test_the_sequential_engine_applies_a_tasks_dry_penalty_and_records_the_model
     penalised = engine.generate_many(prompts, schema, 256, dry_multiplier=0.8)
     assert sum(map(copied, plain)) >= 2
     assert sum(map(copied, penalised)) == 0
+    asked = engine.generate_many(prompts[:1], schema, 256, ask_again=AskAgain(lambda g: True, 0.8))[0]
+    assert (asked.asked_again, asked.first_try_tokens, asked.text) == (
+        True,
+        plain[0].completion_tokens,
+        penalised[0].text,
+    )
     for one, other in zip(plain, penalised, strict=True):  # the same first token, scored by the model alone
         assert one.token_logprobs[0] == pytest.approx(other.token_logprobs[0], abs=1e-6)
 

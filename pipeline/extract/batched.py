@@ -45,7 +45,7 @@ import numpy as np
 from pipeline.core.errors import ModelError
 from pipeline.core.settings import ModelSettings
 from pipeline.extract.decoding import DryPenalty, LoopWatch, common_prefix, plan_kv
-from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
+from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.grammar import CheapGrammar
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 from pipeline.extract.prompts import split_document
@@ -70,6 +70,8 @@ class _Sequence:
     logits_index: int | None = None
     loops: LoopWatch | None = None
     dry: DryPenalty | None = None
+    asked_again: bool = False
+    first_try_tokens: int = 0
 
 
 class BatchedEngine:
@@ -141,6 +143,7 @@ class BatchedEngine:
         self.slot_steps = 0
         self._ignore_eos = False
         self._dry_multiplier = settings.dry_multiplier  # this call's (a task may set its own)
+        self._ask_again: AskAgain | None = None  # this call's
 
         file_type = int(self._meta("general.file_type") or -1)
         self.identity = ModelIdentity(
@@ -217,17 +220,21 @@ class BatchedEngine:
         schema_json: str | None,
         max_tokens: int | None = None,
         dry_multiplier: float | None = None,
+        ask_again: AskAgain | None = None,
         ignore_eos: bool = False,
     ) -> list[Generation]:
         """Complete every prompt under the grammar of `schema_json`; results in the order of `prompts`.
 
-        `max_tokens` and `dry_multiplier` are a task's own (None: the model settings'). `schema_json=None`
+        `max_tokens` and `dry_multiplier` are a task's own (None: the model settings'). An answer that
+        `ask_again` finds wanting is decoded once more in its slot, from the prompt's KV cache (only its
+        last token is read again), with `ask_again`'s penalty. `schema_json=None`
         decodes without a grammar and `ignore_eos` always spends the whole budget: both exist for
         benchmarks at a fixed shape (bench/engine.py), not for extraction.
         """
         with self._lock:
             self._ignore_eos = ignore_eos
             self._dry_multiplier = self.settings.dry_multiplier if dry_multiplier is None else dry_multiplier
+            self._ask_again = ask_again
             return self._run([self.tokenize(p) for p in prompts], schema_json, max_tokens or self.settings.max_tokens)
 
     def generate_tokens(
@@ -237,6 +244,7 @@ class BatchedEngine:
         with self._lock:
             self._ignore_eos = ignore_eos
             self._dry_multiplier = self.settings.dry_multiplier
+            self._ask_again = None
             return self._run(token_lists, None, max_tokens)
 
     def _run(self, token_lists: list[list[int]], schema_json: str | None, budget: int) -> list[Generation]:
@@ -269,12 +277,36 @@ class BatchedEngine:
                 if slot is not None and slot.logits_index is not None:
                     finished = self._sample(slot)
                     if finished is not None:
-                        results[slot.request] = finished
                         if slot.sampler is not None:
                             ll.llama_sampler_free(slot.sampler)
+                        again = self._ask_again
+                        if again is not None and not slot.asked_again and again.needed(finished):
+                            slots[slot_index] = self._again(slot, finished, schema_json, again)
+                            continue
+                        results[slot.request] = finished
                         ll.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                         slots[slot_index] = None
         return [r for r in results if r is not None]
+
+    def _again(self, first: _Sequence, answer: Generation, schema_json: str | None, again: AskAgain) -> _Sequence:
+        """The same prompt once more in the same slot, with the penalty: its KV cache is kept but for the
+        last prompt token, which is read again for the first logits."""
+        keep = len(first.tokens) - 1
+        self._ll.llama_memory_seq_rm(self._memory, first.seq_id, keep, -1)
+        model = self.settings
+        return _Sequence(
+            request=first.request,
+            seq_id=first.seq_id,
+            tokens=first.tokens,
+            budget=first.budget,
+            sampler=self.grammar.sampler(schema_json) if schema_json is not None else None,
+            n_past=keep,
+            prompt_left=first.tokens[keep:],
+            loops=LoopWatch(first.tokens) if self.stop_loops else None,
+            dry=DryPenalty(first.tokens, again.dry_multiplier, model.dry_base, model.dry_allowed_length),
+            asked_again=True,
+            first_try_tokens=answer.completion_tokens,
+        )
 
     def _load_prefix(self, prefix: list[int]) -> None:
         """Evaluate the shared prefix into the reserved sequence (kept across calls while it matches)."""
@@ -406,6 +438,8 @@ class BatchedEngine:
             token_offsets=offsets,
             token_logprobs=list(sequence.logprobs),
             loop_from=offsets[loop_from] if loop_from is not None else None,
+            asked_again=sequence.asked_again,
+            first_try_tokens=sequence.first_try_tokens,
         )
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:

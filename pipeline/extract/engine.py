@@ -11,7 +11,7 @@ every shard of a run reuses it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,6 +46,8 @@ class Generation:
     token_offsets: list[int] = field(default_factory=list)  # start char of each scored token in text
     token_logprobs: list[float] = field(default_factory=list)
     loop_from: int | None = None  # "repetition": the character of `text` where the loop began
+    asked_again: bool = False  # the second answer to its prompt (`AskAgain`): the first was not kept
+    first_try_tokens: int = 0  # asked again: the tokens the first answer generated (its prompt was read once)
 
     def confidence(self, start: int | None = None, end: int | None = None) -> float | None:
         """exp(mean log-prob) of the tokens overlapping characters [start, end) of `text`."""
@@ -105,6 +107,15 @@ def sampling_update(sampling: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class AskAgain:
+    """Ask a prompt once more, with the DRY penalty, when `needed(first answer)` says so (a task's
+    `retry_loops`). The second answer is the prompt's answer; the first is not returned."""
+
+    needed: Callable[[Generation], bool]
+    dry_multiplier: float
+
+
 class Engine(Protocol):
     """A loaded model that answers prompts under a JSON-Schema grammar. Not thread-safe: one caller at a time."""
 
@@ -130,10 +141,12 @@ class Engine(Protocol):
         schema_json: str,
         max_tokens: int | None = None,
         dry_multiplier: float | None = None,
+        ask_again: AskAgain | None = None,
     ) -> list[Generation]:
         """One answer per prompt, in order; a prompt that does not fit gets `finish_reason = "overflow"`.
 
-        `max_tokens` and `dry_multiplier` are a task's own (None: the engine's model settings)."""
+        `max_tokens` and `dry_multiplier` are a task's own (None: the engine's model settings); with
+        `ask_again`, an answer it finds wanting is replaced by a second one, decoded with its penalty."""
         ...
 
     def model_seconds(self) -> tuple[float, float] | None:

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.core.errors import ContextOverflow, ModelError, ModelIntegrityError
 from pipeline.core.settings import ModelSettings
 from pipeline.extract.decoding import DryPenalty
-from pipeline.extract.engine import Generation, Messages, ModelIdentity, render_chat
+from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 from pipeline.extract.prompts import split_document
 
@@ -153,12 +153,19 @@ class SequentialEngine:
         schema_json: str,
         max_tokens: int | None = None,
         dry_multiplier: float | None = None,
+        ask_again: AskAgain | None = None,
     ) -> list[Generation]:
-        """One prompt after the other (the batched engine decodes them together)."""
+        """One prompt after the other (the batched engine decodes them together). A prompt asked again is
+        read from llama-cpp-python's prefix cache (the same prompt as the call before)."""
         results = []
         for prompt in prompts:
             try:
-                results.append(self.generate(prompt, schema_json, max_tokens, dry_multiplier))
+                generation = self.generate(prompt, schema_json, max_tokens, dry_multiplier)
+                if ask_again is not None and ask_again.needed(generation):
+                    first = generation
+                    generation = self.generate(prompt, schema_json, max_tokens, ask_again.dry_multiplier)
+                    generation.asked_again, generation.first_try_tokens = True, first.completion_tokens
+                results.append(generation)
             except ContextOverflow as exc:
                 results.append(Generation("", "overflow", exc.prompt_tokens, 0))
         return results

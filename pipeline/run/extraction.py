@@ -16,7 +16,7 @@ from pipeline.core.errors import Reason
 from pipeline.core.faults import crash_point
 from pipeline.core.tasks import Task
 from pipeline.extract.answers import ReadAnswer, extract_values, read_answer
-from pipeline.extract.engine import Engine, get_engine
+from pipeline.extract.engine import AskAgain, Engine, get_engine
 from pipeline.extract.findings import TaskLineage, answer_row, model_findings, rule_findings
 from pipeline.extract.prompts import build_messages, prompt_template_sha256
 from pipeline.extract.rules import apply_rules
@@ -64,25 +64,17 @@ def extract_pending(work: ShardWork) -> None:
 def _ask_the_model(
     work: ShardWork, engine: Engine, lineages: list[TaskLineage], task: Task, items: list[Pending]
 ) -> None:
-    """Every item's chunk to the model in one call; with `retry_loops`, the answers that looped before
-    finishing a field once more, with the DRY penalty (their lineage, `lineages[1]`, says so)."""
+    """Every item's chunk to the model in one call; with `retry_loops`, an answer that looped before it
+    finished a field is asked once more with the DRY penalty (its lineage, `lineages[1]`, says so)."""
     started = time.perf_counter()
     before = engine.model_seconds()
     slots_before = engine.slot_use()
     schema = json.dumps(task.output_schema)
     prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
-    generations = engine.generate_many(prompts, schema, task.max_tokens, task.dry_multiplier)
-    answers = [read_answer(task, generation) for generation in generations]
-    spent = [g.prompt_tokens + g.completion_tokens for g in generations]
-    lineage_of = [lineages[0]] * len(items)
-    again = [i for i, answer in enumerate(answers) if task.retry_loops and _looped_keeping_nothing(answer)]
-    if again and task.retry_loops is not None:
-        dry = task.retry_loops.dry_multiplier
-        second = engine.generate_many([prompts[i] for i in again], schema, task.max_tokens, dry)
-        for i, generation in zip(again, second, strict=True):
-            generations[i], answers[i], lineage_of[i] = generation, read_answer(task, generation), lineages[1]
-            spent[i] += generation.prompt_tokens + generation.completion_tokens
-        work.report.answers_asked_again += len(again)
+    ask_again = None
+    if task.retry_loops is not None:
+        ask_again = AskAgain(lambda g: _looped_keeping_nothing(read_answer(task, g)), task.retry_loops.dry_multiplier)
+    generations = engine.generate_many(prompts, schema, task.max_tokens, task.dry_multiplier, ask_again)
     seconds = time.perf_counter() - started
     after = engine.model_seconds()
     slots_after = engine.slot_use()
@@ -96,11 +88,16 @@ def _ask_the_model(
         work.time("prefill", prefill)
         work.time("decode", decode)
         work.time("sample", max(0.0, seconds - prefill - decode))
-    for item, generation, answer, lineage, tokens in zip(items, generations, answers, lineage_of, spent, strict=True):
+    for item, generation in zip(items, generations, strict=True):
         extraction = item.extraction
         document, chunk = extraction.document, item.chunk
         work.report.answers += 1
-        extraction.row.model_tokens = (extraction.row.model_tokens or 0) + tokens  # both tries of one asked again
+        work.report.answers_asked_again += generation.asked_again
+        lineage = lineages[1] if generation.asked_again else lineages[0]
+        extraction.row.model_tokens = (extraction.row.model_tokens or 0) + (
+            generation.prompt_tokens + generation.completion_tokens + generation.first_try_tokens
+        )
+        answer = read_answer(task, generation)
         if answer.failure is not None:
             failure = answer.failure
             if answer.status == "partial":
