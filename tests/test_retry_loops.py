@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def _run(data_dir: Path, source: Path, task_dirs: list[Path]) -> RunSummary:
     return run_locally(settings, resolve_sources([str(source)], settings))
 
 
-def test_a_looping_answer_is_asked_again_with_the_penalty_and_its_lineage_and_replay_say_so(tmp_path: Path) -> None:
+def test_a_looping_answer_is_asked_again_with_the_penalty_and_its_lineage_and_replay_say_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     source = tmp_path / "in"
     source.mkdir()
     (source / "breakfast menü.txt").write_text(MENU + "\n", encoding="utf-8")
@@ -46,7 +49,9 @@ def test_a_looping_answer_is_asked_again_with_the_penalty_and_its_lineage_and_re
     assert without.answers_failed >= 1 and without.answers_asked_again == 0
     assert without.answer_failures == {"repetition": without.answers_failed}
 
-    summary = _run(tmp_path / "data", source, [])
+    with caplog.at_level(logging.INFO, logger="pipeline.run.shard"):
+        summary = _run(tmp_path / "data", source, [])
+    assert f"({summary.answers_asked_again} asked again after a loop)" in caplog.text  # the shard's log line
     assert summary.answers == without.answers
     assert summary.answers_asked_again == without.answers_failed  # every answer that kept nothing, once
     assert summary.answers_failed < without.answers_failed

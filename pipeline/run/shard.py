@@ -120,6 +120,7 @@ def describe(report: ShardReport, listed: int) -> str:
         + f", {report.skipped} skipped; {report.pages} pages, {report.answers} model answers"
         + (f" ({report.answers_failed} failed)" if report.answers_failed else "")
         + (f" ({report.answers_partial} partial)" if report.answers_partial else "")
+        + (f" ({report.answers_asked_again} asked again after a loop)" if report.answers_asked_again else "")
         + f", {report.findings} findings"
         + (f"; model slots {report.slot_fill:.0%} full" if report.slot_fill is not None else "")
         + ("; parsed ahead" if report.shards_parsed_ahead else "")
