@@ -14,6 +14,7 @@ from pipeline.core.settings import ModelSettings
 from pipeline.core.tasks import Task, find_task
 from pipeline.extract.answers import parse_answer, read_answer
 from pipeline.extract.batched import BatchedEngine
+from pipeline.extract.batched_call import DecodeCall
 from pipeline.extract.decoding import plan_kv
 from pipeline.extract.engine import AskAgain, sampling_settings
 from pipeline.extract.model_files import resolve_model_file
@@ -150,8 +151,8 @@ def test_a_grammar_dead_end_fails_that_sequence_only(
     def choose(sampler: Any, token: int, logits: Any) -> int | None:
         return None if id(sampler) in poisoned else real_choose(sampler, token, logits)
 
-    def admit(request: int, slot: int, tokens: list[int], schema: str | None, budget: int) -> Any:
-        sequence = real_admit(request, slot, tokens, schema, budget)
+    def admit(request: int, slot: int, tokens: list[int], call: DecodeCall) -> Any:
+        sequence = real_admit(request, slot, tokens, call)
         if request == 1:
             poisoned.add(id(sequence.sampler))
         return sequence

@@ -37,41 +37,20 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pipeline.core.errors import ModelError
 from pipeline.core.settings import ModelSettings
-from pipeline.extract.decoding import DryPenalty, LoopWatch, common_prefix, plan_kv
+from pipeline.extract.batched_call import DecodeCall, Sequence
+from pipeline.extract.decoding import common_prefix, plan_kv
 from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, render_chat
 from pipeline.extract.grammar import CheapGrammar
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 from pipeline.extract.prompts import split_document
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Sequence:
-    """One request in flight in one slot."""
-
-    request: int
-    seq_id: int
-    tokens: list[int]
-    budget: int
-    sampler: Any
-    n_past: int = 0
-    prompt_left: list[int] = field(default_factory=list)
-    next_token: int | None = None
-    generated: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    logits_index: int | None = None
-    loops: LoopWatch | None = None
-    dry: DryPenalty | None = None
-    asked_again: bool = False
-    first_try_tokens: int = 0
 
 
 class BatchedEngine:
@@ -141,9 +120,6 @@ class BatchedEngine:
         # Slots: per llama_decode, how many of the n_parallel slots held a sequence (the fill rate).
         self.slots_busy = 0
         self.slot_steps = 0
-        self._ignore_eos = False
-        self._dry_multiplier = settings.dry_multiplier  # this call's (a task may set its own)
-        self._ask_again: AskAgain | None = None  # this call's
 
         file_type = int(self._meta("general.file_type") or -1)
         self.identity = ModelIdentity(
@@ -231,24 +207,40 @@ class BatchedEngine:
         decodes without a grammar and `ignore_eos` always spends the whole budget: both exist for
         benchmarks at a fixed shape (bench/engine.py), not for extraction.
         """
+        call = self._call(schema_json, max_tokens or self.settings.max_tokens, dry_multiplier, ignore_eos, ask_again)
         with self._lock:
-            self._ignore_eos = ignore_eos
-            self._dry_multiplier = self.settings.dry_multiplier if dry_multiplier is None else dry_multiplier
-            self._ask_again = ask_again
-            return self._run([self.tokenize(p) for p in prompts], schema_json, max_tokens or self.settings.max_tokens)
+            return self._run([self.tokenize(p) for p in prompts], call)
 
     def generate_tokens(
         self, token_lists: list[list[int]], max_tokens: int, ignore_eos: bool = True
     ) -> list[Generation]:
         """Decode prompts given as tokens, without a grammar (benchmarks at llama-batched-bench's shape)."""
         with self._lock:
-            self._ignore_eos = ignore_eos
-            self._dry_multiplier = self.settings.dry_multiplier
-            self._ask_again = None
-            return self._run(token_lists, None, max_tokens)
+            return self._run(token_lists, self._call(None, max_tokens, None, ignore_eos))
 
-    def _run(self, token_lists: list[list[int]], schema_json: str | None, budget: int) -> list[Generation]:
+    def _call(
+        self,
+        schema_json: str | None,
+        budget: int,
+        dry_multiplier: float | None,
+        ignore_eos: bool,
+        ask_again: AskAgain | None = None,
+    ) -> DecodeCall:
+        model = self.settings
+        return DecodeCall(
+            schema_json,
+            budget,
+            model.dry_multiplier if dry_multiplier is None else dry_multiplier,
+            model.dry_base,
+            model.dry_allowed_length,
+            self.stop_loops,
+            ignore_eos,
+            ask_again,
+        )
+
+    def _run(self, token_lists: list[list[int]], call: DecodeCall) -> list[Generation]:
         ll = self._ll
+        budget = call.budget
         results: list[Generation | None] = [None] * len(token_lists)
         runnable = []
         for index, tokens in enumerate(token_lists):
@@ -263,50 +255,30 @@ class BatchedEngine:
 
         self._load_prefix(common_prefix([token_lists[i] for i in runnable]))
         queue = deque(runnable)
-        slots: list[_Sequence | None] = [None] * self.settings.n_parallel
+        slots: list[Sequence | None] = [None] * self.settings.n_parallel
         while queue or any(slots):
             for slot_index, slot in enumerate(slots):
                 if slot is None and queue:
                     request = queue.popleft()
-                    slots[slot_index] = self._admit(request, slot_index, token_lists[request], schema_json, budget)
+                    slots[slot_index] = self._admit(request, slot_index, token_lists[request], call)
             active = [s for s in slots if s is not None]
             self._step(active)
             self.slots_busy += len(active)
             self.slot_steps += len(slots)
             for slot_index, slot in enumerate(slots):
                 if slot is not None and slot.logits_index is not None:
-                    finished = self._sample(slot)
+                    finished = self._sample(slot, call)
                     if finished is not None:
                         if slot.sampler is not None:
                             ll.llama_sampler_free(slot.sampler)
-                        again = self._ask_again
-                        if again is not None and not slot.asked_again and again.needed(finished):
-                            slots[slot_index] = self._again(slot, finished, schema_json, again)
+                        if call.asks_again(slot, finished):  # in the same slot, from the prompt's KV cache
+                            ll.llama_memory_seq_rm(self._memory, slot.seq_id, len(slot.tokens) - 1, -1)
+                            slots[slot_index] = call.again(slot, finished, self._sampler(call))
                             continue
                         results[slot.request] = finished
                         ll.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                         slots[slot_index] = None
         return [r for r in results if r is not None]
-
-    def _again(self, first: _Sequence, answer: Generation, schema_json: str | None, again: AskAgain) -> _Sequence:
-        """The same prompt once more in the same slot, with the penalty: its KV cache is kept but for the
-        last prompt token, which is read again for the first logits."""
-        keep = len(first.tokens) - 1
-        self._ll.llama_memory_seq_rm(self._memory, first.seq_id, keep, -1)
-        model = self.settings
-        return _Sequence(
-            request=first.request,
-            seq_id=first.seq_id,
-            tokens=first.tokens,
-            budget=first.budget,
-            sampler=self.grammar.sampler(schema_json) if schema_json is not None else None,
-            n_past=keep,
-            prompt_left=first.tokens[keep:],
-            loops=LoopWatch(first.tokens) if self.stop_loops else None,
-            dry=DryPenalty(first.tokens, again.dry_multiplier, model.dry_base, model.dry_allowed_length),
-            asked_again=True,
-            first_try_tokens=answer.completion_tokens,
-        )
 
     def _load_prefix(self, prefix: list[int]) -> None:
         """Evaluate the shared prefix into the reserved sequence (kept across calls while it matches)."""
@@ -324,9 +296,7 @@ class BatchedEngine:
             position += len(piece)
         self._prefix = list(prefix)
 
-    def _admit(
-        self, request: int, slot_index: int, tokens: list[int], schema_json: str | None, budget: int
-    ) -> _Sequence:
+    def _admit(self, request: int, slot_index: int, tokens: list[int], call: DecodeCall) -> Sequence:
         ll = self._ll
         seq_id = slot_index
         ll.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
@@ -336,25 +306,12 @@ class BatchedEngine:
             ll.llama_memory_seq_cp(self._memory, self._prefix_seq, seq_id, -1, -1)
             if shared < len(self._prefix):
                 ll.llama_memory_seq_rm(self._memory, seq_id, shared, -1)
-        return _Sequence(
-            request=request,
-            seq_id=seq_id,
-            tokens=tokens,
-            budget=budget,
-            sampler=self.grammar.sampler(schema_json) if schema_json is not None else None,
-            n_past=shared,
-            prompt_left=tokens[shared:],
-            loops=LoopWatch(tokens) if self.stop_loops else None,
-            dry=self._dry(tokens),
-        )
+        return call.start(request, seq_id, tokens, shared, self._sampler(call))
 
-    def _dry(self, prompt: list[int]) -> DryPenalty | None:
-        model = self.settings
-        if self._dry_multiplier <= 0:
-            return None
-        return DryPenalty(prompt, self._dry_multiplier, model.dry_base, model.dry_allowed_length)
+    def _sampler(self, call: DecodeCall) -> Any:
+        return self.grammar.sampler(call.schema_json) if call.schema_json is not None else None
 
-    def _step(self, active: list[_Sequence]) -> None:
+    def _step(self, active: list[Sequence]) -> None:
         """One llama_decode: a token for every decoding sequence, prompt pieces in the room left."""
         self._batch.n_tokens = 0
         room = self.settings.n_batch
@@ -387,7 +344,7 @@ class BatchedEngine:
             else:
                 self.seconds_decode += time.perf_counter() - started
 
-    def _sample(self, sequence: _Sequence) -> Generation | None:
+    def _sample(self, sequence: Sequence, call: DecodeCall) -> Generation | None:
         """Pick the next token of a sequence; return its Generation when it is finished."""
         ll = self._ll
         assert sequence.logits_index is not None
@@ -406,7 +363,7 @@ class BatchedEngine:
             token = chosen
         top = float(np.max(logits))
         log_z = top + math.log(float(np.exp(logits - np.float32(top)).sum(dtype=np.float64)))
-        if ll.llama_vocab_is_eog(self._vocab, token) and not self._ignore_eos:
+        if ll.llama_vocab_is_eog(self._vocab, token) and not call.ignore_eos:
             return self._finish(sequence, "stop")
         if sequence.sampler is not None:
             ll.llama_sampler_accept(sequence.sampler, token)
@@ -423,7 +380,7 @@ class BatchedEngine:
         sequence.next_token = token
         return None
 
-    def _finish(self, sequence: _Sequence, reason: str, loop_from: int | None = None) -> Generation:
+    def _finish(self, sequence: Sequence, reason: str, loop_from: int | None = None) -> Generation:
         pieces = [self._piece(t) for t in sequence.generated]
         offsets: list[int] = []
         produced = b""

@@ -8,6 +8,7 @@ to the engine in one call (the batched engine keeps its slots full with them).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import UTC, datetime
@@ -15,8 +16,8 @@ from datetime import UTC, datetime
 from pipeline.core.errors import Reason
 from pipeline.core.faults import crash_point
 from pipeline.core.tasks import Task
-from pipeline.extract.answers import ReadAnswer, extract_values, read_answer
-from pipeline.extract.engine import AskAgain, Engine, get_engine
+from pipeline.extract.answers import extract_values, read_answer
+from pipeline.extract.engine import AskAgain, Engine, Generation, get_engine
 from pipeline.extract.findings import TaskLineage, answer_row, model_findings, rule_findings
 from pipeline.extract.prompts import build_messages, prompt_template_sha256
 from pipeline.extract.rules import apply_rules
@@ -37,22 +38,20 @@ def extract_pending(work: ShardWork) -> None:
         extractions = [e for e in work.extractions if e.task.name == task.name]
         if not extractions:
             continue
-        lineages = [
-            TaskLineage.of(
-                context.run_id,
-                context.flow_run_id,
-                task,
-                chunking_key(context.settings.chunking),
-                context.settings.model,
-                prompt_sha256=prompt_template_sha256(task, engine.render_prompt) if engine else None,
-                model=engine.identity if engine else None,
-                asked_again=asked_again,
-            )
-            for asked_again in ((False, True) if task.retry_loops and engine else (False,))
-        ]
-        lineage = lineages[0]
+        lineage_of = functools.partial(
+            TaskLineage.of,
+            context.run_id,
+            context.flow_run_id,
+            task,
+            chunking_key(context.settings.chunking),
+            context.settings.model,
+            prompt_sha256=prompt_template_sha256(task, engine.render_prompt) if engine else None,
+            model=engine.identity if engine else None,
+        )
+        lineage = lineage_of()
         if items and engine is not None:
-            _ask_the_model(work, engine, lineages, task, items)
+            asked_again = lineage_of(asked_again=True) if task.retry_loops else None
+            _ask_the_model(work, engine, lineage, asked_again, task, items)
         crash_point("extract")
         for extraction in extractions:
             _apply_rules(work, lineage, extraction)
@@ -62,10 +61,15 @@ def extract_pending(work: ShardWork) -> None:
 
 
 def _ask_the_model(
-    work: ShardWork, engine: Engine, lineages: list[TaskLineage], task: Task, items: list[Pending]
+    work: ShardWork,
+    engine: Engine,
+    lineage: TaskLineage,
+    asked_again: TaskLineage | None,
+    task: Task,
+    items: list[Pending],
 ) -> None:
     """Every item's chunk to the model in one call; with `retry_loops`, an answer that looped before it
-    finished a field is asked once more with the DRY penalty (its lineage, `lineages[1]`, says so)."""
+    finished a field is asked once more with the DRY penalty (its lineage, `asked_again`, says so)."""
     started = time.perf_counter()
     before = engine.model_seconds()
     slots_before = engine.slot_use()
@@ -73,7 +77,7 @@ def _ask_the_model(
     prompts = [engine.render_prompt(build_messages(task, item.chunk.text)) for item in items]
     ask_again = None
     if task.retry_loops is not None:
-        ask_again = AskAgain(lambda g: _looped_keeping_nothing(read_answer(task, g)), task.retry_loops.dry_multiplier)
+        ask_again = AskAgain(lambda g: _looped_keeping_nothing(task, g), task.retry_loops.dry_multiplier)
     generations = engine.generate_many(prompts, schema, task.max_tokens, task.dry_multiplier, ask_again)
     seconds = time.perf_counter() - started
     after = engine.model_seconds()
@@ -93,7 +97,7 @@ def _ask_the_model(
         document, chunk = extraction.document, item.chunk
         work.report.answers += 1
         work.report.answers_asked_again += generation.asked_again
-        lineage = lineages[1] if generation.asked_again else lineages[0]
+        answer_lineage = asked_again if generation.asked_again and asked_again is not None else lineage
         extraction.row.model_tokens = (extraction.row.model_tokens or 0) + (
             generation.prompt_tokens + generation.completion_tokens + generation.first_try_tokens
         )
@@ -114,18 +118,22 @@ def _ask_the_model(
                 task=task.name,
                 raw_output=failure.raw_output,
             )
-        landed = answer_row(lineage, document, chunk, generation, seconds / len(items), answer)
+        landed = answer_row(answer_lineage, document, chunk, generation, seconds / len(items), answer)
         work.rows.answers.append(landed)
         if not answer.data:
             continue
         grounded = time.perf_counter()
         values = extract_values(task, answer.data, generation, document.text, chunk.start, chunk.end)
-        findings = model_findings(lineage, extraction.ref, document, chunk, landed, values)
+        findings = model_findings(answer_lineage, extraction.ref, document, chunk, landed, values)
         work.time("ground", time.perf_counter() - grounded)
         _add_findings(work, extraction, findings)
 
 
-def _looped_keeping_nothing(answer: ReadAnswer) -> bool:
+def _looped_keeping_nothing(task: Task, generation: Generation) -> bool:
+    """A loop stopped the answer before it finished any field (read only for answers the loop watch ended)."""
+    if generation.finish_reason != "repetition":
+        return False
+    answer = read_answer(task, generation)
     return answer.status == "failed" and answer.failure is not None and answer.failure.reason is Reason.REPETITION
 
 
