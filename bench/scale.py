@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.settings import Settings  # noqa: E402
-from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, use_engine  # noqa: E402
+from pipeline.extract.engine import (  # noqa: E402
+    AskAgain,
+    Generation,
+    Messages,
+    ModelIdentity,
+    PromptGroup,
+    use_engine,
+)
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "kleister-nda-dev" / "documents"
 CACHE = ROOT / "bench" / ".cache" / "scale"
@@ -95,6 +103,9 @@ class StandInEngine:
         ask_again: AskAgain | None = None,
     ) -> list[Generation]:
         return [Generation(self.ANSWER, "stop", len(p) // 4, 20) for p in prompts]
+
+    def generate_groups(self, groups: Sequence[PromptGroup]) -> list[list[Generation]]:
+        return [self.generate_many(g.prompts, g.schema_json) for g in groups]
 
     def model_seconds(self) -> tuple[float, float] | None:
         return None

@@ -16,7 +16,7 @@ from pipeline.extract.answers import parse_answer, read_answer
 from pipeline.extract.batched import BatchedEngine
 from pipeline.extract.batched_call import DecodeCall
 from pipeline.extract.decoding import plan_kv
-from pipeline.extract.engine import AskAgain, sampling_settings
+from pipeline.extract.engine import AskAgain, PromptGroup, sampling_settings
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.extract.prompts import build_messages
 from pipeline.extract.sequential import SequentialEngine
@@ -122,6 +122,39 @@ def test_single_sequence_is_repeatable(engine: BatchedEngine, task_and_prompts: 
     assert engine.generate(prompts[0], schema, 40).text == engine.generate(prompts[0], schema, 40).text
     busy, steps = engine.slot_use()[0] - busy_before, engine.slot_use()[1] - steps_before
     assert busy > 0 and steps == 3 * busy  # one prompt at a time fills one slot of three
+
+
+def test_two_tasks_share_the_slots_and_each_answer_keeps_its_own_tasks_rules(
+    engine: BatchedEngine, task_and_prompts: TaskAndPrompts
+) -> None:
+    """Two groups (tasks) in one call: the second's first prompts take the slots the first's last answers
+    leave, so the call takes fewer steps than one call per group; each answer decodes by its group's schema
+    (grammar) and budget, and comes back in its group, in order."""
+    task, prompts = task_and_prompts
+    other = find_task("nda_key_terms")  # another prefix: the shared prefix is loaded again between the groups
+    title = {
+        "type": "object",
+        "properties": {"title": {"type": "string", "maxLength": 24}},
+        "required": ["title"],
+        "additionalProperties": False,
+    }
+    first = PromptGroup(prompts[:4], json.dumps(task.output_schema), 16)
+    second = PromptGroup(
+        [engine.render_prompt(build_messages(other, chunk)) for chunk in CHUNKS[2:]], json.dumps(title), 40
+    )
+    before = engine.slot_use()
+    apart = engine.generate_many(first.prompts, first.schema_json, 16) + engine.generate_many(
+        second.prompts, second.schema_json, 40
+    )
+    between = engine.slot_use()
+    together = engine.generate_groups([first, second])
+    after = engine.slot_use()
+    assert [len(group) for group in together] == [4, 3]
+    assert after[1] - between[1] < between[1] - before[1]  # fewer decode steps: the slots stayed full
+    assert all(0 < g.completion_tokens <= 16 for g in together[0])
+    assert all(g.finish_reason == "stop" and json.loads(g.text).keys() == {"title"} for g in together[1])
+    # The same answers as one call per group (greedy; a near-tie may tip with the batch's shape).
+    assert sum(a.text == b.text for a, b in zip(apart, together[0] + together[1], strict=True)) >= 5
 
 
 def test_failures_end_one_sequence_and_the_others_go_on(

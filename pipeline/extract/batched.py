@@ -1,16 +1,19 @@
 """The batched engine: one model, one context, N sequences decoded together (llama.cpp low-level API).
 
-How a call of `generate_many(prompts, schema)` runs:
+How a call of `generate_groups(groups)` (one group per task: its prompts, schema
+and budget) or `generate_many(prompts, schema)` (one group) runs:
 
 - Shared prefix. The prompts of one task differ only after the chunk starts,
   so their longest common token prefix (system prompt, instructions, answer
   shape) is evaluated once into a reserved sequence and copied into each new
   sequence's KV cache (`llama_memory_seq_cp`); each sequence then prefills
-  only its own suffix.
+  only its own suffix. Groups are admitted one after the other; a group's
+  prefix is loaded when its first prompt takes a slot.
 - Continuous batching. Every step builds one `llama_batch` holding the next
   token of every decoding sequence plus, in the room left (`n_batch`), prompt
   pieces of sequences still prefilling, and makes one `llama_decode`. A
-  finished sequence frees its slot at once for the next prompt.
+  finished sequence frees its slot at once for the next prompt, the next
+  group's when a group has none left: slots stay full across tasks.
 - Cheap grammar. Each sequence has its own grammar sampler (cloned from one
   compiled per schema). Greedy decoding takes the arg-max token and asks the
   grammar about that one token only; when it is rejected, the next best
@@ -37,6 +40,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence as Sequence_
 from typing import Any
 
 import numpy as np
@@ -45,7 +49,7 @@ from pipeline.core.errors import ModelError
 from pipeline.core.settings import ModelSettings
 from pipeline.extract.batched_call import DecodeCall, Sequence
 from pipeline.extract.decoding import common_prefix, plan_kv
-from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, render_chat
+from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, PromptGroup, render_chat
 from pipeline.extract.grammar import CheapGrammar
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 from pipeline.extract.prompts import split_document
@@ -209,14 +213,27 @@ class BatchedEngine:
         """
         call = self._call(schema_json, max_tokens or self.settings.max_tokens, dry_multiplier, ignore_eos, ask_again)
         with self._lock:
-            return self._run([self.tokenize(p) for p in prompts], call)
+            return self._run([[(self.tokenize(p), call) for p in prompts]])[0]
+
+    def generate_groups(self, groups: Sequence_[PromptGroup]) -> list[list[Generation]]:
+        """Every group's prompts through the same slots: a group's last answers decode beside the next
+        group's first, so the slots stay full across tasks. Each answer is decoded by its group's rules."""
+        calls = [
+            self._call(g.schema_json, g.max_tokens or self.settings.max_tokens, g.dry_multiplier, False, g.ask_again)
+            for g in groups
+        ]
+        with self._lock:
+            return self._run(
+                [[(self.tokenize(p), call) for p in g.prompts] for g, call in zip(groups, calls, strict=True)]
+            )
 
     def generate_tokens(
         self, token_lists: list[list[int]], max_tokens: int, ignore_eos: bool = True
     ) -> list[Generation]:
         """Decode prompts given as tokens, without a grammar (benchmarks at llama-batched-bench's shape)."""
+        call = self._call(None, max_tokens, None, ignore_eos)
         with self._lock:
-            return self._run(token_lists, self._call(None, max_tokens, None, ignore_eos))
+            return self._run([[(tokens, call) for tokens in token_lists]])[0]
 
     def _call(
         self,
@@ -238,39 +255,43 @@ class BatchedEngine:
             ask_again,
         )
 
-    def _run(self, token_lists: list[list[int]], call: DecodeCall) -> list[Generation]:
+    def _run(self, groups: list[list[tuple[list[int], DecodeCall]]]) -> list[list[Generation]]:
+        """Each group's (prompt tokens, rules) through the slots, group after group; answers per group, in order."""
         ll = self._ll
-        budget = call.budget
-        results: list[Generation | None] = [None] * len(token_lists)
+        requests = [(tokens, call, group) for group, items in enumerate(groups) for tokens, call in items]
+        results: list[Generation | None] = [None] * len(requests)
         runnable = []
-        for index, tokens in enumerate(token_lists):
-            if len(tokens) + budget > self.settings.n_ctx:
+        for index, (tokens, call, _) in enumerate(requests):
+            if len(tokens) + call.budget > self.settings.n_ctx:
                 results[index] = Generation(
                     text="", finish_reason="overflow", prompt_tokens=len(tokens), completion_tokens=0
                 )
             else:
                 runnable.append(index)
-        if not runnable:
-            return [r for r in results if r is not None]
-
-        self._load_prefix(common_prefix([token_lists[i] for i in runnable]))
-        queue = deque(runnable)
+        prefixes = [
+            common_prefix([requests[i][0] for i in runnable if requests[i][2] == group]) for group in range(len(groups))
+        ]
+        queue = deque(runnable)  # group after group: a group's prefix is loaded once, when its first prompt is admitted
         slots: list[Sequence | None] = [None] * self.settings.n_parallel
         while queue or any(slots):
             for slot_index, slot in enumerate(slots):
                 if slot is None and queue:
                     request = queue.popleft()
-                    slots[slot_index] = self._admit(request, slot_index, token_lists[request], call)
+                    tokens, call, group = requests[request]
+                    if self._prefix != prefixes[group]:
+                        self._load_prefix(prefixes[group])
+                    slots[slot_index] = self._admit(request, slot_index, tokens, call)
             active = [s for s in slots if s is not None]
             self._step(active)
             self.slots_busy += len(active)
             self.slot_steps += len(slots)
             for slot_index, slot in enumerate(slots):
                 if slot is not None and slot.logits_index is not None:
-                    finished = self._sample(slot, call)
+                    finished = self._sample(slot)
                     if finished is not None:
                         if slot.sampler is not None:
                             ll.llama_sampler_free(slot.sampler)
+                        call = slot.call
                         if call.asks_again(slot, finished):  # in the same slot, from the prompt's KV cache
                             ll.llama_memory_seq_rm(self._memory, slot.seq_id, len(slot.tokens) - 1, -1)
                             slots[slot_index] = call.again(slot, finished, self._sampler(call))
@@ -278,7 +299,11 @@ class BatchedEngine:
                         results[slot.request] = finished
                         ll.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                         slots[slot_index] = None
-        return [r for r in results if r is not None]
+        answers: list[list[Generation]] = [[] for _ in groups]
+        for (_, _, group), result in zip(requests, results, strict=True):
+            assert result is not None
+            answers[group].append(result)
+        return answers
 
     def _load_prefix(self, prefix: list[int]) -> None:
         """Evaluate the shared prefix into the reserved sequence (kept across calls while it matches)."""
@@ -287,6 +312,7 @@ class BatchedEngine:
         if keep < len(self._prefix):
             ll.llama_memory_seq_rm(self._memory, self._prefix_seq, keep, -1)
         position = keep
+        started = time.perf_counter()
         while position < len(prefix):
             piece = prefix[position : position + self.settings.n_batch]
             self._batch.n_tokens = 0
@@ -294,6 +320,8 @@ class BatchedEngine:
                 self._add(token, position + offset, self._prefix_seq, False)
             self._decode()
             position += len(piece)
+        if position > keep:
+            self.seconds_prefill += time.perf_counter() - started
         self._prefix = list(prefix)
 
     def _admit(self, request: int, slot_index: int, tokens: list[int], call: DecodeCall) -> Sequence:
@@ -344,7 +372,7 @@ class BatchedEngine:
             else:
                 self.seconds_decode += time.perf_counter() - started
 
-    def _sample(self, sequence: Sequence, call: DecodeCall) -> Generation | None:
+    def _sample(self, sequence: Sequence) -> Generation | None:
         """Pick the next token of a sequence; return its Generation when it is finished."""
         ll = self._ll
         assert sequence.logits_index is not None
@@ -363,7 +391,7 @@ class BatchedEngine:
             token = chosen
         top = float(np.max(logits))
         log_z = top + math.log(float(np.exp(logits - np.float32(top)).sum(dtype=np.float64)))
-        if ll.llama_vocab_is_eog(self._vocab, token) and not call.ignore_eos:
+        if ll.llama_vocab_is_eog(self._vocab, token) and not sequence.call.ignore_eos:
             return self._finish(sequence, "stop")
         if sequence.sampler is not None:
             ll.llama_sampler_accept(sequence.sampler, token)
@@ -371,7 +399,7 @@ class BatchedEngine:
         sequence.logprobs.append(float(logits[token]) - log_z)  # the model's own, before any penalty
         if sequence.dry is not None:
             sequence.dry.add(token)
-        if len(sequence.generated) >= sequence.budget:
+        if len(sequence.generated) >= sequence.call.budget:
             return self._finish(sequence, "length")
         if sequence.loops is not None:
             start = sequence.loops.add(token)

@@ -22,7 +22,7 @@ class Sequence:
     request: int
     seq_id: int
     tokens: list[int]
-    budget: int
+    call: DecodeCall
     sampler: Any
     n_past: int = 0
     prompt_left: list[int] = field(default_factory=list)
@@ -55,7 +55,7 @@ class DecodeCall:
             request=request,
             seq_id=seq_id,
             tokens=tokens,
-            budget=self.budget,
+            call=self,
             sampler=sampler,
             n_past=n_past,
             prompt_left=tokens[n_past:],

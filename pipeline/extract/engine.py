@@ -116,6 +116,18 @@ class AskAgain:
     dry_multiplier: float
 
 
+@dataclass(frozen=True)
+class PromptGroup:
+    """Prompts that decode by one set of rules: one task's chunks, its schema, budget, penalty and
+    asking again (`max_tokens` and `dry_multiplier` None: the engine's model settings)."""
+
+    prompts: list[str]
+    schema_json: str
+    max_tokens: int | None = None
+    dry_multiplier: float | None = None
+    ask_again: AskAgain | None = None
+
+
 class Engine(Protocol):
     """A loaded model that answers prompts under a JSON-Schema grammar. Not thread-safe: one caller at a time."""
 
@@ -147,6 +159,12 @@ class Engine(Protocol):
 
         `max_tokens` and `dry_multiplier` are a task's own (None: the engine's model settings); with
         `ask_again`, an answer it finds wanting is replaced by a second one, decoded with its penalty."""
+        ...
+
+    def generate_groups(self, groups: Sequence[PromptGroup]) -> list[list[Generation]]:
+        """One list of answers per group, in order, as `generate_many` gives them for each group alone;
+        an engine with slots keeps them full across the groups (one group's last answers decode beside
+        the next group's first)."""
         ...
 
     def model_seconds(self) -> tuple[float, float] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from pipeline.core.errors import ContextOverflow, ModelError, ModelIntegrityError
 from pipeline.core.settings import ModelSettings
 from pipeline.extract.decoding import DryPenalty
-from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, render_chat
+from pipeline.extract.engine import AskAgain, Generation, Messages, ModelIdentity, PromptGroup, render_chat
 from pipeline.extract.model_files import GGUF_FILE_TYPES, ModelFile, verified_path
 from pipeline.extract.prompts import split_document
 
@@ -169,6 +170,12 @@ class SequentialEngine:
             except ContextOverflow as exc:
                 results.append(Generation("", "overflow", exc.prompt_tokens, 0))
         return results
+
+    def generate_groups(self, groups: Sequence[PromptGroup]) -> list[list[Generation]]:
+        """Group after group: one prompt at a time has no slots to keep full."""
+        return [
+            self.generate_many(g.prompts, g.schema_json, g.max_tokens, g.dry_multiplier, g.ask_again) for g in groups
+        ]
 
     def generate(
         self, prompt: str, schema_json: str, max_tokens: int | None = None, dry_multiplier: float | None = None
