@@ -238,18 +238,13 @@ def test_the_dry_penalty_turns_loops_into_answers_that_end_and_is_recorded_with_
     """The embedded model copies an invented value into field after field on some of these chunks (the loop
     watch ends those as `repetition`); with the DRY penalty on, none ends that way."""
     task = find_task("nda_key_terms")
-
-    def finish_reasons(model: ModelSettings) -> list[str]:
-        engine = BatchedEngine(resolve_model_file(model), model)
-        prompts = [engine.render_prompt(build_messages(task, chunk)) for chunk in CHUNKS]
-        return [g.finish_reason for g in engine.generate_many(prompts, json.dumps(task.output_schema), 256)]
-
     dry = settings.model_copy(update={"dry_multiplier": 0.8})
-    assert "repetition" in finish_reasons(settings)
-    assert "repetition" not in finish_reasons(dry)
-    # A call's own multiplier (a task's `dry_multiplier`) wins over the engine's settings, both ways.
     engine = BatchedEngine(resolve_model_file(dry), dry)
     prompts = [engine.render_prompt(build_messages(task, chunk)) for chunk in CHUNKS]
+    assert "repetition" not in [
+        g.finish_reason for g in engine.generate_many(prompts, json.dumps(task.output_schema), 256)
+    ]
+    # A call's own multiplier (a task's `dry_multiplier`) wins over the engine's settings: off, they loop.
     off = engine.generate_many(prompts, json.dumps(task.output_schema), 256, dry_multiplier=0.0)
     assert "repetition" in [g.finish_reason for g in off]
     # Asked again in its slot (from the prompt's KV cache) with the penalty: a loop ends no answer.
@@ -270,7 +265,7 @@ def test_the_sequential_engine_applies_a_tasks_dry_penalty_and_records_the_model
     `jurisdiction`; with a call's `dry_multiplier` (a task's own) it writes something else there."""
     task = find_task("nda_key_terms")
     engine = SequentialEngine(resolve_model_file(settings), settings)
-    prompts = [engine.render_prompt(build_messages(task, CHUNKS[i])) for i in (0, 2, 3)]
+    prompts = [engine.render_prompt(build_messages(task, CHUNKS[i])) for i in (0, 2)]
     schema = json.dumps(task.output_schema)
 
     def copied(generation: Any) -> bool:
@@ -279,7 +274,7 @@ def test_the_sequential_engine_applies_a_tasks_dry_penalty_and_records_the_model
 
     plain = engine.generate_many(prompts, schema, 256)
     penalised = engine.generate_many(prompts, schema, 256, dry_multiplier=0.8)
-    assert sum(map(copied, plain)) >= 2
+    assert all(map(copied, plain))
     assert sum(map(copied, penalised)) == 0
     asked = engine.generate_many(prompts[:1], schema, 256, ask_again=AskAgain(lambda g: True, 0.8))[0]
     assert (asked.asked_again, asked.first_try_tokens, asked.text) == (
