@@ -211,7 +211,9 @@ class BatchedEngine:
         decodes without a grammar and `ignore_eos` always spends the whole budget: both exist for
         benchmarks at a fixed shape (bench/engine.py), not for extraction.
         """
-        call = self._call(schema_json, max_tokens or self.settings.max_tokens, dry_multiplier, ignore_eos, ask_again)
+        call = DecodeCall.of(
+            self.settings, self.stop_loops, schema_json, max_tokens, dry_multiplier, ignore_eos, ask_again
+        )
         with self._lock:
             return self._run([[(self.tokenize(p), call) for p in prompts]])[0]
 
@@ -219,7 +221,9 @@ class BatchedEngine:
         """Every group's prompts through the same slots: a group's last answers decode beside the next
         group's first, so the slots stay full across tasks. Each answer is decoded by its group's rules."""
         calls = [
-            self._call(g.schema_json, g.max_tokens or self.settings.max_tokens, g.dry_multiplier, False, g.ask_again)
+            DecodeCall.of(
+                self.settings, self.stop_loops, g.schema_json, g.max_tokens, g.dry_multiplier, False, g.ask_again
+            )
             for g in groups
         ]
         with self._lock:
@@ -231,29 +235,9 @@ class BatchedEngine:
         self, token_lists: list[list[int]], max_tokens: int, ignore_eos: bool = True
     ) -> list[Generation]:
         """Decode prompts given as tokens, without a grammar (benchmarks at llama-batched-bench's shape)."""
-        call = self._call(None, max_tokens, None, ignore_eos)
+        call = DecodeCall.of(self.settings, self.stop_loops, None, max_tokens, None, ignore_eos)
         with self._lock:
             return self._run([[(tokens, call) for tokens in token_lists]])[0]
-
-    def _call(
-        self,
-        schema_json: str | None,
-        budget: int,
-        dry_multiplier: float | None,
-        ignore_eos: bool,
-        ask_again: AskAgain | None = None,
-    ) -> DecodeCall:
-        model = self.settings
-        return DecodeCall(
-            schema_json,
-            budget,
-            model.dry_multiplier if dry_multiplier is None else dry_multiplier,
-            model.dry_base,
-            model.dry_allowed_length,
-            self.stop_loops,
-            ignore_eos,
-            ask_again,
-        )
 
     def _run(self, groups: list[list[tuple[list[int], DecodeCall]]]) -> list[list[Generation]]:
         """Each group's (prompt tokens, rules) through the slots, group after group; answers per group, in order."""
@@ -409,23 +393,7 @@ class BatchedEngine:
         return None
 
     def _finish(self, sequence: Sequence, reason: str, loop_from: int | None = None) -> Generation:
-        pieces = [self._piece(t) for t in sequence.generated]
-        offsets: list[int] = []
-        produced = b""
-        for piece in pieces:
-            offsets.append(len(produced.decode("utf-8", "ignore")))
-            produced += piece
-        return Generation(
-            text=produced.decode("utf-8", "replace"),
-            finish_reason=reason,
-            prompt_tokens=len(sequence.tokens),
-            completion_tokens=len(sequence.generated),
-            token_offsets=offsets,
-            token_logprobs=list(sequence.logprobs),
-            loop_from=offsets[loop_from] if loop_from is not None else None,
-            asked_again=sequence.asked_again,
-            first_try_tokens=sequence.first_try_tokens,
-        )
+        return sequence.answer(reason, [self._piece(t) for t in sequence.generated], loop_from)
 
     def _add(self, token: int, position: int, seq_id: int, logits: bool) -> None:
         batch = self._batch

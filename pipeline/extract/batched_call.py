@@ -1,9 +1,10 @@
 """One call of the batched engine: the rules its answers decode by, and the state of each answer in its slot.
 
-`BatchedEngine.generate_many` turns its arguments into one `DecodeCall` (schema, budget, penalty, loop
-watch, asking again); each prompt becomes a `Sequence` in a slot. The engine owns the model, the KV
-cache and the batch; this module owns what a sequence starts with and how an answer found wanting
-starts again in the same slot.
+The batched engine turns each prompt group (a task's prompts in `generate_groups`, or the prompts of
+`generate_many`) into one `DecodeCall` (schema, budget, penalty, loop watch, asking again); each prompt
+becomes a `Sequence` in a slot. The engine owns the model, the KV cache and the batch; this module owns
+what a sequence starts with, how an answer found wanting starts again in the same slot, and the answer
+a finished sequence gives.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.settings import ModelSettings
 from pipeline.extract.decoding import DryPenalty, LoopWatch
 from pipeline.extract.engine import AskAgain, Generation
 
@@ -35,10 +37,30 @@ class Sequence:
     asked_again: bool = False
     first_try_tokens: int = 0
 
+    def answer(self, reason: str, pieces: list[bytes], loop_from: int | None = None) -> Generation:
+        """The finished answer: its text from the generated tokens' `pieces`, each token's character offset,
+        and (`loop_from`, a token index) where a loop it was stopped in began, as a character offset."""
+        offsets: list[int] = []
+        produced = b""
+        for piece in pieces:
+            offsets.append(len(produced.decode("utf-8", "ignore")))
+            produced += piece
+        return Generation(
+            text=produced.decode("utf-8", "replace"),
+            finish_reason=reason,
+            prompt_tokens=len(self.tokens),
+            completion_tokens=len(self.generated),
+            token_offsets=offsets,
+            token_logprobs=list(self.logprobs),
+            loop_from=offsets[loop_from] if loop_from is not None else None,
+            asked_again=self.asked_again,
+            first_try_tokens=self.first_try_tokens,
+        )
+
 
 @dataclass(frozen=True)
 class DecodeCall:
-    """The rules of one `generate_many` call, shared by all its sequences."""
+    """The rules of one prompt group, shared by all its sequences."""
 
     schema_json: str | None  # None: no grammar (benchmarks)
     budget: int  # tokens per answer
@@ -48,6 +70,29 @@ class DecodeCall:
     stop_loops: bool  # end an answer that repeats itself (finish_reason "repetition")
     ignore_eos: bool = False  # spend the whole budget (benchmarks)
     ask_again: AskAgain | None = None
+
+    @classmethod
+    def of(
+        cls,
+        model: ModelSettings,
+        stop_loops: bool,
+        schema_json: str | None,
+        max_tokens: int | None,
+        dry_multiplier: float | None,
+        ignore_eos: bool = False,
+        ask_again: AskAgain | None = None,
+    ) -> DecodeCall:
+        """A call's rules: its own budget and penalty where it has them (a task's), else the model settings'."""
+        return cls(
+            schema_json,
+            max_tokens or model.max_tokens,
+            model.dry_multiplier if dry_multiplier is None else dry_multiplier,
+            model.dry_base,
+            model.dry_allowed_length,
+            stop_loops,
+            ignore_eos,
+            ask_again,
+        )
 
     def start(self, request: int, seq_id: int, tokens: list[int], n_past: int, sampler: Any) -> Sequence:
         """A prompt's sequence, its first `n_past` tokens already in its KV cache."""
