@@ -66,6 +66,8 @@ def extract_pending(work: ShardWork) -> None:
     lineages: dict[str, TaskLineage] = {}
     asks: list[_TaskAsk] = []
     for task in context.tasks:
+        if not any(e.task.name == task.name for e in work.extractions):
+            continue  # nothing of this task in the shard (all reused): no lineage to build
         lineage_of = functools.partial(
             TaskLineage.of,
             context.run_id,
