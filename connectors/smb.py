@@ -88,6 +88,8 @@ class SmbConnector:
             if "LOGON_FAILURE" in message or "ACCESS_DENIED" in message:
                 raise ConfigError(f"source {self.source_name!r}: login refused for {config.username}") from None
             raise TransientError(f"source {self.source_name!r}: {message}") from None
+        except OSError as exc:  # the socket reset or closed under the negotiation: a new connection may work
+            raise TransientError(f"source {self.source_name!r}: connecting to {config.server}: {exc}") from None
 
     def _unc(self, relative: str) -> str:
         parts = [p for p in (self.folder, relative) if p]
@@ -112,12 +114,11 @@ class SmbConnector:
     def _walk(self, since: datetime | None) -> Iterator[DocumentRef]:
         import smbclient
 
-        kwargs = self._kwargs()
         folders = [""]
         while folders:
             folder = folders.pop()
             try:
-                entries = call_with_retry(self._scan, smbclient, folder, kwargs)
+                entries = call_with_retry(self._scan, smbclient, folder)
             except OSError as exc:
                 if not folder:
                     raise ConfigError(f"source {self.source_name!r}: cannot list {self._unc('')}: {exc}") from None
@@ -141,12 +142,12 @@ class SmbConnector:
                     )
             folders.extend(reversed(below))
 
-    def _scan(self, smbclient: Any, folder: str, kwargs: dict[str, Any]) -> Sequence[Any]:
-        from smbprotocol.exceptions import SMBConnectionClosed
-
-        try:
-            return sorted(smbclient.scandir(self._unc(folder), **kwargs), key=lambda entry: entry.name)
-        except (SMBConnectionClosed, ValueError) as exc:
+    def _scan(self, smbclient: Any, folder: str) -> Sequence[Any]:
+        try:  # the session is registered again after a lost connection
+            return sorted(smbclient.scandir(self._unc(folder), **self._kwargs()), key=lambda entry: entry.name)
+        except Exception as exc:
+            if not _connection_lost(exc):
+                raise
             self._cache.clear()
             self._session = False
             raise TransientError(f"listing {self._unc(folder)}: {exc}") from None
@@ -164,7 +165,7 @@ class SmbConnector:
 
     def read(self, ref: DocumentRef) -> bytes:
         import smbclient
-        from smbprotocol.exceptions import SMBConnectionClosed, SMBOSError
+        from smbprotocol.exceptions import SMBOSError
 
         url = urlsplit(ref.uri)
         prefix = "/".join(p for p in (quote(self.config.share, safe=""), quote(self.folder)) if p) + "/"
@@ -177,12 +178,29 @@ class SmbConnector:
         try:
             with smbclient.open_file(self._unc(relative), mode="rb", **self._kwargs()) as handle:
                 data: bytes = handle.read(limit + 1)
-        except SMBOSError as exc:
-            raise DocumentError(Reason.READ_ERROR, f"{ref.uri}: {exc.strerror or exc}") from None
-        except (SMBConnectionClosed, ValueError) as exc:
+        except Exception as exc:
+            if not _connection_lost(exc):
+                if isinstance(exc, SMBOSError):  # the server's answer about this file
+                    raise DocumentError(Reason.READ_ERROR, f"{ref.uri}: {exc.strerror or exc}") from None
+                raise
             self._cache.clear()
             self._session = False
             raise TransientError(f"reading {ref.uri}: {exc}") from None
         if len(data) > limit:
             raise DocumentError(Reason.TOO_LARGE, f"{ref.uri} is larger than max_file_bytes={limit}")
         return data
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` is the connection failing rather than the server answering: worth a new connection.
+
+    smbprotocol reports a closed connection as `SMBConnectionClosed`, a failed reconnect as
+    `ValueError`, and a socket reset or closed under a send as a plain `OSError` (EBADF when its
+    receiving thread closed the socket first); `SMBOSError` is an `OSError` too, but it is the
+    server's status for a path (not found, access denied), not a lost connection.
+    """
+    from smbprotocol.exceptions import SMBConnectionClosed, SMBOSError
+
+    if isinstance(exc, SMBOSError):
+        return False
+    return isinstance(exc, SMBConnectionClosed | ValueError | OSError)

@@ -196,3 +196,29 @@ def test_an_smb_server_that_stops_answering_is_timed_out_and_tried_again(share: 
         proxy.close()
     assert len(proxy.stalled) == 1 and proxy.connections >= 2
     assert summary.status == "completed" and summary.processed == 1
+
+
+@pytest.mark.parametrize("step", ["negotiate", "listing", "reading"])
+def test_a_socket_closed_under_a_send_is_a_lost_connection_and_tried_again(
+    share: Share, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Fault injection: the send fails with EBADF, as when smbprotocol's receiving thread saw a reset
+    and closed the socket first (a race a dropped connection sometimes wins; it once failed CI)."""
+    import errno
+
+    from smbprotocol.transport import Tcp
+
+    (share.folder / "contract.txt").write_bytes(AGREEMENT)
+    original, sends = Tcp.send, []
+    fail_at = {"negotiate": 1, "listing": 5, "reading": 9}[step]  # 1: negotiate; then session, tree, listing, ...
+
+    def send(self: Tcp, header: bytes) -> None:
+        sends.append(step)
+        if len(sends) == fail_at:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        original(self, header)
+
+    monkeypatch.setattr(Tcp, "send", send)
+    summary = _run(tmp_path / "data", {"share": share.source()})
+    assert len(sends) > fail_at
+    assert summary.status == "completed" and summary.processed == 1 and summary.failed == 0
