@@ -113,23 +113,39 @@ class Serving:
             time.sleep(0.5)
         raise InterruptedError("server start")
 
-    def register(self) -> None:
-        """Work pool, model-slot limit and deployments; each step idempotent."""
+    def register(self, client_imported: threading.Thread | None = None) -> None:
+        """Work pool, model-slot limit and deployments; each step idempotent.
+
+        The work pool and the limit through Prefect's client in this process (a CLI call costs a
+        Python start and Prefect's import, about 2.5 s on 2 cores, each); the deployments through
+        `prefect deploy`, which reads deploy/prefect.yaml as an operator's own `prefect deploy` would.
+        """
         estate = self.estate
-        self.step(
-            f"work pool {estate.work_pool} (process)",
-            _prefect("work-pool", "create", estate.work_pool, "--type", "process", "--overwrite"),
-        )
-        slots = estate.model_slots_name
-        self.step(
-            f"global concurrency limit {slots} = {estate.model_slots}",
-            _prefect("global-concurrency-limit", "create", slots, "--limit", str(estate.model_slots)),
-            ok_if="already exists",
-        )
-        self.step(
-            f"limit {slots} set to {estate.model_slots}",
-            _prefect("global-concurrency-limit", "update", slots, "--limit", str(estate.model_slots)),
-        )
+        if client_imported is not None:
+            client_imported.join()
+        if self.stopping.is_set():
+            raise InterruptedError("work pool")
+        from prefect.client.orchestration import SyncPrefectClient
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.workers.process import ProcessWorker
+
+        what = f"work pool {estate.work_pool} (process)"
+        try:
+            with SyncPrefectClient(estate.api_url) as client:
+                client.create_work_pool(
+                    WorkPoolCreate(
+                        name=estate.work_pool,
+                        type=ProcessWorker.type,
+                        base_job_template=ProcessWorker.get_default_base_job_template(),
+                    ),
+                    overwrite=True,
+                )
+                self.say(f"  {what}")
+                what = f"global concurrency limit {estate.model_slots_name} = {estate.model_slots}"
+                client.upsert_global_concurrency_limit_by_name(estate.model_slots_name, estate.model_slots)
+                self.say(f"  {what}")
+        except Exception as exc:  # the server's answer (an HTTP error) or no answer
+            raise ConfigError(f"{what} failed: {redact(f'{type(exc).__name__}: {exc}')[-2000:]}") from None
         self.step(
             f"deployments of {estate.prefect_file.relative_to(ROOT)}",
             _prefect("deploy", "--no-prompt", "--prefect-file", str(estate.prefect_file), "--all"),
@@ -148,6 +164,11 @@ class Serving:
         self.processes.clear()
 
 
+def _import_client() -> None:
+    import prefect.client.orchestration
+    import prefect.workers.process  # noqa: F401
+
+
 def serve(estate: Estate, say: Callable[[str], None]) -> int:
     """Start what `estate` names and hold it until SIGTERM/SIGINT or one of its processes ends."""
     serving = Serving(estate, say)
@@ -158,10 +179,12 @@ def serve(estate: Estate, say: Callable[[str], None]) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server = serving.start("server", _prefect("server", "start", "--host", estate.host, "--port", str(estate.port)))
+        client_imported = threading.Thread(target=_import_client, daemon=True)
+        client_imported.start()  # on the other core while the server starts
         serving.wait_for_server(server)
         say(f"Prefect server: {estate.ui_url} (API {estate.api_url}; files in {estate.home})")
         if estate.deploy:
-            serving.register()
+            serving.register(client_imported)
         if estate.worker:
             serving.start("worker", _prefect("worker", "start", "--pool", estate.work_pool))
             say(f"worker on pool {estate.work_pool} (log: {estate.home / 'worker.log'})")

@@ -77,10 +77,15 @@ class Served:
             )
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api", timeout=30, transport=_Patient())
         deadline = time.monotonic() + 180
-        while "Stop with Ctrl-C or SIGTERM" not in self.log.read_text():
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(1)
+        try:
+            while "Stop with Ctrl-C or SIGTERM" not in self.log.read_text():
+                assert self.process.poll() is None, self.log.read_text()
+                assert time.monotonic() < deadline, self.log.read_text()
+                time.sleep(1)
+        except BaseException:
+            self.process.terminate()  # a start that failed leaves nothing running (serve stops its children)
+            self.process.wait(timeout=90)
+            raise
 
     def trigger(self, sources: list[str], **overrides: Any) -> str:
         """Start `assay-run/nightly` with these parameters, as its schedule would; the flow run's id."""
@@ -131,7 +136,8 @@ def hooks() -> Iterator[HookCatcher]:
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory: pytest.TempPathFactory, hooks: HookCatcher) -> Iterator[dict[str, Any]]:
     """Under one `assay serve`: a good night over two files (one of them empty), then a night whose source
-    does not exist; both left as the API shows them. Read only."""
+    does not exist; both left as the API shows them. Read only, but for the last test that uses it, which
+    stops the estate and starts it again (`served` is then the second start)."""
     tmp = tmp_path_factory.mktemp("ops")
     source = tmp / "Verträge 2026"
     source.mkdir()
@@ -147,22 +153,19 @@ def nights(tmp_path_factory: pytest.TempPathFactory, hooks: HookCatcher) -> Iter
 
 
 def _nights(tmp: Path, source: Path, hooks: HookCatcher, database: str | None) -> Iterator[dict[str, Any]]:
-    served = Served(tmp, hooks.url, database)
+    state: dict[str, Any] = {"served": Served(tmp, hooks.url, database), "database": database, "tmp": tmp}
     try:
+        served = state["served"]
         good = served.trigger([str(source)])
-        good_run = served.wait(good)
-        hooks_after_good = len(hooks.received)
+        state["good"] = served.wait(good)
+        state["hooks_after_good"] = len(hooks.received)
         bad = served.trigger(["no-such-source"])
-        bad_run = served.wait(bad)
-        yield {
-            "served": served,
-            "good": good_run,
-            "bad": bad_run,
-            "hooks_after_good": hooks_after_good,
-            "source": source,
-        }
+        state["bad"] = served.wait(bad)
+        state["source"] = source
+        yield state
     finally:
-        served.stop()
+        if state["served"].process.poll() is None:
+            state["served"].stop()
 
 
 def test_a_good_night_is_named_completed_and_shows_its_summary_progress_failures_and_log_lines(
@@ -360,29 +363,31 @@ def test_a_shard_that_keeps_failing_leaves_its_documents_to_the_next_night_and_t
     assert call["outcome"] == "incomplete" and call["run_id"] == summary["run_id"]
 
 
-def test_sigterm_stops_the_estate_and_a_second_start_registers_the_same_deployments(tmp_path: Path) -> None:
-    """On a PostgreSQL database (the production set-up of the Prefect server), stopped and started again."""
-    with fresh_postgres_database("assay_prefect") as url:
-        database_url = url.replace("postgresql+psycopg://", "postgresql+asyncpg://")
-        served = Served(tmp_path, "http://127.0.0.1:9/unused", database_url)
-        first = served.api.post("/deployments/filter", json={}).json()
-        assert served.stop() == 0
-        assert "stopped the worker" in served.log.read_text() and "stopped the server" in served.log.read_text()
-        assert not (tmp_path / "prefect" / "prefect.db").exists()  # the server kept nothing in SQLite
-        again = Served(tmp_path, "http://127.0.0.1:9/unused", database_url)
-        try:
-            second = again.api.post("/deployments/filter", json={}).json()
-            assert sorted(d["name"] for d in second) == sorted(d["name"] for d in first) == ["default", "nightly"]
-            assert {d["id"] for d in second} == {d["id"] for d in first}
-            nightly = next(d for d in second if d["name"] == "nightly")
-            assert nightly["concurrency_limit"] == 1 or nightly.get("global_concurrency_limit", {}).get("limit") == 1
-            assert nightly["schedules"][0]["schedule"]["timezone"] == "Europe/Zurich"
-            pools = again.api.post("/work_pools/filter", json={}).json()
-            assert "assay-cpu" in {p["name"] for p in pools}
-            limit = again.api.get("/v2/concurrency_limits/assay-model-slots").json()
-            assert limit["limit"] == 1
-        finally:
-            assert again.stop() == 0
+def test_sigterm_stops_the_estate_and_a_second_start_registers_the_same_deployments_and_keeps_the_nights(
+    nights: dict[str, Any], hooks: HookCatcher
+) -> None:
+    """The module's estate (on PostgreSQL where there is one, the production set-up of the Prefect server),
+    stopped and started again on the same database. Last of the tests that use `nights`: it replaces
+    the estate they share."""
+    served = nights["served"]
+    first = served.api.post("/deployments/filter", json={}).json()
+    assert served.stop() == 0
+    assert "stopped the worker" in served.log.read_text() and "stopped the server" in served.log.read_text()
+    if nights["database"]:
+        assert not (served.home / "prefect.db").exists()  # the server kept nothing in SQLite
+    again = nights["served"] = Served(nights["tmp"], hooks.url, nights["database"])
+    second = again.api.post("/deployments/filter", json={}).json()
+    assert sorted(d["name"] for d in second) == sorted(d["name"] for d in first) == ["default", "nightly"]
+    assert {d["id"] for d in second} == {d["id"] for d in first}
+    nightly = next(d for d in second if d["name"] == "nightly")
+    assert nightly["concurrency_limit"] == 1 or nightly.get("global_concurrency_limit", {}).get("limit") == 1
+    assert nightly["schedules"][0]["schedule"]["timezone"] == "Europe/Zurich"
+    pools = again.api.post("/work_pools/filter", json={}).json()
+    assert "assay-cpu" in {p["name"] for p in pools}
+    limit = again.api.get("/v2/concurrency_limits/assay-model-slots").json()
+    assert limit["limit"] == 1
+    assert again.api.get(f"/flow_runs/{nights['good']['id']}").json()["state"]["type"] == "COMPLETED"  # kept
+    assert again.stop() == 0
 
 
 def test_the_summary_of_a_run_without_findings_keeps_its_model_and_versions() -> None:
