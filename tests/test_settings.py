@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,16 @@ def test_secrets_never_appear_in_the_redacted_record(tmp_path: Path, monkeypatch
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.redacted())
     assert settings.redacted()["state_url"] == "postgresql://assay:***@db.internal/assay"
+
+
+def test_an_empty_prefect_api_url_is_taken_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`export PREFECT_API_URL=` means "no server": Prefect's client agrees (its ephemeral server),
+    but its events worker would take "" for a server and log an error for every event of a run."""
+    from pipeline.core import offline
+
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    offline.enforce()
+    assert "PREFECT_API_URL" not in os.environ
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    offline.enforce()
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"  # a server named is kept

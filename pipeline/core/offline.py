@@ -5,7 +5,7 @@
 it is called first thing by every entry point: `pipeline/__init__.py` calls it,
 which covers the CLI, the flows and the tests.
 
-The switches only ask libraries to behave; `tests/test_offline.py` proves it
+The switches only ask libraries to behave; `tests/test_e2e.py` proves it
 by running a whole job with outbound sockets blocked.
 """
 
@@ -34,6 +34,13 @@ OFFLINE_ENV: dict[str, str] = {
 
 
 def enforce() -> None:
-    """Set the offline switches unless the operator has set them explicitly."""
+    """Set the offline switches unless the operator has set them explicitly.
+
+    And an empty PREFECT_API_URL (`export PREFECT_API_URL=` to unset it) is removed: Prefect's client
+    then starts its ephemeral server, as for no setting at all, but its events worker takes the empty
+    string for a server's address and logs an error with a traceback for every event of the run.
+    """
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    if os.environ.get("PREFECT_API_URL") == "":
+        del os.environ["PREFECT_API_URL"]
