@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,24 @@ def test_csv_lines_end_with_lf_so_a_pasted_id_carries_no_cr(night: tuple[Path, P
     assert result.returncode == 0 and b"\r" not in result.stdout
     run_id = result.stdout.decode().splitlines()[1]
     assert _cli(data_dir, "report", run_id, "--out", str(data_dir / "r.html")).exit_code == 0
+
+
+def test_each_command_is_loaded_by_its_own_name_and_only_when_asked_for() -> None:
+    """`COMMANDS` names each command where it lives; `assay query` imports neither `doctor` nor `run`."""
+    import click
+
+    from assay.cli import COMMANDS
+
+    root = click.Context(cli, info_name="assay")
+    assert isinstance(cli, click.Group) and cli.list_commands(root) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(root, name)
+        assert command is not None and command.name == name, (name, command)
+    probe = (
+        "import sys\nfrom click.testing import CliRunner\nfrom assay.cli import cli\n"
+        "result = CliRunner().invoke(cli, ['query', '--help'])\nassert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('assay.doctor_commands', 'assay.run_commands', 'flows.assay_run', 'prefect')"
+        " if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
