@@ -274,6 +274,7 @@ async def main():
     ids = [UUID(i) for i in sys.argv[1:]]
     async with get_client() as client:
         runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
         logs, offset = [], 0
         while page := await client.read_logs(
             log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200, offset=offset
@@ -282,7 +283,8 @@ async def main():
             offset += len(page)
         artifacts = await client.read_artifacts()
     dump = lambda items: [item.model_dump(mode="json") for item in items]
-    print(json.dumps({"flow_runs": dump(runs), "logs": dump(logs), "artifacts": dump(artifacts)}))
+    print(json.dumps({"flow_runs": dump(runs), "task_runs": dump(task_runs), "logs": dump(logs),
+                      "artifacts": dump(artifacts)}))
 
 asyncio.run(main())
 """
@@ -317,14 +319,16 @@ print(summary.model_dump_json())
 """
 
 
-def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(s3: S3Bucket, tmp_path: Path) -> None:
+def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(
+    prefect_server: dict[str, str], s3: S3Bucket, tmp_path: Path
+) -> None:
     """The run's context travels to the Dask workers pickled without its S3 keys; they take theirs from
-    their own environment. Prefect runs ephemeral here: its database is a file in PREFECT_HOME."""
+    their own environment. Against a Prefect server, as docs/scaling.md says to run it (with ephemeral
+    Prefect each Dask worker process would start a temporary server of its own)."""
     overrides = _overrides(tmp_path, s3)
     overrides["parsing"] = {"workers": 0}  # each Dask worker process parses its own shards
     secrets = _secrets()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {**secrets, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env = {**prefect_server, **secrets}
     result = subprocess.run(
         [sys.executable, "-c", DASK, str(_source(tmp_path)), json.dumps(overrides)],
         cwd=ROOT,
@@ -339,8 +343,19 @@ def test_a_run_fans_out_over_a_dask_cluster_of_worker_processes(s3: S3Bucket, tm
     _check_lake(overrides, summary["run_id"], secrets)
     # The shards ran in the cluster's two worker processes, not in the flow's own process.
     assert len(summary["workers"]) == 2, summary["workers"]
-    prefect_home = tmp_path / "prefect-home"
-    assert any(prefect_home.rglob("*.db")), list(prefect_home.rglob("*"))
-    records = {str(path): path.read_bytes().decode("latin-1") for path in prefect_home.rglob("*") if path.is_file()}
-    records |= {"output": result.stdout + result.stderr, **_lake_and_data(s3, tmp_path / "data")}
+    kept = subprocess.run(
+        [sys.executable, "-c", PREFECT_RECORDS, summary["flow_run_id"]],
+        cwd=ROOT,
+        env=prefect_server,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert kept.returncode == 0, kept.stderr
+    (flow_run,) = json.loads(kept.stdout)["flow_runs"]
+    assert flow_run["state_type"] == "COMPLETED" and flow_run["parameters"]
+    # The Dask workers reported their shards' task runs to the same server (not to ephemeral ones of their own).
+    shard_runs = {t["name"]: t["state_type"] for t in json.loads(kept.stdout)["task_runs"]}
+    assert {f"shard-{n}": "COMPLETED" for n in range(5)}.items() <= shard_runs.items(), shard_runs
+    records = {"prefect": kept.stdout, "output": result.stdout + result.stderr, **_lake_and_data(s3, tmp_path / "data")}
     assert _leaks(secrets, records) == []
