@@ -179,6 +179,9 @@ def serve(estate: Estate, say: Callable[[str], None]) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server = serving.start("server", _prefect("server", "start", "--host", estate.host, "--port", str(estate.port)))
+        # This process talks to the server too (registration): the same Prefect home and API as its children,
+        # set before Prefect is imported here (it reads them once).
+        os.environ.update(PREFECT_HOME=str(estate.home), PREFECT_API_URL=estate.api_url)
         client_imported = threading.Thread(target=_import_client, daemon=True)
         client_imported.start()  # on the other core while the server starts
         serving.wait_for_server(server)
