@@ -81,15 +81,15 @@ class SmbConnector:
             )
         except SMBAuthenticationError as exc:
             raise ConfigError(f"source {self.source_name!r}: login refused for {config.username}: {exc}") from None
-        except ValueError as exc:  # smbprotocol's "Failed to connect to ..."
-            raise TransientError(f"source {self.source_name!r}: cannot reach {config.server}: {exc}") from None
         except SMBException as exc:
             message = str(exc)
             if "LOGON_FAILURE" in message or "ACCESS_DENIED" in message:
                 raise ConfigError(f"source {self.source_name!r}: login refused for {config.username}") from None
             raise TransientError(f"source {self.source_name!r}: {message}") from None
-        except OSError as exc:  # the socket reset or closed under the negotiation: a new connection may work
-            raise TransientError(f"source {self.source_name!r}: connecting to {config.server}: {exc}") from None
+        except Exception as exc:
+            if not _connection_lost(exc):
+                raise
+            raise TransientError(f"source {self.source_name!r}: cannot reach {config.server}: {exc}") from None
 
     def _unc(self, relative: str) -> str:
         parts = [p for p in (self.folder, relative) if p]
@@ -148,9 +148,13 @@ class SmbConnector:
         except Exception as exc:
             if not _connection_lost(exc):
                 raise
-            self._cache.clear()
-            self._session = False
-            raise TransientError(f"listing {self._unc(folder)}: {exc}") from None
+            raise self._lost(f"listing {self._unc(folder)}", exc) from None
+
+    def _lost(self, what: str, exc: BaseException) -> TransientError:
+        """The connection is gone: forget it (the next call connects and logs in again) and say what failed."""
+        self._cache.clear()
+        self._session = False
+        return TransientError(f"{what}: {exc}")
 
     def _problem(self, relative: str, message: str) -> DocumentRef:
         return DocumentRef(
@@ -183,9 +187,7 @@ class SmbConnector:
                 if isinstance(exc, SMBOSError):  # the server's answer about this file
                     raise DocumentError(Reason.READ_ERROR, f"{ref.uri}: {exc.strerror or exc}") from None
                 raise
-            self._cache.clear()
-            self._session = False
-            raise TransientError(f"reading {ref.uri}: {exc}") from None
+            raise self._lost(f"reading {ref.uri}", exc) from None
         if len(data) > limit:
             raise DocumentError(Reason.TOO_LARGE, f"{ref.uri} is larger than max_file_bytes={limit}")
         return data

@@ -88,12 +88,12 @@ class Serving:
         self.processes.append((name, process))
         return process
 
-    def step(self, what: str, command: list[str], ok_if: str | None = None) -> None:
-        """Run one registration command to its end; `ok_if`: text of an error that means 'already there'."""
+    def step(self, what: str, command: list[str]) -> None:
+        """Run one registration command to its end."""
         if self.stopping.is_set():
             raise InterruptedError(what)
         done = subprocess.run(command, env=self.env, cwd=ROOT, capture_output=True, text=True, check=False)
-        if done.returncode != 0 and not (ok_if and ok_if in done.stdout + done.stderr):
+        if done.returncode != 0:
             raise ConfigError(f"{what} failed: {redact((done.stdout + done.stderr).strip()[-2000:])}")
         self.say(f"  {what}")
 
@@ -181,7 +181,7 @@ def serve(estate: Estate, say: Callable[[str], None]) -> int:
         server = serving.start("server", _prefect("server", "start", "--host", estate.host, "--port", str(estate.port)))
         # This process talks to the server too (registration): the same Prefect home and API as its children,
         # set before Prefect is imported here (it reads them once).
-        os.environ.update(PREFECT_HOME=str(estate.home), PREFECT_API_URL=estate.api_url)
+        os.environ.update({key: serving.env[key] for key in ("PREFECT_HOME", "PREFECT_API_URL")})
         client_imported = threading.Thread(target=_import_client, daemon=True)
         client_imported.start()  # on the other core while the server starts
         serving.wait_for_server(server)

@@ -65,8 +65,9 @@ def extract_pending(work: ShardWork) -> None:
     engine = get_engine(context.settings.model) if work.pending else None
     lineages: dict[str, TaskLineage] = {}
     asks: list[_TaskAsk] = []
+    with_work = {e.task.name for e in work.extractions}
     for task in context.tasks:
-        if not any(e.task.name == task.name for e in work.extractions):
+        if task.name not in with_work:
             continue  # nothing of this task in the shard (all reused): no lineage to build
         lineage_of = functools.partial(
             TaskLineage.of,
