@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import duckdb
 
 from assay.context import CliContext
 from assay.output import assay_invocation, console, progress_shown
 from pipeline.core.errors import AssayError
-from pipeline.land import queries, warehouse
-from pipeline.run.summary import RunSummary, render_text
+
+if TYPE_CHECKING:
+    from pipeline.run.summary import RunSummary
 
 
 @click.command()
@@ -62,6 +62,7 @@ def run(
 
     The run is a Prefect flow run (`assay-run`); exits 1 when the run did not account for every document.
     """
+    _start_parsing_processes(obj)
     from flows.assay_run import assay_run, summary_of
 
     overrides: dict[str, Any] = {}
@@ -96,7 +97,24 @@ def run(
         sys.exit(1)
 
 
+def _start_parsing_processes(obj: CliContext) -> None:
+    """Start the parsing processes' fork server before Prefect is imported: its preload (about 4 s of one
+    core) then runs beside Prefect's import and the start of its ephemeral server, not after them."""
+    from pipeline.parse.workers import start_parsing_processes
+
+    try:
+        settings = obj.settings()
+    except AssayError:
+        return  # the run itself reports what is wrong with the settings
+    start_parsing_processes(settings.parsing)
+
+
 def _print_summary(obj: CliContext, summary: RunSummary) -> None:
+    import duckdb
+
+    from pipeline.land import queries, warehouse
+    from pipeline.run.summary import render_text
+
     first, *rest = render_text(summary)
     console.print()
     console.print(first, style="bold", highlight=False)
@@ -149,15 +167,16 @@ def evaluate(
     report.md, summary.json, fields/documents/calibration.parquet). Re-running an evaluation with the
     same settings reuses the landed results.
     """
-    from flows.assay_run import assay_run, summary_of
-    from pipeline.audit import evaluation
-    from pipeline.audit.evaluation_run import GOLD_SOURCE, evaluate_task
-
     if compare:
+        from pipeline.audit import evaluation
+
         click.echo(evaluation.compare_reports(*compare))
         return
     if not task_name or gold is None:
         raise click.UsageError("--task and --gold are required (or --compare A B)")
+    _start_parsing_processes(obj)
+    from flows.assay_run import assay_run, summary_of
+    from pipeline.audit.evaluation_run import GOLD_SOURCE, evaluate_task
 
     def run_flow(overrides: dict[str, Any]) -> RunSummary:
         with progress_shown(False):

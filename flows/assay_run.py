@@ -45,6 +45,7 @@ from pipeline.core import progress
 from pipeline.core.retry import RETRIED
 from pipeline.core.secrets import redact
 from pipeline.core.settings import Settings, settings_from_parameters
+from pipeline.parse.workers import start_parsing_processes
 from pipeline.run import shard as shard_step
 from pipeline.run import shared
 from pipeline.run.ahead import parsing_ahead
@@ -248,6 +249,8 @@ def assay_run(
         if _runs_on_dask()
         else _in_task_runs(night, shard_task)
     )
+    if shard_workers == 0 and not _runs_on_dask():  # the shards parse in this process
+        start_parsing_processes(settings.parsing)  # their preload runs while the sources are listed
     with console.assay_logs_in_the_ui(), progress.listening(night):
         try:
             validate_sources(settings)

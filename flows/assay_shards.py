@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 
 from connectors.registry import rebuild_sources
 from pipeline.core.settings import settings_from_parameters
+from pipeline.parse.workers import start_parsing_processes
 from pipeline.run import shared
 
 
@@ -26,6 +27,7 @@ def assay_shard_worker(
     """Process free shards of run `run_id` until none is left; the shard indexes this worker did."""
     logger = get_run_logger()
     settings = settings_from_parameters(config_file, overrides)
+    start_parsing_processes(settings.parsing)  # their preload runs while the run is joined
     context = shared.join_run(settings, run_id, rebuild_sources)
     owner = f"{shared.worker_name()}:{flow_run.id}"
     done = shared.work_on_shards(context, owner=owner)

@@ -6,6 +6,7 @@ Helpers and the test documents are in tests/support.py. Tiers: `make test-fast` 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,13 @@ from tests.support import (
     network_namespace_prefix,
     offline_env,
 )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Prefect stops its ephemeral server when Python exits and says so at INFO on a console that wrote to
+    pytest's captured output, closed by then: a "--- Logging error ---" traceback after the tests' summary.
+    Nothing of the tests is left to log at that point."""
+    logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session", autouse=True)

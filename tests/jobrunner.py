@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pipeline  # noqa: F401
-from connectors.registry import resolve_sources
 from pipeline.core import faults
 from pipeline.core.settings import load_settings
-from pipeline.run.local import run_locally
-from pipeline.run.summary import RunSummary
+from pipeline.parse.workers import start_parsing_processes
+
+if TYPE_CHECKING:
+    from pipeline.run.summary import RunSummary
 
 TEST_TASKS = Path(__file__).resolve().parent / "fixtures" / "tasks"
 NO_MODEL = ["patterns_only"]  # the tasks of a run that needs no model
@@ -30,6 +31,9 @@ def run(
     full_listing: bool = False,
     **extra: Any,
 ) -> RunSummary:
+    from connectors.registry import resolve_sources
+    from pipeline.run.local import run_locally
+
     overrides: dict[str, Any] = {"data_dir": data_dir, "max_chunks_per_document": 1, "shard_size": 2, **extra}
     if tasks:
         overrides["tasks"] = tasks
@@ -40,5 +44,6 @@ def run(
 
 if __name__ == "__main__":
     faults.arm()  # this process is a test's: honour ASSAY_CRASH_AT
+    start_parsing_processes(load_settings().parsing)  # as `assay run` does, beside the imports of run()
     summary = run(Path(sys.argv[1]), Path(sys.argv[2]), tasks=sys.argv[3:] or None)
     print(summary.model_dump_json())

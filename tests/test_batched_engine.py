@@ -241,15 +241,15 @@ def test_the_dry_penalty_turns_loops_into_answers_that_end_and_is_recorded_with_
     dry = settings.model_copy(update={"dry_multiplier": 0.8})
     engine = BatchedEngine(resolve_model_file(dry), dry)
     prompts = [engine.render_prompt(build_messages(task, chunk)) for chunk in CHUNKS]
-    assert "repetition" not in [
-        g.finish_reason for g in engine.generate_many(prompts, json.dumps(task.output_schema), 256)
-    ]
+    schema = json.dumps(task.output_schema)
+    # 160 tokens: the loops without the penalty are caught by token 123; with it, answers end or run on.
+    assert "repetition" not in [g.finish_reason for g in engine.generate_many(prompts, schema, 160)]
     # A call's own multiplier (a task's `dry_multiplier`) wins over the engine's settings: off, they loop.
-    off = engine.generate_many(prompts, json.dumps(task.output_schema), 256, dry_multiplier=0.0)
+    off = engine.generate_many(prompts, schema, 160, dry_multiplier=0.0)
     assert "repetition" in [g.finish_reason for g in off]
     # Asked again in its slot (from the prompt's KV cache) with the penalty: a loop ends no answer.
     looped = AskAgain(lambda g: g.finish_reason == "repetition", 0.8)
-    again = engine.generate_many(prompts, json.dumps(task.output_schema), 256, dry_multiplier=0.0, ask_again=looped)
+    again = engine.generate_many(prompts, schema, 160, dry_multiplier=0.0, ask_again=looped)
     assert "repetition" not in [g.finish_reason for g in again]
     for first, second in zip(off, again, strict=True):
         assert second.asked_again == (first.finish_reason == "repetition")
@@ -267,16 +267,18 @@ def test_the_sequential_engine_applies_a_tasks_dry_penalty_and_records_the_model
     engine = SequentialEngine(resolve_model_file(settings), settings)
     prompts = [engine.render_prompt(build_messages(task, CHUNKS[i])) for i in (0, 2)]
     schema = json.dumps(task.output_schema)
+    budget = 128  # the two fields compared come first and end by about token 100: the rest is not read
 
     def copied(generation: Any) -> bool:
         values = re.findall(r'"(?:effective_date|jurisdiction)":\s*\{"value":\s*"([^"]*)"', generation.text)
         return len(values) == 2 and values[0] == values[1] and values[0] != "..."
 
-    plain = engine.generate_many(prompts, schema, 256)
-    penalised = engine.generate_many(prompts, schema, 256, dry_multiplier=0.8)
+    plain = engine.generate_many(prompts, schema, budget)
+    penalised = engine.generate_many(prompts, schema, budget, dry_multiplier=0.8)
     assert all(map(copied, plain))
     assert sum(map(copied, penalised)) == 0
-    asked = engine.generate_many(prompts[:1], schema, 256, ask_again=AskAgain(lambda g: True, 0.8))[0]
+    assert all(len(re.findall(r'"jurisdiction":\s*\{"value":\s*"[^"]*"', g.text)) == 1 for g in penalised)
+    asked = engine.generate_many(prompts[:1], schema, budget, ask_again=AskAgain(lambda g: True, 0.8))[0]
     assert (asked.asked_again, asked.first_try_tokens, asked.text) == (
         True,
         plain[0].completion_tokens,

@@ -3,6 +3,7 @@ that hang, leak or crash their worker recorded with a reason while the pool goes
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,6 +93,41 @@ def test_too_many_elements_is_too_large() -> None:
     size.add([element] * 3, (3, 100), "html")
     with pytest.raises(DocumentError, match=r"more than parsing.max_elements=3 elements \(4\)"):
         size.add([element], (3, 100), "html")
+
+
+EARLY_START = """
+import json, psutil
+from pipeline.core.hashing import sha256_bytes
+from pipeline.core.settings import ChunkingSettings, ParsingSettings
+from pipeline.parse.workers import ParsePool, start_parsing_processes
+
+me = psutil.Process()
+start_parsing_processes(ParsingSettings(workers=0))
+in_process = [c.pid for c in me.children()]
+limits = ParsingSettings(workers=1)
+start_parsing_processes(limits)
+early = [c.pid for c in me.children()]
+pool = ParsePool(limits)
+data = b"One line of text to parse."
+parsed, _ = pool.submit(data, "a.txt", sha256_bytes(data), "fast", ChunkingSettings()).result()
+workers = [c.ppid() for c in me.children(recursive=True) if c.pid not in early]
+print(json.dumps({"in_process": in_process, "early": early, "after": [c.pid for c in me.children()],
+                  "workers_parents": workers, "text": parsed.text}))
+pool.close()
+"""
+
+
+def test_the_parsing_processes_start_early_and_the_pool_forks_its_workers_from_them() -> None:
+    """`start_parsing_processes` (the CLI calls it before it imports Prefect) starts the fork server at once;
+    the pool made later forks its workers from that same server, so its preload is paid once, early."""
+    done = subprocess.run([sys.executable, "-c", EARLY_START], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    assert seen["in_process"] == []  # parsing in the run's own process: nothing to start
+    assert seen["early"], "no fork server was started"
+    assert seen["after"] == seen["early"]  # the pool started no server of its own
+    assert seen["workers_parents"] and set(seen["workers_parents"]) <= set(seen["early"])
+    assert seen["text"] == "One line of text to parse."
 
 
 def test_bad_files_fail_with_their_reason_in_a_worker(pool: ParsePool) -> None:

@@ -20,6 +20,9 @@ canonical text with true page numbers.
 
 Workers start from a fork server that has imported the parsing libraries
 and loaded unstructured's language model once, so a recycled worker is cheap.
+That preload takes about 4 s of one core; `start_parsing_processes` starts it
+early (the CLI does before it imports Prefect), so that it runs on another
+core while the run starts up instead of when the first document is handed over.
 By default parsing and decoding never overlap in a run (a shard parses, then
 decodes), so the pool takes the cores while it works and the model takes them
 afterwards (docs/scaling.md); with
@@ -35,6 +38,7 @@ from __future__ import annotations
 import atexit
 import gc
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import resource
 import shutil
@@ -192,6 +196,18 @@ def _failure(part: _Part, exc: BaseException, limits: ParsingSettings) -> Docume
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         return DocumentError(Reason.PARSER_CRASHED, f"the parsing process died{where} ({how})", part.filetype)
     return DocumentError(Reason.PARSE_ERROR, f"{type(exc).__name__}: {exc}{where}"[:2000], part.filetype)
+
+
+def start_parsing_processes(limits: ParsingSettings) -> None:
+    """Start the fork server the parsing processes come from, now, and return at once.
+
+    Its preload then runs in its own process while the caller goes on (Prefect's import and ephemeral
+    server, the state store, the listing); the pool made later forks its workers from the same server.
+    Nothing happens when parsing runs in the calling process (`parsing.workers = 0`) or the server runs.
+    """
+    if limits.processes > 0:
+        multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+        multiprocessing.forkserver.ensure_running()
 
 
 class ParsePool:
