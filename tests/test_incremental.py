@@ -80,6 +80,12 @@ def local_night(tmp_path: Path) -> Night:
 def test_an_unchanged_rerun_does_no_work_and_adds_no_results(night: Night) -> None:
     first = run(night.data_dir, night.source, NO_MODEL)
     assert first.processed == len(NIGHTLY_GOOD) and first.failed == len(NIGHTLY_BAD) and first.findings > 0
+    messages = {
+        Path(str(r["document_uri"])).name: r["message"]
+        for r in night.rows("select document_uri, message from documents where status = 'processed'")
+    }  # the UTF-16 file's encoding was guessed, and its row says so; the HTML parsed without a word
+    assert "the parser warned: EncodingDetectionWarning" in messages["unstructured__fake-text-utf-16-be.txt"]
+    assert messages["docling__kvp_data_example.html"] is None
     tables = ("texts", "chunks", "findings", "document_values", "routing")
     before = {t: night.count(f"select count(*) as n from {t}") for t in tables}
 

@@ -130,6 +130,18 @@ def test_the_parsing_processes_start_early_and_the_pool_forks_its_workers_from_t
     assert seen["text"] == "One line of text to parse."
 
 
+def test_what_the_parser_warns_about_a_file_comes_back_with_that_file(pool: ParsePool) -> None:
+    """unstructured guesses a BOM-less UTF-16 file's encoding and warns: the warning belongs to that
+    document (the run writes it into the document's `message`), not to a worker's stderr."""
+    guessed = _submit(pool, document("unstructured__fake-text-utf-16-be.txt"))
+    plain = _submit(pool, DOCX)
+    guessed.result()
+    plain.result()
+    assert len(guessed.warnings) == 1 and "inferred as 'utf_16_be'" in guessed.warnings[0]
+    assert guessed.warnings[0].startswith("EncodingDetectionWarning: ")
+    assert plain.warnings == []
+
+
 def test_bad_files_fail_with_their_reason_in_a_worker(pool: ParsePool) -> None:
     with pytest.raises(DocumentError) as empty:
         _submit(pool, document("unstructured__empty.txt")).result()

@@ -45,10 +45,11 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.core import faults
@@ -94,16 +95,31 @@ class _Parsed:
     elements: list[Any] | None = None
     ranges: list[tuple[int, int, bytes]] | None = None
     ocr: list[OcrRead | None] | None = None  # per element: how OCR read it (None: not OCR)
+    warnings: tuple[str, ...] = ()  # what the parsing libraries warned about this file
 
 
-def _parse_part(part: _Part) -> _Parsed:
+# Warnings about the libraries' code, not about the file being parsed: not recorded with the document.
+_CODE_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+
+
+def _parse_part(part: _Part, record_warnings: bool = False) -> _Parsed:
     """In a worker: check and partition a file, or cut a long PDF into page ranges (all of it isolated).
+
+    With `record_warnings` (a parsing process's own job: `warnings.catch_warnings` is not thread-safe, so
+    not in the run's process) what the libraries warn about the file (a guessed text encoding, say) comes
+    back with it instead of going to the worker's stderr, where no one could tell which file it was about.
 
     A MemoryError is the memory cap biting: what the parse held is let go (outside the `except`, so
     the traceback does not keep it alive) before the worker takes its next file.
     """
     try:
-        return _parse_in_worker(part)
+        if not record_warnings:
+            return _parse_in_worker(part)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            parsed = _parse_in_worker(part)
+        said = (f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, _CODE_WARNINGS))
+        return replace(parsed, warnings=tuple(dict.fromkeys(said)))
     except MemoryError:
         pass
     gc.collect()
@@ -241,7 +257,7 @@ class ParsePool:
         """Start one job; the returned callable waits for it (or, with no pool, runs it here)."""
         if self._pool is None:
             return lambda: _parse_part(part)
-        future: Future[_Parsed] = self._pool.schedule(_parse_part, args=(part,), timeout=self.limits.timeout_s)
+        future: Future[_Parsed] = self._pool.schedule(_parse_part, args=(part, True), timeout=self.limits.timeout_s)
         return future.result
 
     def submit(
@@ -276,10 +292,12 @@ class ParseJob:
     part: _Part
     wait: Callable[[], _Parsed]
     submitted_at: float = field(default_factory=time.perf_counter)  # perf_counter() when handed over
+    warnings: list[str] = field(default_factory=list)  # what the parsers warned about it, once `result()` is in
 
     def result(self) -> tuple[ParsedDocument, list[Chunk]]:
         """The document and its chunks, or `DocumentError` with the reason it could not be parsed."""
         parsed = self._wait(self.part, self.wait)
+        self.warnings = list(parsed.warnings)
         elements = parsed.elements or []
         ocr = parsed.ocr or [None] * len(elements)
         size = _Size()  # checked here too: the parent trusts no worker's answer, and sums a PDF's parts
@@ -303,6 +321,7 @@ class ParseJob:
             elements, ocr = [], []
             for p, w in zip(parts, waits, strict=True):
                 done = self._wait(p, w)
+                self.warnings += [said for said in done.warnings if said not in self.warnings]
                 more = done.elements or []
                 size.add(more, self.pool.caps, parsed.filetype)
                 elements += more

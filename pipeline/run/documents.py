@@ -211,6 +211,9 @@ def finish_parsing(
         try:
             document, chunks = job.result()
             row.filetype, row.parser, row.parser_version = document.filetype, document.parser, document.parser_version
+            if job.warnings:  # parsed, but the parser had to guess (a text encoding, say): the row says so
+                row.message = f"parsed; the parser warned: {'; '.join(job.warnings)}"[:2000]
+                logger.warning("%s: %s", ref.uri, row.message)
         finally:
             # The run's wall time spent waiting for parsers (parsing in parallel counts once), and
             # the document's own time from its bytes handed over to its chunks back.
