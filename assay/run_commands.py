@@ -104,8 +104,8 @@ def _start_parsing_processes(obj: CliContext) -> None:
 
     try:
         settings = obj.settings()
-    except AssayError:
-        return  # the run itself reports what is wrong with the settings
+    except Exception:  # a head start only: the flow run loads the settings again and reports what is wrong
+        return
     start_parsing_processes(settings.parsing)
 
 

@@ -242,14 +242,13 @@ def test_the_dry_penalty_turns_loops_into_answers_that_end_and_is_recorded_with_
     engine = BatchedEngine(resolve_model_file(dry), dry)
     prompts = [engine.render_prompt(build_messages(task, chunk)) for chunk in CHUNKS]
     schema = json.dumps(task.output_schema)
-    # 160 tokens: the loops without the penalty are caught by token 123; with it, answers end or run on.
-    assert "repetition" not in [g.finish_reason for g in engine.generate_many(prompts, schema, 160)]
+    assert "repetition" not in [g.finish_reason for g in engine.generate_many(prompts, schema, 256)]
     # A call's own multiplier (a task's `dry_multiplier`) wins over the engine's settings: off, they loop.
-    off = engine.generate_many(prompts, schema, 160, dry_multiplier=0.0)
+    off = engine.generate_many(prompts, schema, 256, dry_multiplier=0.0)
     assert "repetition" in [g.finish_reason for g in off]
     # Asked again in its slot (from the prompt's KV cache) with the penalty: a loop ends no answer.
     looped = AskAgain(lambda g: g.finish_reason == "repetition", 0.8)
-    again = engine.generate_many(prompts, schema, 160, dry_multiplier=0.0, ask_again=looped)
+    again = engine.generate_many(prompts, schema, 256, dry_multiplier=0.0, ask_again=looped)
     assert "repetition" not in [g.finish_reason for g in again]
     for first, second in zip(off, again, strict=True):
         assert second.asked_again == (first.finish_reason == "repetition")

@@ -107,11 +107,13 @@ in_process = [c.pid for c in me.children()]
 limits = ParsingSettings(workers=1)
 start_parsing_processes(limits)
 early = [c.pid for c in me.children()]
+preloads = ["pipeline.parse.preload" in " ".join(psutil.Process(pid).cmdline()) for pid in early]
 pool = ParsePool(limits)
 data = b"One line of text to parse."
 parsed, _ = pool.submit(data, "a.txt", sha256_bytes(data), "fast", ChunkingSettings()).result()
 workers = [c.ppid() for c in me.children(recursive=True) if c.pid not in early]
-print(json.dumps({"in_process": in_process, "early": early, "after": [c.pid for c in me.children()],
+after = [c.pid for c in me.children()]
+print(json.dumps({"in_process": in_process, "early": early, "preloads": preloads, "after": after,
                   "workers_parents": workers, "text": parsed.text}))
 pool.close()
 """
@@ -125,6 +127,7 @@ def test_the_parsing_processes_start_early_and_the_pool_forks_its_workers_from_t
     seen = json.loads(done.stdout)
     assert seen["in_process"] == []  # parsing in the run's own process: nothing to start
     assert seen["early"], "no fork server was started"
+    assert sum(seen["preloads"]) == 1  # the server started early loads the parsers (and the tracker does not)
     assert seen["after"] == seen["early"]  # the pool started no server of its own
     assert seen["workers_parents"] and set(seen["workers_parents"]) <= set(seen["early"])
     assert seen["text"] == "One line of text to parse."
@@ -133,12 +136,14 @@ def test_the_parsing_processes_start_early_and_the_pool_forks_its_workers_from_t
 def test_what_the_parser_warns_about_a_file_comes_back_with_that_file(pool: ParsePool) -> None:
     """unstructured guesses a BOM-less UTF-16 file's encoding and warns: the warning belongs to that
     document (the run writes it into the document's `message`), not to a worker's stderr."""
-    guessed = _submit(pool, document("unstructured__fake-text-utf-16-be.txt"))
+    utf16 = document("unstructured__fake-text-utf-16-be.txt")
+    guessed = [_submit(pool, utf16, f"{n}.txt") for n in range(3)]  # two of them share a process
     plain = _submit(pool, DOCX)
-    guessed.result()
-    plain.result()
-    assert len(guessed.warnings) == 1 and "inferred as 'utf_16_be'" in guessed.warnings[0]
-    assert guessed.warnings[0].startswith("EncodingDetectionWarning: ")
+    for job in [*guessed, plain]:
+        job.result()
+    for job in guessed:  # each file's own warning, though its process warned the same before
+        assert len(job.warnings) == 1 and "inferred as 'utf_16_be'" in job.warnings[0]
+        assert job.warnings[0].startswith("EncodingDetectionWarning: ")
     assert plain.warnings == []
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -65,6 +66,8 @@ from pipeline.parse.partition import (
     pdf_page_count,
     split_pdf,
 )
+
+logger = logging.getLogger(__name__)
 
 # Imported once by the fork server, so each (recycled) worker starts with them loaded, and with the
 # language model unstructured uses (pipeline/parse/preload.py).
@@ -100,6 +103,7 @@ class _Parsed:
 
 # Warnings about the libraries' code, not about the file being parsed: not recorded with the document.
 _CODE_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+_MAX_WARNINGS = 20  # distinct warnings kept per file (or PDF page range)
 
 
 def _parse_part(part: _Part, record_warnings: bool = False) -> _Parsed:
@@ -116,10 +120,10 @@ def _parse_part(part: _Part, record_warnings: bool = False) -> _Parsed:
         if not record_warnings:
             return _parse_in_worker(part)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("default")  # once per place in the code: a file cannot flood it
             parsed = _parse_in_worker(part)
         said = (f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, _CODE_WARNINGS))
-        return replace(parsed, warnings=tuple(dict.fromkeys(said)))
+        return replace(parsed, warnings=tuple(dict.fromkeys(said))[:_MAX_WARNINGS])
     except MemoryError:
         pass
     gc.collect()
@@ -220,10 +224,16 @@ def start_parsing_processes(limits: ParsingSettings) -> None:
     Its preload then runs in its own process while the caller goes on (Prefect's import and ephemeral
     server, the state store, the listing); the pool made later forks its workers from the same server.
     Nothing happens when parsing runs in the calling process (`parsing.workers = 0`) or the server runs.
+    Only a head start: if the server cannot start now (its socket's path too long under TMPDIR, no file
+    descriptors left), the pool tries again on the first document and the documents say why it failed.
+    A run that parses nothing (an unchanged re-run) pays the preload on a spare core for nothing.
     """
     if limits.processes > 0:
         multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
-        multiprocessing.forkserver.ensure_running()
+        try:
+            multiprocessing.forkserver.ensure_running()
+        except OSError as exc:
+            logger.debug("the parsing processes were not started early: %s", exc)
 
 
 class ParsePool:
