@@ -133,6 +133,34 @@ def test_the_parsing_processes_start_early_and_the_pool_forks_its_workers_from_t
     assert seen["text"] == "One line of text to parse."
 
 
+CTRL_C_EARLY = """
+import os, signal, time
+from pipeline.core.settings import ParsingSettings
+from pipeline.parse.workers import start_parsing_processes
+
+start_parsing_processes(ParsingSettings(workers=1))
+time.sleep(0.5)  # the server's preload (seconds) is under way
+try:
+    os.killpg(0, signal.SIGINT)  # Ctrl-C: the terminal interrupts every process of the command
+    time.sleep(5)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_while_the_parsers_load_interrupts_the_run_and_prints_no_traceback_from_them() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_EARLY],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        start_new_session=True,  # its own process group, as a command at a terminal has
+    )
+    assert done.stdout.strip() == "interrupted"
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
 def test_what_the_parser_warns_about_a_file_comes_back_with_that_file(pool: ParsePool) -> None:
     """unstructured guesses a BOM-less UTF-16 file's encoding and warns: the warning belongs to that
     document (the run writes it into the document's `message`), not to a worker's stderr."""

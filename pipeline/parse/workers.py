@@ -45,11 +45,13 @@ import resource
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -231,9 +233,26 @@ def start_parsing_processes(limits: ParsingSettings) -> None:
     if limits.processes > 0:
         multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
         try:
-            multiprocessing.forkserver.ensure_running()
+            with _sigint_ignored():
+                multiprocessing.forkserver.ensure_running()
         except OSError as exc:
             logger.debug("the parsing processes were not started early: %s", exc)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored while the fork server is started, so that it starts ignoring it too: the server
+    ignores SIGINT only once its preload is done, and a Ctrl-C in the seconds before (the terminal sends
+    it to every process of the command) printed a KeyboardInterrupt traceback from inside the preload
+    under the run's own "Aborted!". Its workers inherit this; the run stops them itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class ParsePool:
@@ -245,8 +264,8 @@ class ParsePool:
         if limits.processes > 0:
             from pebble import ProcessPool
 
+            start_parsing_processes(limits)  # if no one did earlier
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(_PRELOAD)
             self._pool = ProcessPool(
                 max_workers=limits.processes,
                 max_tasks=limits.files_per_worker,
