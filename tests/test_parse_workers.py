@@ -161,6 +161,40 @@ def test_ctrl_c_while_the_parsers_load_interrupts_the_run_and_prints_no_tracebac
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
+CANNOT_START = """
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import ParsingSettings
+from pipeline.parse.workers import ParsePool, start_parsing_processes
+
+limits = ParsingSettings(workers=1)
+start_parsing_processes(limits)  # a head start only: it says nothing
+try:
+    ParsePool(limits)
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+def test_parsing_processes_that_cannot_start_stop_with_what_to_do_instead_of_failing_every_document(
+    tmp_path: Path,
+) -> None:
+    """Their fork server's Unix socket lives under TMPDIR, and such a path must stay under 108 bytes. Before,
+    every document of the run failed as `internal_error` with a BrokenProcessPool traceback."""
+    long_tmp = tmp_path / ("t" * 110)
+    long_tmp.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", CANNOT_START],
+        env=dict(os.environ, TMPDIR=str(long_tmp)),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("the parsing processes cannot start: AF_UNIX path too long")
+    assert f"TMPDIR ({long_tmp})" in done.stdout and "set TMPDIR to a shorter folder" in done.stdout
+
+
 def test_what_the_parser_warns_about_a_file_comes_back_with_that_file(pool: ParsePool) -> None:
     """unstructured guesses a BOM-less UTF-16 file's encoding and warns: the warning belongs to that
     document (the run writes it into the document's `message`), not to a worker's stderr."""

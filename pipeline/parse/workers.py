@@ -57,7 +57,7 @@ from typing import Any
 
 from pipeline.core import faults
 from pipeline.core.documents import Chunk, ParsedDocument
-from pipeline.core.errors import DocumentError, Reason
+from pipeline.core.errors import ConfigError, DocumentError, Reason
 from pipeline.core.settings import ChunkingSettings, ParsingSettings
 from pipeline.parse.chunking import chunk_document
 from pipeline.parse.ocr import OcrRead
@@ -226,17 +226,31 @@ def start_parsing_processes(limits: ParsingSettings) -> None:
     Its preload then runs in its own process while the caller goes on (Prefect's import and ephemeral
     server, the state store, the listing); the pool made later forks its workers from the same server.
     Nothing happens when parsing runs in the calling process (`parsing.workers = 0`) or the server runs.
-    Only a head start: if the server cannot start now (its socket's path too long under TMPDIR, no file
-    descriptors left), the pool tries again on the first document and the documents say why it failed.
+    Only a head start: if the server cannot start now, the pool tries again and says why it cannot.
     A run that parses nothing (an unchanged re-run) pays the preload on a spare core for nothing.
     """
-    if limits.processes > 0:
-        multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
-        try:
-            with _sigint_ignored():
-                multiprocessing.forkserver.ensure_running()
-        except OSError as exc:
-            logger.debug("the parsing processes were not started early: %s", exc)
+    try:
+        _start_fork_server(limits)
+    except ConfigError as exc:
+        logger.debug("the parsing processes were not started early: %s", exc)
+
+
+def _start_fork_server(limits: ParsingSettings) -> None:
+    """Start the fork server (if it is not running), or `ConfigError` saying why it cannot: a machine's
+    problem, not a document's, so the shard stops and its documents wait for the next run."""
+    if limits.processes == 0:
+        return
+    multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+    try:
+        with _sigint_ignored():
+            multiprocessing.forkserver.ensure_running()
+    except OSError as exc:
+        hint = "`parsing.workers = 0` parses in the run's own process, without isolation"
+        if "too long" in str(exc):  # the server's Unix socket lives under TMPDIR; its path has ~107 bytes
+            hint = (
+                f"their socket goes under TMPDIR ({tempfile.gettempdir()}): set TMPDIR to a shorter folder; or {hint}"
+            )
+        raise ConfigError(f"the parsing processes cannot start: {exc} ({hint})") from exc
 
 
 @contextmanager
@@ -264,7 +278,7 @@ class ParsePool:
         if limits.processes > 0:
             from pebble import ProcessPool
 
-            start_parsing_processes(limits)  # if no one did earlier
+            _start_fork_server(limits)  # if no one did earlier
             context = multiprocessing.get_context("forkserver")
             self._pool = ProcessPool(
                 max_workers=limits.processes,
