@@ -19,7 +19,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 help:
 	@echo "make demo       - set up, then run Assay over samples/ on the embedded model"
 	@echo "make test       - set up, then run the whole test suite (lint, types and imports included)"
-	@echo "make test-fast  - the tests not marked slow: no model, no Prefect run (under two minutes)"
+	@echo "make test-fast  - the tests not marked slow: no model, no Prefect run (about 3.5 minutes on 2 cores)"
 	@echo "make serve      - Prefect server on loopback, Assay's deployments registered, a worker (the UI: http://127.0.0.1:4200)"
 	@echo "make ui         - the Prefect server alone"
 	@echo "make check      - lint, format check, type check, import contract"

@@ -242,15 +242,14 @@ def assay_run(
         return share_shards(context, queued, shard_workers, worker_deployment, parameters)
 
     shard_task = _shard_task(settings)
-    execute = (
-        on_workers
-        if shard_workers > 0
-        else _on_dask(night, shard_task)
-        if _runs_on_dask()
-        else _in_task_runs(night, shard_task)
-    )
-    if shard_workers == 0 and not _runs_on_dask():  # the shards parse in this process
-        start_parsing_processes(settings.parsing)  # their preload runs while the sources are listed
+    execute: Executor
+    if shard_workers > 0:
+        execute = on_workers
+    elif _runs_on_dask():
+        execute = _on_dask(night, shard_task)
+    else:  # the shards parse in this process: the parsers' preload runs while the sources are listed
+        execute = _in_task_runs(night, shard_task)
+        start_parsing_processes(settings.parsing)
     with console.assay_logs_in_the_ui(), progress.listening(night):
         try:
             validate_sources(settings)

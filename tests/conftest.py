@@ -1,7 +1,7 @@
 """Shared fixtures. Tests use real parts: the real GGUF model, real Prefect, real DuckDB/Parquet.
 
 Helpers and the test documents are in tests/support.py. Tiers: `make test-fast` runs what is not marked
-`slow` (no model, no Prefect run: units, under two minutes); `make test` runs everything.
+`slow` (no model, no Prefect run: units, about 3.5 minutes on 2 cores); `make test` runs everything.
 """
 
 from __future__ import annotations
