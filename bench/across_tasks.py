@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (offline switches)
+from bench.settings import model_settings  # noqa: E402
 from pipeline.core.hashing import sha256_bytes  # noqa: E402
-from pipeline.core.settings import ChunkingSettings, ModelSettings  # noqa: E402
+from pipeline.core.settings import ChunkingSettings  # noqa: E402
 from pipeline.core.tasks import find_task  # noqa: E402
 from pipeline.extract.batched import BatchedEngine  # noqa: E402
 from pipeline.extract.engine import Generation, PromptGroup  # noqa: E402
@@ -76,7 +77,7 @@ def main() -> None:
 
     labels = [json.loads(line) for line in (NDA_DIR / "labels.jsonl").read_text().splitlines() if line.strip()]
     files = [NDA_DIR / label["file"] for label in labels[: args.docs]]
-    settings = ModelSettings()
+    settings = model_settings()
     engine = BatchedEngine(resolve_model_file(settings), settings)
     print(f"{len(files)} documents, shards of {args.shard}, tasks {', '.join(TASKS)}, {settings.n_parallel} slots")
 

@@ -1,12 +1,14 @@
 """The cost of a page: the pipeline a user would write in an afternoon (the PEER BASELINE) against `assay`.
 
-    .venv/bin/python bench/e2e.py             # quick mode: a fixed subset of 8 NDAs (about 25 minutes on 2 cores)
+    .venv/bin/python bench/e2e.py             # quick mode: a fixed subset of 8 NDAs (about 40 minutes on 2 cores)
     .venv/bin/python bench/e2e.py --docs 40   # all 40 labelled NDAs (hours: the peer sends every chunk)
     .venv/bin/python bench/e2e.py --docs 40 --sides tuned,assay   # against the tuned peer only
 
-Both sides read the same NDAs (../shared/corpus/kleister-nda-dev, first N in label order), use the same
-model file (the embedded SmolLM2-135M), the same threads and the same task (`nda_key_terms`: its
-instructions, answer shape and JSON Schema), one after the other, each in its own process:
+All sides read the same NDAs (../shared/corpus/kleister-nda-dev, first N in label order), use the same
+model file on the same device (the settings `assay run` would use here, bench/settings.py: the embedded
+SmolLM2-135M on the CPU unless `ASSAY_MODEL__PATH` or `ASSAY_MODEL__N_GPU_LAYERS` say otherwise), the same
+threads and the same task (`nda_key_terms`: its instructions, answer shape and JSON Schema), one after the
+other, each in its own process:
 
 - peer baseline (`peer_baseline` below, written the obvious way): unstructured `partition(strategy="fast")`
   + `chunk_by_title`, one `Llama.create_chat_completion` per chunk with the schema as `response_format`,
@@ -95,7 +97,7 @@ def peer_baseline(folder: Path, threads: int, tuned: bool = False) -> dict[str, 
     from unstructured.chunking.title import chunk_by_title
     from unstructured.partition.auto import partition
 
-    from pipeline.core.settings import ModelSettings
+    from bench.settings import model_settings
     from pipeline.core.tasks import find_task
     from pipeline.extract.model_files import resolve_model_file
     from pipeline.extract.prompts import build_messages
@@ -123,12 +125,13 @@ def peer_baseline(folder: Path, threads: int, tuned: bool = False) -> dict[str, 
     stages["parse"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    settings = ModelSettings(n_threads=threads)
+    settings = model_settings(n_threads=threads)
     llm = Llama(
         model_path=str(resolve_model_file(settings).path),
         n_ctx=settings.n_ctx,
         n_threads=threads,
         n_threads_batch=threads,
+        n_gpu_layers=settings.n_gpu_layers,
         seed=0,
         verbose=False,
     )
@@ -286,15 +289,15 @@ def model_limit(binary: Path, assay: dict[str, Any], threads: int) -> float:
     generation speed at the run's mean shape (prompt and generated tokens per answer, the engine's
     parallel sequences), applied to the run's prompt and generated tokens. Every prompt token counts,
     as the answers record them (the engine's shared-prefix reuse is Assay's own saving)."""
-    from pipeline.core.settings import ModelSettings
+    from bench.settings import model_settings
     from pipeline.extract.model_files import resolve_model_file
 
-    settings = ModelSettings(n_threads=threads)
+    settings = model_settings(n_threads=threads)
     answers = max(int(assay["answers"]), 1)
     pp = max(1, round(assay["prompt_tokens"] / answers))
     tg = max(1, round(assay["generated_tokens"] / answers))
     model = resolve_model_file(settings).path
-    row = bench_row(binary, model, pp, tg, settings.n_parallel, threads, settings.n_batch)
+    row = bench_row(binary, model, pp, tg, settings.n_parallel, threads, settings.n_batch, settings.n_gpu_layers)
     seconds = assay["prompt_tokens"] / row["S_PP t/s"] + assay["generated_tokens"] / row["S_TG t/s"]
     print(
         f"model-bound limit (llama-batched-bench, pp={pp} tg={tg} B={settings.n_parallel}): "
@@ -304,6 +307,15 @@ def model_limit(binary: Path, assay: dict[str, Any], threads: int) -> float:
         flush=True,
     )
     return float(seconds)
+
+
+def _model_line(threads: int) -> str:
+    from bench.settings import model_settings
+    from pipeline.extract.model_files import resolve_model_file
+
+    settings = model_settings(n_threads=threads)
+    model = resolve_model_file(settings).path.name
+    return f"model {model}, {threads} threads, n_gpu_layers {settings.n_gpu_layers}"
 
 
 def _run_side(side: str, folder: Path, threads: int) -> dict[str, Any]:
@@ -341,7 +353,7 @@ def main() -> None:
             shutil.copy(NDA_DIR / label["file"], folder / Path(label["file"]).name)
             label["file"] = Path(label["file"]).name
         (folder / "labels.jsonl").write_text("".join(json.dumps(label) + "\n" for label in labels))
-        print(f"{len(labels)} NDAs, task {TASK}, embedded model, {args.threads} threads", flush=True)
+        print(f"{len(labels)} NDAs, task {TASK}, {_model_line(args.threads)}", flush=True)
         sides = {}
         for side in wanted:
             command = [

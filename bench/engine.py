@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import pipeline  # noqa: E402,F401  (offline switches)
 from bench.cpp_reference import batched_bench, bench_row  # noqa: E402
+from bench.settings import model_settings  # noqa: E402
 from pipeline.core.hashing import sha256_bytes  # noqa: E402
 from pipeline.core.settings import ChunkingSettings, ModelSettings  # noqa: E402
 from pipeline.core.tasks import find_task  # noqa: E402
@@ -75,6 +76,7 @@ def run_naive(
         n_batch=settings.n_batch,
         n_threads=settings.n_threads,
         n_threads_batch=settings.n_threads,
+        n_gpu_layers=settings.n_gpu_layers,
         seed=0,
         verbose=False,
     )
@@ -100,25 +102,26 @@ def run_naive(
 
 def cpp_shape(binary: Path, model: Path, settings: ModelSettings, pp: int, tg: int, parallel: int) -> float:
     """llama-batched-bench's total tokens/s at one shape (prompt pp, generate tg, parallel sequences)."""
-    row = bench_row(binary, model, pp, tg, parallel, settings.n_threads, settings.n_batch)
+    row = bench_row(binary, model, pp, tg, parallel, settings.n_threads, settings.n_batch, settings.n_gpu_layers)
     return row["S t/s"]  # all tokens over all time
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=64)
-    parser.add_argument("--parallel", type=int, default=ModelSettings().n_parallel)
-    parser.add_argument("--threads", type=int, default=ModelSettings().n_threads)
+    parser.add_argument("--parallel", type=int, help="sequences decoded together (default: [model] n_parallel)")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: [model] n_threads)")
     args = parser.parse_args()
 
-    settings = ModelSettings(n_parallel=args.parallel, n_threads=args.threads)
+    settings = model_settings(n_parallel=args.parallel, n_threads=args.threads)
     task = find_task("key_terms")
     schema_json = json.dumps(task.output_schema)
     chunks = nda_chunks(args.chunks)
     messages = [build_messages(task, chunk) for chunk in chunks]
     print(
         f"{len(chunks)} chunks from {NDA_DIR.name}; task {task.name}; model {settings.name}; "
-        f"threads {settings.n_threads}; engine parallel {settings.n_parallel}; max_tokens {settings.max_tokens}",
+        f"threads {settings.n_threads}; n_gpu_layers {settings.n_gpu_layers}; engine parallel {settings.n_parallel}; "
+        f"max_tokens {settings.max_tokens}",
         flush=True,
     )
 
