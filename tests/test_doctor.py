@@ -23,9 +23,12 @@ from click.testing import CliRunner, Result
 from sqlalchemy import text
 
 from assay.cli import cli
+from pipeline.core.errors import ModelError
 from pipeline.core.resources import available_cores, cpu_quota
-from pipeline.core.settings import Settings, load_settings
-from pipeline.run.doctor import check_cores, check_offline, check_state_store, check_telemetry
+from pipeline.core.settings import ModelSettings, Settings, load_settings
+from pipeline.extract.device import llama_finds_gpu
+from pipeline.extract.engine import get_engine
+from pipeline.run.doctor import check_cores, check_device, check_offline, check_state_store, check_telemetry
 from pipeline.state.store import StateStore, alembic_config, default_url, make_engine
 from tests.support import S3Bucket, copy_documents, skip_or_fail
 
@@ -77,6 +80,7 @@ def test_a_healthy_installation_passes(installation: Path) -> None:
     assert "hashed in" in checks["model"]["detail"]  # how long the SHA-256 took
     assert checks["offline"]["status"] == "ok" and checks["telemetry"]["status"] == "ok"
     assert checks["cores"]["status"] == "ok" and "model.n_threads = 1" in checks["cores"]["detail"]
+    assert checks["device"]["status"] == "ok" and "model.n_gpu_layers = 0" in checks["device"]["detail"]
     assert checks["state store"]["status"] == "ok" and "newest revision" in checks["state store"]["detail"]
     assert checks["data directory"]["status"] == "ok" and "free" in checks["data directory"]["detail"]
     assert checks["source docs"]["status"] == "ok" and "first document" in checks["source docs"]["detail"]
@@ -259,6 +263,25 @@ def test_parsing_ahead_asks_for_the_cores_to_be_split(tmp_path: Path, monkeypatc
     in_process = ahead(1, 0)
     assert in_process.status == "warning" and "parsing.workers = 0" in in_process.detail
     assert check_cores(_settings(tmp_path, monkeypatch, model={"n_threads": 2}), affinity=2, quota=None).status == "ok"
+
+
+def test_a_gpu_asked_for_where_llama_cpp_finds_none_is_a_problem_and_the_model_is_not_started() -> None:
+    """n_gpu_layers on a CPU build of llama.cpp (or with no GPU visible) would run the model on the CPU, sized
+    for a GPU, with nothing to say so: the doctor names it with the fix, and the engine refuses to load."""
+    cpu = check_device(ModelSettings(), gpu_found=False)
+    assert cpu.status == "ok" and "runs on the CPU (model.n_gpu_layers = 0" in cpu.detail
+    gpu = check_device(ModelSettings(n_gpu_layers=-1), gpu_found=True)
+    assert gpu.status == "ok" and "every layer on the GPU" in gpu.detail and "16 sequences" in gpu.detail
+    missing = check_device(ModelSettings(n_gpu_layers=20), gpu_found=False)
+    assert missing.status == "problem" and "model.n_gpu_layers = 20 asks for a GPU" in missing.detail
+    assert 'CMAKE_ARGS="-DGGML_CUDA=on"' in missing.fix and "model.n_gpu_layers = 0" in missing.fix
+
+    if llama_finds_gpu():
+        pytest.skip("this llama.cpp finds a GPU; the refusal is for one that finds none")
+    # The installed llama.cpp, asked for real (this one is built for the CPU).
+    assert check_device(ModelSettings(n_gpu_layers=-1)).status == "problem"
+    with pytest.raises(ModelError, match=r"asks for a GPU, but llama.cpp finds none .*CMAKE_ARGS"):
+        get_engine(ModelSettings(n_gpu_layers=-1, n_threads=1))
 
 
 def test_the_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path: Path) -> None:

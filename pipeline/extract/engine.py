@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from pipeline.core.settings import ModelSettings
 from pipeline.core.tasks import Task
+from pipeline.extract.device import check_offload
 from pipeline.extract.model_files import resolve_model_file
 
 Messages = Sequence[dict[str, str]]
@@ -203,6 +204,7 @@ def get_engine(settings: ModelSettings) -> Engine:
     """The process's engine for these model settings, loaded (after its file's SHA-256 is checked) on first use."""
     key = _key(settings)
     if key not in _ENGINES:
+        check_offload(settings)
         model_file = resolve_model_file(settings)
         if settings.engine == "batched":
             from pipeline.extract.batched import BatchedEngine

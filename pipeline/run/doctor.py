@@ -35,6 +35,7 @@ from pipeline.core.resources import available_cores, cpu_quota
 from pipeline.core.secrets import redact
 from pipeline.core.settings import ModelSettings, Settings
 from pipeline.core.tasks import find_task, unrouted
+from pipeline.extract.device import GPU_FIX, llama_finds_gpu
 from pipeline.extract.model_files import locate_model_file, resolve_model_file
 from pipeline.parse.partition import ocr_available
 from pipeline.run.doctor_report import Check, Status
@@ -66,6 +67,7 @@ __all__ = [
     "Status",
     "check_cores",
     "check_data_dir",
+    "check_device",
     "check_model",
     "check_ocr",
     "check_offline",
@@ -101,6 +103,7 @@ class DoctorOptions:
 def run_checks(settings: Settings, options: DoctorOptions) -> Iterator[Check]:
     """Every check, in the order an operator fixes things: the machine, then the stores, then what runs on it."""
     yield _guarded("model", check_model, settings.model, options.hash_model)
+    yield _guarded("device", check_device, settings.model)
     yield _guarded("tasks", check_tasks, settings)
     yield _guarded("offline", check_offline, options.environ)
     yield _guarded("telemetry", check_telemetry, options.environ, options.prefect_telemetry)
@@ -187,6 +190,33 @@ def check_model(model: ModelSettings, hash_file: bool = True) -> Check:
         "ok",
         f"{model.name}: {path}, SHA-256 {verified.sha256[:16]}... as expected ({size} hashed in {seconds:.1f} s)",
         seconds=round(seconds, 2),
+    )
+
+
+def check_device(model: ModelSettings, gpu_found: bool | None = None) -> Check:
+    """Where the model will run: a GPU asked for (`model.n_gpu_layers`) needs a llama.cpp that finds a GPU
+    device, or the model runs on the CPU unnoticed (pipeline/extract/device.py). `gpu_found`: whether
+    llama.cpp finds one (None: ask the installed llama.cpp)."""
+    if gpu_found is None:
+        gpu_found = llama_finds_gpu()
+    built = "llama.cpp finds a GPU" if gpu_found else "llama.cpp finds no GPU"
+    if model.n_gpu_layers == 0:
+        return Check("device", "ok", f"the model runs on the CPU (model.n_gpu_layers = 0; {built})")
+    if gpu_found:
+        layers = "every layer" if model.n_gpu_layers < 0 else f"{model.n_gpu_layers} layers"
+        return Check(
+            "device",
+            "ok",
+            f"model.n_gpu_layers = {model.n_gpu_layers}: {layers} on the GPU ({built}), "
+            f"{model.n_parallel} sequences; the engine prints its KV-cache plan when it loads",
+        )
+    return Check(
+        "device",
+        "problem",
+        f"model.n_gpu_layers = {model.n_gpu_layers} asks for a GPU, but {built} (built for the CPU, or no GPU "
+        "visible to this process): the model would run on the CPU; "
+        "a run stops when it needs the model",
+        GPU_FIX,
     )
 
 
