@@ -79,7 +79,10 @@ def main() -> None:
     files = [NDA_DIR / label["file"] for label in labels[: args.docs]]
     settings = model_settings()
     engine = BatchedEngine(resolve_model_file(settings), settings)
-    print(f"{len(files)} documents, shards of {args.shard}, tasks {', '.join(TASKS)}, {settings.n_parallel} slots")
+    print(
+        f"{len(files)} documents, shards of {args.shard}, tasks {', '.join(TASKS)}, {settings.n_parallel} slots, "
+        f"model {resolve_model_file(settings).path.name}, n_gpu_layers {settings.n_gpu_layers}"
+    )
 
     seconds_of = {"per_task": 0.0, "across": 0.0}
     busy_of = {"per_task": 0, "across": 0}

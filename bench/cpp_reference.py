@@ -108,7 +108,7 @@ def batched_bench() -> Path:
         stdout=subprocess.DEVNULL,
     )
     subprocess.run(
-        ["cmake", "--build", str(build), "--target", "llama-batched-bench", "-j", "2"],
+        ["cmake", "--build", str(build), "--target", "llama-batched-bench", "-j", str(len(os.sched_getaffinity(0)))],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -131,7 +131,13 @@ def bench_row(
     """llama-batched-bench at one shape (prompt `pp`, generate `tg`, `parallel` sequences): its last table row
     as {column: value}, columns as it names them (`S_PP t/s`, `S_TG t/s`, `S t/s`, ...)."""
     command = bench_command(binary, model, pp, tg, parallel, threads, n_batch, n_gpu_layers)
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    if n_gpu_layers != 0 and "no usable GPU found" in done.stderr:  # a CPU build measured against a GPU engine
+        raise SystemExit(
+            f"{binary} was built for the CPU: build the reference for the GPU "
+            '(CMAKE_ARGS="-DGGML_CUDA=on", as llama-cpp-python was built) and run the bench with CMAKE_ARGS set'
+        )
+    output = done.stdout
     header = next(r for r in output.splitlines() if re.match(r"^\|\s+PP\s+\|", r))
     rows = [r for r in output.splitlines() if re.match(r"^\|\s+\d+", r)]
     names = [c.strip() for c in header.strip().strip("|").split("|")]

@@ -119,7 +119,7 @@ def main() -> None:
     chunks = nda_chunks(args.chunks)
     messages = [build_messages(task, chunk) for chunk in chunks]
     print(
-        f"{len(chunks)} chunks from {NDA_DIR.name}; task {task.name}; model {settings.name}; "
+        f"{len(chunks)} chunks from {NDA_DIR.name}; task {task.name}; model {resolve_model_file(settings).path.name}; "
         f"threads {settings.n_threads}; n_gpu_layers {settings.n_gpu_layers}; engine parallel {settings.n_parallel}; "
         f"max_tokens {settings.max_tokens}",
         flush=True,

@@ -9,6 +9,8 @@ import pytest
 
 from bench.cpp_reference import bench_command, build_folder, cmake_args
 from bench.settings import model_settings
+from pipeline.core.errors import ModelError
+from pipeline.extract.device import llama_finds_gpu
 
 
 @pytest.fixture(autouse=True)
@@ -22,13 +24,19 @@ def _no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_bench_reads_the_model_settings_a_run_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = model_settings(n_threads=1)
     assert (cpu.n_gpu_layers, cpu.n_parallel, cpu.n_threads) == (0, 4, 1)
+    Path("assay.toml").write_text("[model]\nn_parallel = 6\nn_threads = 3\n")
+    assert (model_settings().n_parallel, model_settings().n_threads) == (6, 3)
+    assert model_settings(n_parallel=32, n_threads=None).n_threads == 3  # a bench's flag wins; None keeps
+    assert model_settings(n_parallel=32, n_threads=None).n_parallel == 32
+    Path("assay.toml").unlink()
+
     monkeypatch.setenv("ASSAY_MODEL__N_GPU_LAYERS", "-1")  # what docs/performance.md tells a GPU node to set
-    gpu = model_settings(n_threads=1)
-    assert (gpu.n_gpu_layers, gpu.n_parallel, gpu.n_threads) == (-1, 16, 1)
-    assert model_settings(n_parallel=32, n_threads=None).n_parallel == 32  # a bench's flag wins; None keeps
-    (Path("assay.toml")).write_text("[model]\nn_gpu_layers = 20\n")
-    monkeypatch.delenv("ASSAY_MODEL__N_GPU_LAYERS")
-    assert model_settings().n_gpu_layers == 20
+    if llama_finds_gpu():
+        gpu = model_settings(n_threads=1)
+        assert (gpu.n_gpu_layers, gpu.n_parallel, gpu.n_threads) == (-1, 16, 1)
+    else:  # a bench asked for a GPU that llama.cpp cannot find stops before it measures anything
+        with pytest.raises(ModelError, match=r"asks for a GPU, but llama\.cpp finds none"):
+            model_settings(n_threads=1)
 
 
 def test_the_cpp_reference_runs_on_the_engines_device_and_builds_with_its_cmake_args(

@@ -39,7 +39,13 @@ SECRET = "hunter2-doctor-secret"
 def installation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A clean environment for `assay doctor`: no config file but the test's, no Prefect API or profile."""
     monkeypatch.chdir(tmp_path)
-    for name in ("ASSAY_CONFIG", "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"):
+    for name in (
+        "ASSAY_CONFIG",
+        "ASSAY_MODEL__N_GPU_LAYERS",
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))  # not the machine's profiles
     monkeypatch.setenv("ASSAY_MODEL__N_THREADS", "1")

@@ -2,7 +2,9 @@
 llama.cpp finds no GPU (llama-cpp-python built for the CPU, the usual slip on a new GPU node, or a GPU
 not visible to the process, a container started without its reservation) it ignores the request and
 runs the model on the CPU, with the run sized for a GPU (16 sequences, few threads) and nothing in its
-output to say so. Such settings are refused where the engine is loaded and named by `assay doctor`."""
+output to say so. Such settings are refused where the engine is loaded and where a shard worker joins a
+run, and named by `assay doctor`. (llama.cpp counts a build with its RPC backend as able to offload
+even with no RPC server: such a build passes this check.)"""
 
 from __future__ import annotations
 

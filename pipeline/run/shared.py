@@ -31,6 +31,7 @@ from pipeline.core.connector import Connector
 from pipeline.core.secrets import redact_data
 from pipeline.core.settings import Settings
 from pipeline.core.tasks import parse_task
+from pipeline.extract.device import check_offload
 from pipeline.extract.model_files import resolve_model_file
 from pipeline.run.context import RunContext, get_state, state_url
 from pipeline.run.counts import ShardReport
@@ -72,6 +73,7 @@ def join_run(settings: Settings, run_id: str, build_sources: SourceBuilder) -> R
     if status != "running" or raw is None:
         raise RunNotJoinable(f"run {run_id} is {status} or was not shared with workers")
     joinable = json.loads(raw)
+    check_offload(settings.model)  # this worker runs the model with its own settings
     model_sha256 = resolve_model_file(settings.model).sha256
     if model_sha256 != joinable["model_sha256"]:
         raise RunNotJoinable(
