@@ -27,9 +27,10 @@ def llama_finds_gpu() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-def offload_problem(settings: ModelSettings) -> str | None:
-    """Why the model cannot run where these settings put it, or None."""
-    if settings.n_gpu_layers == 0 or llama_finds_gpu():
+def offload_problem(settings: ModelSettings, gpu_found: bool | None = None) -> str | None:
+    """Why the model cannot run where these settings put it, or None. `gpu_found`: whether llama.cpp finds
+    a GPU (None: ask the installed llama.cpp, only when the settings ask for one)."""
+    if settings.n_gpu_layers == 0 or (llama_finds_gpu() if gpu_found is None else gpu_found):
         return None
     return (
         f"model.n_gpu_layers = {settings.n_gpu_layers} asks for a GPU, but llama.cpp finds none (built for the "

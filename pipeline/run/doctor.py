@@ -35,7 +35,7 @@ from pipeline.core.resources import available_cores, cpu_quota
 from pipeline.core.secrets import redact
 from pipeline.core.settings import ModelSettings, Settings
 from pipeline.core.tasks import find_task, unrouted
-from pipeline.extract.device import GPU_FIX, llama_finds_gpu
+from pipeline.extract.device import GPU_FIX, llama_finds_gpu, offload_problem
 from pipeline.extract.model_files import locate_model_file, resolve_model_file
 from pipeline.parse.partition import ocr_available
 from pipeline.run.doctor_report import Check, Status
@@ -211,12 +211,7 @@ def check_device(model: ModelSettings, gpu_found: bool | None = None) -> Check:
             f"{model.n_parallel} sequences; the engine prints its KV-cache plan when it loads",
         )
     return Check(
-        "device",
-        "problem",
-        f"model.n_gpu_layers = {model.n_gpu_layers} asks for a GPU, but {built} (built for the CPU, or no GPU "
-        "visible to this process): the model would run on the CPU; "
-        "a run stops when it needs the model",
-        GPU_FIX,
+        "device", "problem", f"{offload_problem(model, gpu_found)}; a run stops when it needs the model", GPU_FIX
     )
 
 
